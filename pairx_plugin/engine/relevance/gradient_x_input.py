@@ -1,0 +1,97 @@
+"""Gradient x input relevance for norm / attention models (Swin, SwinV2, ViT, DINOv2, ConvNeXt).
+
+zennit's LRP rules attach to Conv2d / Linear / activations only; LayerNorm, softmax attention and
+``scaled_dot_product_attention`` leave its pass NaN. This backend instead runs an ordinary forward
+under :class:`~.gxi_mode.GradientXInputMode`, which makes every normaliser and attention weight a
+constant for the gradient (see ``gxi_rules``). What remains between an embedding and any layer is
+piecewise linear, so relevance = gradient x activation is conserved up to the biases
+(docs/backends.md gives the measured numbers).
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from ...errors import ConfigError
+from .base import RelevanceBackend
+from .gxi_mode import GradientXInputMode, base_rules, gamma_rules
+from .gxi_rules import safe_divide
+
+#: class names (timm / torchvision) of normalisation layers that mark the family, besides nn.LayerNorm
+NORM_CLASS_NAMES = frozenset({"LayerNorm", "LayerNorm2d", "LayerNormFp32", "RmsNorm", "RmsNorm2d", "SimpleNorm", "RMSNorm"})
+LINEAR_RULES = ("gradient", "gamma")
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    backbone = getattr(model, "backbone", None)
+    return backbone if isinstance(backbone, nn.Module) else model
+
+
+def is_attention_module(module: nn.Module) -> bool:
+    """timm-style attention blocks (``Attention``, ``WindowAttention``, ...) computed with torch ops."""
+    return type(module).__name__.endswith("Attention") and not isinstance(module, nn.MultiheadAttention)
+
+
+def is_norm_module(module: nn.Module) -> bool:
+    rms = getattr(nn, "RMSNorm", None)
+    if isinstance(module, nn.LayerNorm) or (rms is not None and isinstance(module, rms)):
+        return True
+    return type(module).__name__ in NORM_CLASS_NAMES
+
+
+class GradientXInput(RelevanceBackend):
+    """Relevance = gradient x activation, with normalisers detached and identity-rule activations.
+
+    ``linear_rule="gamma"`` applies the gamma rule (gradient x input form) to every ``Linear`` and
+    ``Conv2d``: less pixel noise, still conserving. ``mode`` ("conservative" / "parity") is accepted
+    for the engine's sake; there is no published transformer implementation to be at parity with,
+    so both modes run the same rules.
+    """
+
+    name = "gradient-x-input"
+
+    def __init__(self, mode: str = "conservative", linear_rule: str = "gradient", gamma: float = 0.25) -> None:
+        super().__init__(mode=mode)
+        if linear_rule not in LINEAR_RULES:
+            raise ConfigError(f"linear_rule={linear_rule!r} is not a gradient-x-input rule; use one of {LINEAR_RULES}")
+        if not isinstance(gamma, (int, float)) or isinstance(gamma, bool) or not gamma >= 0 or gamma == float("inf"):
+            raise ConfigError(f"gamma={gamma!r} must be a finite number >= 0 (0.25 is a good start)")
+        self.linear_rule = linear_rule
+        self.gamma = float(gamma)
+        #: the mode of the last ``context`` (its ``counts`` say which rules fired)
+        self.last_mode: GradientXInputMode | None = None
+
+    @classmethod
+    def supports(cls, model: nn.Module) -> bool:
+        """True for models with LayerNorm/RMSNorm or timm-style attention (also under ``.backbone``).
+
+        False for plain BatchNorm CNNs (the zennit backend explains those) and for models built on
+        ``nn.MultiheadAttention``, whose fused internals a function mode cannot see.
+        """
+        modules = list(_unwrap(model).modules())
+        if any(isinstance(m, nn.MultiheadAttention) for m in modules):
+            return False
+        return any(is_norm_module(m) or is_attention_module(m) for m in modules)
+
+    def rules(self) -> dict:
+        rules = base_rules()
+        if self.linear_rule == "gamma":
+            rules.update(gamma_rules(self.gamma))
+        return rules
+
+    @contextlib.contextmanager
+    def context(self, model: nn.Module) -> Iterator[nn.Module]:
+        """Activate the rules for the ``with`` body only; the model itself is never touched."""
+        mode = GradientXInputMode(self.rules())
+        self.last_mode = mode
+        with mode:
+            yield model
+
+    def seed(self, relevance: torch.Tensor, activation: torch.Tensor) -> torch.Tensor:
+        return safe_divide(relevance, activation)
+
+    def relevance(self, grad: torch.Tensor, activation: torch.Tensor) -> torch.Tensor:
+        return grad * activation
