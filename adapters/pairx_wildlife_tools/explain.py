@@ -1,0 +1,65 @@
+"""Explain the top-k matches of a wildlife-tools similarity matrix (0.0.9 dict or 1.x array)."""
+from __future__ import annotations
+
+from typing import Any
+
+from pairx_plugin.config import PairXConfig, load_config
+from pairx_plugin.errors import InvalidInputError
+from pairx_plugin.records import MatchRecord
+
+from .images import DatasetImageSource, image_ids
+from .topk import RankedCandidate, similarity_matrix, top_k
+from .translate import records_from_candidates
+
+
+def model_of(extractor: Any = None, model: Any = None) -> Any:
+    """The embedding model: ``model`` when given, else the ``DeepFeatures`` extractor's ``model``."""
+    if model is not None:
+        return model
+    if extractor is None:
+        raise InvalidInputError(
+            "no model to explain: pass the DeepFeatures extractor that computed the features (extractor=) "
+            "or the embedding model itself (model=)"
+        )
+    found = getattr(extractor, "model", None)
+    if found is None:
+        raise InvalidInputError(
+            f"extractor {type(extractor).__name__} has no 'model' attribute; PAIR-X explains deep "
+            "embeddings, so pass a DeepFeatures extractor or model= explicitly"
+        )
+    return found
+
+
+def explain_candidates(candidates: list[RankedCandidate], query_dataset: Any, database_dataset: Any,
+                       *, model: Any, config: PairXConfig, store: Any = None, progress: bool = True,
+                       run_name: str | None = None) -> list[MatchRecord]:
+    """Records for ``candidates``, explained by the hook (or untouched when ``config.enabled`` is off)."""
+    from pairx_plugin.hook import explain_matches
+
+    records = records_from_candidates(candidates, query_dataset, database_dataset)
+    source = DatasetImageSource([query_dataset, database_dataset])
+    return explain_matches(records=records, images=source, model=model, config=config, store=store,
+                           progress=progress, run_name=run_name)
+
+
+def explain_similarity(similarity: Any, query_dataset: Any, database_dataset: Any, extractor: Any = None,
+                       config: Any = None, *, model: Any = None, store: Any = None, key: str | None = None,
+                       progress: bool = True, run_name: str | None = None) -> list[MatchRecord]:
+    """Explained ``MatchRecord``s for the ``config.top_k`` best candidates of every query.
+
+    similarity: ``CosineSimilarity``'s output, ``{"cosine": matrix}`` (0.0.9) or the matrix (1.x);
+        ``key`` picks a matrix from a dict with several.
+    query_dataset / database_dataset: the datasets the features came from; images are loaded through
+        them (crop and transform included), so the explained tensor is the one that was scored.
+    extractor: the ``DeepFeatures`` that computed the features (its ``model`` is explained), or pass
+        ``model=``. config: a ``PairXConfig``, a dict, or a YAML/JSON path or text with a ``pairx:``
+        section. A database row whose ``image_id`` equals the query's is skipped (no split: every
+        image queries the others).
+    """
+    config = load_config(config)
+    matrix = similarity_matrix(similarity, key)
+    query_ids, database_ids = image_ids(query_dataset), image_ids(database_dataset)
+    candidates = top_k(matrix, config.top_k, query_ids=query_ids, database_ids=database_ids)
+    return explain_candidates(candidates, query_dataset, database_dataset,
+                              model=model_of(extractor, model), config=config, store=store,
+                              progress=progress, run_name=run_name)
