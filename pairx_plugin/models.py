@@ -1,0 +1,188 @@
+"""Model specs: turn a short string into a ready model, and fingerprint a model's weights.
+
+Accepted specs (:data:`SPEC_FORMS`):
+
+``builtin`` / ``default``  ImageNet EfficientNet-Lite0 (``pairx_plugin.pretrained``), 224 px.
+``timm:NAME``             ``timm.create_model(NAME, pretrained=False, num_classes=0)``; weights
+                          only from ``weights=FILE`` (a state dict; no model hub is contacted).
+                          Input size, mean and std come from timm's ``pretrained_cfg`` when known.
+``module:callable``       import ``module`` and call ``callable()`` (dots allowed after the colon);
+                          it must return an ``nn.Module`` or a :class:`ModelBundle`.
+
+Every returned model is in eval mode.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from .errors import InvalidInputError
+from .pretrained import BUILTIN_MODEL_NAME, IMAGENET_MEAN, IMAGENET_STD, efficientnet_lite0_imagenet
+
+SPEC_FORMS = "'builtin' (or 'default'), 'timm:NAME' (e.g. timm:resnet18) or 'module:callable' (e.g. mypkg.models:build)"
+DEFAULT_INPUT_SIZE = 224
+_WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    """A model and the preprocessing it expects (square input ``input_size`` px, mean, std)."""
+
+    model: nn.Module
+    input_size: int = DEFAULT_INPUT_SIZE
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    name: str = field(default="model")
+
+
+def _bad_spec(spec: object, problem: str) -> InvalidInputError:
+    return InvalidInputError(f"model spec {spec!r}: {problem}; accepted forms: {SPEC_FORMS}")
+
+
+def _read_state_dict(weights: str | os.PathLike) -> dict[str, torch.Tensor]:
+    path = Path(weights)
+    if not path.is_file():
+        raise InvalidInputError(f"weights file {str(path)!r} not found; pass a saved state dict (.pt/.pth)")
+    try:
+        loaded: Any = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InvalidInputError(
+            f"weights file {str(path)!r} cannot be read as a torch state dict ({type(exc).__name__}: {exc}); "
+            f"save it with torch.save(model.state_dict(), path)"
+        ) from None
+    for key in _WRAPPER_KEYS:  # common checkpoint wrappers: {"state_dict": {...}, "epoch": ...}
+        if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
+            loaded = loaded[key]
+            break
+    if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise InvalidInputError(
+            f"weights file {str(path)!r} does not hold a state dict (name -> tensor); "
+            f"save it with torch.save(model.state_dict(), path)"
+        )
+    state = dict(loaded)
+    if state and all(k.startswith("module.") for k in state):  # saved from DataParallel
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def load_weights(model: nn.Module, weights: str | os.PathLike, *, drop_prefixes: tuple[str, ...] = ()) -> None:
+    """Load a state dict file strictly; mismatched names or shapes raise :class:`InvalidInputError`.
+
+    Keys starting with one of ``drop_prefixes`` (e.g. a classifier that ``num_classes=0`` removed)
+    are ignored.
+    """
+    state = _read_state_dict(weights)
+    state = {k: v for k, v in state.items() if not any(k.startswith(p) for p in drop_prefixes)}
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in expected]
+    wrong_shape = [f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
+                   for k in state if k in expected and state[k].shape != expected[k].shape]
+    if missing or unexpected or wrong_shape:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[:3]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+        if wrong_shape:
+            parts.append(f"{len(wrong_shape)} with the wrong shape (e.g. {wrong_shape[:3]})")
+        raise InvalidInputError(
+            f"weights file {str(weights)!r} does not fit the model: " + "; ".join(parts)
+            + "; pass weights saved from the same architecture"
+        )
+    model.load_state_dict(state, strict=False)
+
+
+def _timm_bundle(spec: str, name: str, weights: str | None) -> ModelBundle:
+    import timm
+
+    if not name:
+        raise _bad_spec(spec, "no model name after 'timm:'")
+    try:
+        model = timm.create_model(name, pretrained=False, num_classes=0)
+    except RuntimeError as exc:
+        if "Unknown model" in str(exc):
+            raise _bad_spec(spec, f"timm has no model named {name!r} (see timm.list_models())") from None
+        raise
+    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    input_size = cfg.get("input_size") or (3, DEFAULT_INPUT_SIZE, DEFAULT_INPUT_SIZE)
+    mean = tuple(float(v) for v in cfg.get("mean", IMAGENET_MEAN))
+    std = tuple(float(v) for v in cfg.get("std", IMAGENET_STD))
+    if len(mean) != 3 or len(std) != 3:  # grey-scale models: fall back to ImageNet statistics
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+    if weights is not None:
+        classifier = cfg.get("classifier")
+        names = classifier if isinstance(classifier, (list, tuple)) else ([classifier] if classifier else [])
+        load_weights(model, weights, drop_prefixes=tuple(f"{n}." for n in names))
+    return ModelBundle(model=model.eval(), input_size=int(input_size[-1]), mean=mean, std=std,  # type: ignore[arg-type]
+                       name=f"timm:{name}")
+
+
+def _callable_bundle(spec: str, module_name: str, attr_path: str, weights: str | None) -> ModelBundle:
+    if not module_name or not attr_path:
+        raise _bad_spec(spec, "'module:callable' needs both parts")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise _bad_spec(spec, f"cannot import module {module_name!r} ({exc}); is it on PYTHONPATH?") from None
+    for part in attr_path.split("."):
+        if not hasattr(target, part):
+            raise _bad_spec(spec, f"module {module_name!r} has no attribute {attr_path!r}")
+        target = getattr(target, part)
+    if not callable(target):
+        raise _bad_spec(spec, f"{attr_path!r} is not callable")
+    built = target()
+    if isinstance(built, ModelBundle):
+        bundle = built
+    elif isinstance(built, nn.Module):
+        bundle = ModelBundle(model=built, name=spec)
+    else:
+        raise _bad_spec(spec, f"{attr_path}() returned {type(built).__name__}, expected an nn.Module or ModelBundle")
+    if weights is not None:
+        load_weights(bundle.model, weights)
+    bundle.model.eval()
+    return bundle
+
+
+def load_model_spec(spec: str | None, weights: str | os.PathLike | None = None) -> ModelBundle:
+    """Build the model a spec names (see the module docstring); ``weights`` is an optional state dict file."""
+    if spec is None:
+        spec = "builtin"
+    if not isinstance(spec, str) or not spec.strip():
+        raise _bad_spec(spec, "empty or not a string")
+    spec = spec.strip()
+    weights = None if weights is None else os.fspath(weights)
+    if spec in ("builtin", "default"):
+        model = efficientnet_lite0_imagenet()
+        if weights is not None:
+            load_weights(model, weights)
+        return ModelBundle(model=model.eval(), input_size=DEFAULT_INPUT_SIZE, mean=IMAGENET_MEAN,
+                           std=IMAGENET_STD, name=BUILTIN_MODEL_NAME)
+    prefix, sep, rest = spec.partition(":")
+    if not sep:
+        raise _bad_spec(spec, "not a known name and has no ':'")
+    if prefix == "timm":
+        return _timm_bundle(spec, rest.strip(), weights)
+    return _callable_bundle(spec, prefix.strip(), rest.strip(), weights)
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """sha256 hex over every state-dict entry's name, dtype, shape and raw bytes, in order.
+
+    Recomputed on every call on purpose: caching by ``id(model)`` would go stale when weights
+    change in place (and ids are reused after garbage collection). Hashing EfficientNet-Lite0
+    (about 4.7 M parameters, 19 MB) takes a few tens of milliseconds on one CPU core.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        data = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}|{data.dtype}|{tuple(data.shape)}|".encode())
+        digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
