@@ -44,12 +44,16 @@ def _bad(path: Path | str, problem: str) -> InvalidInputError:
 
 
 def _open_header(path: Path, max_pixels: int) -> Image.Image:
-    """Open lazily (header only) and enforce the pixel limit before any pixel is decoded."""
+    """Open lazily (header only) and enforce the pixel limit before any pixel is decoded.
+
+    PIL's own guard warns above ``Image.MAX_IMAGE_PIXELS`` and refuses twice that; its warning is
+    silenced here because ``max_pixels`` is the limit that applies (the global is left alone).
+    """
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(path)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:
         raise _bad(path, f"too many pixels, refused as a possible decompression bomb ({exc}); "
                          f"downscale the image or raise max_pixels") from None
     except UnidentifiedImageError:
