@@ -1,0 +1,395 @@
+"""A content-addressed artifact store on the file system, with one JSON Lines manifest per run.
+
+Layout under ``root``::
+
+    artifacts/<id[:2]>/<id>/explanation.json   the ExplanationArtifact document, written last
+    artifacts/<id[:2]>/<id>/*.png              rendered panels and overlay layers
+    artifacts/<id[:2]>/<id>/arrays.npz         raw relevance arrays (keep_arrays only)
+    runs/<run_name>.jsonl                      one ManifestEntry per record of that run
+
+The artifact id hashes what determines the artifact's content (model fingerprint, layer, config
+digest, both images' content hashes, schema version), never a host string, so re-running is
+idempotent and an existing artifact is a cache hit. Every file goes to a hidden temporary name in its
+final directory, is fsynced and then renamed into place; ``explanation.json`` comes last, so an
+artifact is complete exactly when its JSON exists and every file it lists has the listed sha256
+(:meth:`ArtifactStore.has`). A crash leaves at most complete-but-unlisted files, which the next
+write replaces.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import re
+import uuid
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ArtifactError, InvalidInputError
+from ..records import ExplanationRef, MatchRecord
+from .schema import SCHEMA_VERSION, ArtifactFile, ExplanationArtifact, ManifestEntry
+
+JSON_NAME = "explanation.json"
+ARRAYS_NAME = "arrays.npz"
+_ID_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+_RUN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+_FILE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+# --------------------------------------------------------------------------- fingerprints and ids
+
+
+def fingerprint_state_dict(model_or_state: Any) -> str:
+    """sha256 over a model's state_dict: every tensor's name, dtype, shape and bytes, in order.
+
+    Two models with equal weights and buffers get equal fingerprints whatever their device.
+    """
+    import torch
+
+    state = model_or_state.state_dict() if hasattr(model_or_state, "state_dict") else model_or_state
+    if not isinstance(state, Mapping):
+        raise InvalidInputError(
+            f"fingerprint_state_dict: expected a torch module or a state_dict mapping, got {type(model_or_state).__name__}"
+        )
+    digest = hashlib.sha256(b"pairx-state-dict-v1\0")
+    for name, tensor in state.items():
+        if not isinstance(tensor, torch.Tensor):
+            continue
+        data = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}\0{data.dtype}\0{tuple(data.shape)}\0".encode("utf-8"))
+        digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    return digest.hexdigest()
+
+
+def model_fingerprint_for(model: Any) -> str:
+    """The project's model fingerprint (``pairx_plugin.models.model_fingerprint`` when that module
+    exists, else :func:`fingerprint_state_dict`)."""
+    try:
+        from ..models import model_fingerprint  # type: ignore[attr-defined]
+    except ImportError:
+        return fingerprint_state_dict(model)
+    return model_fingerprint(model)
+
+
+def artifact_id(
+    *,
+    model_fingerprint: str,
+    layer: str,
+    config_digest: str,
+    query_sha256: str,
+    candidate_sha256: str,
+    schema_version: str = SCHEMA_VERSION,
+) -> str:
+    """The content address of one explained pair at one layer (sha256 hex)."""
+    parts = [schema_version, model_fingerprint, layer, config_digest, query_sha256, candidate_sha256]
+    canonical = json.dumps(parts, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(b"pairx-artifact-id\0" + canonical.encode("utf-8")).hexdigest()
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+def _write_bytes(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd`` (separate so tests can simulate a full disk)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _fsync_directory(directory: Path) -> None:
+    with contextlib.suppress(OSError):  # not every file system lets a directory be fsynced
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a hidden temporary file in the same directory, fsync, rename.
+
+    Raises :class:`ArtifactError` naming ``path`` when anything fails; no temporary file is left.
+    """
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            _write_bytes(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        if isinstance(exc, OSError):
+            reason = exc.strerror or str(exc)
+            raise ArtifactError(
+                f"cannot write {str(path)!r}: {reason}; free disk space or choose a writable output_dir"
+            ) from exc
+        raise
+
+
+# --------------------------------------------------------------------------- the store
+
+
+@dataclass(frozen=True)
+class ArtifactBlob:
+    """A file to store with an artifact, before hashing."""
+
+    name: str
+    role: str
+    media_type: str
+    data: bytes
+    width: int | None = None
+    height: int | None = None
+
+
+def arrays_blob(arrays: Mapping[str, np.ndarray]) -> ArtifactBlob:
+    """``arrays.npz`` (compressed) holding ``arrays``."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **{key: np.asarray(value) for key, value in arrays.items()})
+    return ArtifactBlob(ARRAYS_NAME, "arrays", "application/x-npz", buffer.getvalue())
+
+
+class ArtifactStore:
+    """Content-addressed explanation artifacts under ``root`` (created on first write)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise ArtifactError(f"artifact store root {str(self.root)!r} exists and is not a directory; choose another output_dir")
+
+    def __repr__(self) -> str:
+        return f"ArtifactStore({str(self.root)!r})"
+
+    # ----- paths
+
+    def artifact_dir(self, artifact_id: str) -> Path:
+        if not isinstance(artifact_id, str) or not _ID_PATTERN.match(artifact_id):
+            raise InvalidInputError(f"artifact id {artifact_id!r} is not a 64-character lowercase sha256 hex string")
+        return self.root / "artifacts" / artifact_id[:2] / artifact_id
+
+    def json_path(self, artifact_id: str) -> Path:
+        return self.artifact_dir(artifact_id) / JSON_NAME
+
+    def relative(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+    def manifest_path(self, run_name: str) -> Path:
+        check_run_name(run_name)
+        return self.root / "runs" / f"{run_name}.jsonl"
+
+    # ----- reading
+
+    def has(self, artifact_id: str) -> bool:
+        """True when the artifact is complete: its JSON is valid and every listed file matches its sha256."""
+        try:
+            artifact = self.load(artifact_id)
+        except ArtifactError:
+            return False
+        return not self.problems(artifact)
+
+    def problems(self, artifact: ExplanationArtifact) -> list[str]:
+        """What is wrong with the files of a loaded artifact (empty when complete)."""
+        directory = self.artifact_dir(artifact.artifact_id)
+        found = []
+        for entry in artifact.files:
+            path = directory / entry.name
+            try:
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            except OSError as exc:
+                found.append(f"{entry.name}: {exc.strerror or exc}")
+                continue
+            if digest != entry.sha256:
+                found.append(f"{entry.name}: sha256 {digest} differs from the listed {entry.sha256}")
+        return found
+
+    def load(self, artifact_id: str) -> ExplanationArtifact:
+        """The artifact document; :class:`ArtifactError` when missing or not a valid document."""
+        path = self.json_path(artifact_id)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ArtifactError(f"cannot read artifact {str(path)!r}: {exc.strerror or exc}") from exc
+        try:
+            artifact = ExplanationArtifact.model_validate_json(text)
+        except ValueError as exc:
+            raise ArtifactError(f"artifact {str(path)!r} is not a valid explanation document: {exc}") from exc
+        if artifact.artifact_id != artifact_id:
+            raise ArtifactError(f"artifact {str(path)!r} names id {artifact.artifact_id}, not {artifact_id}")
+        return artifact
+
+    def artifact_ids(self) -> Iterator[str]:
+        """Ids of every directory that holds an explanation.json (complete or not; check with has())."""
+        base = self.root / "artifacts"
+        if not base.is_dir():
+            return
+        for path in sorted(base.glob(f"??/*/{JSON_NAME}")):
+            if _ID_PATTERN.match(path.parent.name):
+                yield path.parent.name
+
+    def ref(self, artifact: ExplanationArtifact, *, cache_hit: bool = False) -> ExplanationRef:
+        """The reference a record carries: paths relative to the store root."""
+        directory = self.artifact_dir(artifact.artifact_id)
+        images = {f.role: self.relative(directory / f.name) for f in artifact.files if f.media_type == "image/png"}
+        return ExplanationRef(
+            artifact_id=artifact.artifact_id,
+            layer=artifact.layer,
+            json_path=self.relative(directory / JSON_NAME),
+            images=images,
+            metrics=artifact.metrics,
+            cosine=artifact.cosine,
+            cache_hit=cache_hit,
+        )
+
+    # ----- writing
+
+    def write(self, artifact: ExplanationArtifact, blobs: list[ArtifactBlob]) -> ExplanationArtifact:
+        """Store ``blobs`` and then the document (with ``files`` filled in from the blobs); returns it.
+
+        On failure the files written by this call are removed again and :class:`ArtifactError` names
+        the path that failed; an earlier complete artifact with the same id is never touched because
+        callers only write ids that :meth:`has` says are missing.
+        """
+        directory = self.artifact_dir(artifact.artifact_id)
+        names = [blob.name for blob in blobs]
+        for name in names:
+            if not _FILE_NAME_PATTERN.match(name) or name == JSON_NAME:
+                raise InvalidInputError(f"artifact file name {name!r} is not allowed; use [A-Za-z0-9_.-], not {JSON_NAME}")
+        if len(set(names)) != len(names):
+            raise InvalidInputError(f"artifact file names repeat: {sorted(names)}; give each file its own name")
+        files = [
+            ArtifactFile(
+                name=blob.name,
+                role=blob.role,
+                media_type=blob.media_type,
+                sha256=hashlib.sha256(blob.data).hexdigest(),
+                size_bytes=len(blob.data),
+                width=blob.width,
+                height=blob.height,
+            )
+            for blob in blobs
+        ]
+        document = artifact.model_copy(update={"files": files})
+        written: list[Path] = []
+        try:
+            for blob in blobs:
+                atomic_write(directory / blob.name, blob.data)
+                written.append(directory / blob.name)
+            atomic_write(directory / JSON_NAME, _json_bytes(document))
+        except BaseException:
+            for path in written:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            raise
+        _fsync_directory(directory)
+        return document
+
+    @contextlib.contextmanager
+    def open_run(self, run_name: str) -> Iterator[RunManifest]:
+        """The manifest of one run (``runs/<run_name>.jsonl``, replaced if it exists), closed on exit."""
+        manifest = RunManifest(self.manifest_path(run_name), run_name)
+        try:
+            yield manifest
+        finally:
+            manifest.close()
+
+
+def _json_bytes(document: ExplanationArtifact) -> bytes:
+    payload = document.model_dump(mode="json")
+    return (json.dumps(payload, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def check_run_name(run_name: str) -> str:
+    if not isinstance(run_name, str) or not _RUN_NAME_PATTERN.match(run_name):
+        raise InvalidInputError(
+            f"run name {run_name!r} is not a safe file name; use 1-100 characters from [A-Za-z0-9_.-], "
+            "starting with a letter or digit"
+        )
+    return run_name
+
+
+class RunManifest:
+    """Appends one :class:`ManifestEntry` per record to a JSON Lines file, flushed and fsynced per line.
+
+    A manifest that cannot be written does not stop the run: the failure is warned once and kept in
+    ``error``; the records still carry their outcomes.
+    """
+
+    def __init__(self, path: Path, run_name: str) -> None:
+        self.path = path
+        self.run_name = run_name
+        self.error: ArtifactError | None = None
+        self.lines_written = 0
+        self._file = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        except OSError as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: OSError) -> None:
+        if self.error is None:
+            self.error = ArtifactError(
+                f"cannot write run manifest {str(self.path)!r}: {exc.strerror or exc}; "
+                "free disk space or choose a writable output_dir"
+            )
+            warnings.warn(str(self.error), RuntimeWarning, stacklevel=3)
+
+    def append(self, index: int, status: str, record: MatchRecord) -> None:
+        if self._file is None:
+            return
+        entry = ManifestEntry(run_name=self.run_name, index=index, status=status, record=record)
+        try:
+            self._file.write(entry.model_dump_json() + "\n")
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self.lines_written += 1
+        except OSError as exc:
+            self._fail(exc)
+
+    def close(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self._file = None
+
+
+def read_manifest(path: str | os.PathLike[str]) -> list[ManifestEntry]:
+    """Every entry of a run manifest, validated."""
+    entries = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                entries.append(ManifestEntry.model_validate_json(line))
+            except ValueError as exc:
+                raise ArtifactError(f"{str(path)!r} line {number} is not a manifest entry: {exc}") from exc
+    return entries
+
+
+__all__ = [
+    "ArtifactStore",
+    "ArtifactBlob",
+    "RunManifest",
+    "arrays_blob",
+    "artifact_id",
+    "atomic_write",
+    "check_run_name",
+    "fingerprint_state_dict",
+    "model_fingerprint_for",
+    "read_manifest",
+    "JSON_NAME",
+    "ARRAYS_NAME",
+]
