@@ -1,0 +1,420 @@
+"""The PAIR-X engine: explain why a metric-learning model finds two images similar.
+
+For a query and its candidates, :class:`PairX`
+
+1. forwards every distinct image once (the query's pass is shared by all its candidates;
+   candidates are batched up to ``max_batch_images``), under the relevance backend, keeping
+   each requested layer's output and the embeddings;
+2. seeds relevance at each embedding from the cosine (see :mod:`.seeds`) and propagates it to
+   the layers only (autograd stops at the layer) — relevance per cell = |R| summed over channels;
+3. matches the two feature maps' cells by mutual nearest neighbours (L2) and scores each match by
+   relevance0 × relevance1;
+4. back-projects each of the top ``k_colors`` matched cells of each image to its pixels, every
+   seed of a batch in one backward pass over the whole batch;
+5. computes plausibility metrics (IRM, MC, inlier ratio, match count).
+
+The model is left exactly as it was (see :mod:`.guard`); inputs are never modified.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import InvalidInputError, PairXError
+from .guard import model_guard
+from .hooks import capture_outputs
+from .layers import default_layer_key, resolve_layers
+from .layouts import Layout, detect_layout
+from .matching import mutual_nearest_neighbours
+from .metrics import pair_metrics
+from .relevance import choose_backend
+from .results import LayerExplanation, Match, PairExplanation
+from .seeds import SEEDS, cosine
+
+MODES = ("conservative", "parity")
+
+
+def _check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (or buffer); CPU for a parameterless model."""
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def model_dtype(model: nn.Module) -> torch.dtype:
+    for tensor in model.parameters():
+        return tensor.dtype
+    return torch.float32
+
+
+@dataclass
+class _Pass:
+    """One forward of a batch of images under the backend: the graph stays alive while referenced."""
+
+    x: torch.Tensor  # (n, 3, H, W) leaf that requires grad
+    emb: torch.Tensor  # (n, D)
+    native: dict[str, torch.Tensor]  # layer outputs in the model's own layout
+    layouts: dict[str, Layout]
+    maps: dict[str, torch.Tensor] = field(default_factory=dict)  # detached NCHW maps
+
+    def nchw(self, key: str) -> torch.Tensor:
+        if key not in self.maps:
+            self.maps[key] = self.layouts[key].to_nchw(self.native[key]).detach()
+        return self.maps[key]
+
+
+class PairX:
+    """Explain query–candidate matches of an embedding model (B,3,H,W) -> (B,D).
+
+    Parameters
+    ----------
+    model: the embedding model; its device and dtype decide where the work runs.
+    layer_keys: submodule names to explain at (``None``/``"auto"``: the suggested default layer).
+    k_lines: number of top matches kept per pair (drawn as lines).
+    k_colors: number of top matches back-projected to pixels per pair.
+    mode: ``"conservative"`` (relevance-conserving LRP) or ``"parity"`` (the published PAIR-X).
+    backend: ``"auto"`` or a relevance backend name (``"zennit-lrp"``, ``"gradient-x-input"``).
+    max_batch_images: most candidate images forwarded together.
+    input_size: input size used to pick the default layer when ``layer_keys`` is None.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layer_keys: Sequence[str] | str | None = None,
+        k_lines: int = 20,
+        k_colors: int = 10,
+        mode: str = "conservative",
+        backend: str = "auto",
+        max_batch_images: int = 8,
+        input_size: int | tuple[int, int] = 224,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise InvalidInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if mode not in MODES:
+            raise InvalidInputError(f"mode must be one of {MODES}, got {mode!r}")
+        self.model = model
+        self.mode = mode
+        self.k_lines = _check_positive_int("k_lines", k_lines)
+        self.k_colors = _check_positive_int("k_colors", k_colors)
+        self.max_batch_images = _check_positive_int("max_batch_images", max_batch_images)
+        self.backend = choose_backend(model, mode=mode, name=backend)
+        if layer_keys is None or layer_keys == "auto":
+            layer_keys = [default_layer_key(model, input_size)]
+        elif isinstance(layer_keys, str):
+            layer_keys = [layer_keys]
+        self.layer_modules = resolve_layers(model, list(layer_keys))
+        self.layer_keys = list(self.layer_modules)
+        self._seed = SEEDS[mode]
+
+    # ------------------------------------------------------------------ public API
+    def explain_pair(self, x0: torch.Tensor, x1: torch.Tensor) -> PairExplanation:
+        """Explain one pair; ``x0``/``x1`` are (1,3,H,W) tensors exactly as fed to the model."""
+        return self.explain_query(x0, [x1])[0]
+
+    def explain_query(
+        self,
+        query: torch.Tensor,
+        candidates: Sequence[torch.Tensor],
+        *,
+        return_exceptions: bool = False,
+    ) -> list[PairExplanation | PairXError]:
+        """Explain a query against each candidate, sharing the query's forward pass.
+
+        With ``return_exceptions=True`` a failing candidate yields its :class:`PairXError` in its
+        slot instead of raising; a failing query raises in any case.
+        """
+        if isinstance(candidates, torch.Tensor) or not isinstance(candidates, Sequence):
+            raise InvalidInputError("candidates must be a list of (1,3,H,W) tensors, got "
+                                    f"{type(candidates).__name__}")
+        if len(candidates) == 0:
+            raise InvalidInputError("candidates is empty: give at least one candidate image tensor")
+        self._check_input(query, "query")
+        results: list[PairExplanation | PairXError | None] = [None] * len(candidates)
+        good: list[int] = []
+        for i, cand in enumerate(candidates):
+            try:
+                self._check_input(cand, f"candidates[{i}]")
+                if cand.shape != query.shape:
+                    raise InvalidInputError(
+                        f"candidates[{i}] has shape {tuple(cand.shape)} but the query has {tuple(query.shape)}; "
+                        "feed every image at the model's one input size"
+                    )
+                good.append(i)
+            except PairXError as exc:
+                if not return_exceptions:
+                    raise
+                results[i] = exc
+        # one forward per distinct image: identical candidate tensors share one slot
+        distinct: list[int] = []
+        same_as: dict[int, int] = {}
+        for i in good:
+            twin = next((j for j in distinct if _same_image(candidates[i], candidates[j])), None)
+            if twin is None:
+                distinct.append(i)
+            else:
+                same_as[i] = twin
+        with model_guard(self.model), self.backend.context(self.model) as runner:
+            query_pixel_cache: dict[tuple[str, int], np.ndarray] = {}
+            pending = self._chunks(distinct)
+            while pending:
+                chunk = pending.pop(0)
+                try:
+                    explained = self._explain_chunk(runner, query, candidates, chunk, query_pixel_cache)
+                except PairXError as exc:
+                    culprit = getattr(exc, "candidate_index", None)
+                    if not return_exceptions or getattr(exc, "is_query", False):
+                        raise
+                    if culprit is not None and culprit in chunk and len(chunk) > 1:
+                        # one bad candidate in a shared batch: fail it alone, redo the others
+                        results[culprit] = exc
+                        pending.insert(0, [i for i in chunk if i != culprit])
+                        continue
+                    explained = {i: exc for i in chunk}
+                for i, value in explained.items():
+                    results[i] = value
+        for i, twin in same_as.items():
+            results[i] = results[twin]
+        return results  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ validation
+    def _check_input(self, x, name: str) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise InvalidInputError(f"{name} must be a torch.Tensor of shape (1,3,H,W), got {type(x).__name__}")
+        if x.ndim != 4 or x.shape[0] != 1 or x.shape[1] != 3:
+            raise InvalidInputError(
+                f"{name} must have shape (1, 3, H, W) (one image, as fed to the model), got {tuple(x.shape)}"
+            )
+        if x.shape[2] < 8 or x.shape[3] < 8:
+            raise InvalidInputError(f"{name} is too small: {tuple(x.shape)}; images need at least 8×8 pixels")
+        dtype = model_dtype(self.model)
+        if x.dtype != dtype:
+            raise InvalidInputError(f"{name} has dtype {x.dtype}, but the model's parameters are {dtype}; "
+                                    f"convert with .to({dtype})")
+        device = model_device(self.model)
+        if x.device != device:
+            raise InvalidInputError(f"{name} is on {x.device}, but the model is on {device}; move it with .to('{device}')")
+        if not torch.isfinite(x).all():
+            raise InvalidInputError(f"{name} contains NaN or infinite values")
+
+    def _chunks(self, indices: list[int]) -> list[list[int]]:
+        step = self.max_batch_images
+        return [indices[start:start + step] for start in range(0, len(indices), step)]
+
+    # ------------------------------------------------------------------ passes
+    def _forward(self, runner: nn.Module, images: list[torch.Tensor], names: list[str]) -> _Pass:
+        x = torch.cat([img.detach() for img in images]).clone().requires_grad_(True)
+        with torch.enable_grad(), capture_outputs(self.layer_modules) as outputs:
+            emb = runner(x)
+        if not isinstance(emb, torch.Tensor):
+            raise InvalidInputError(f"the model must return a (B, D) embedding tensor, got {type(emb).__name__}")
+        if emb.ndim > 2:
+            emb = emb.flatten(1)
+        if emb.ndim != 2 or emb.shape[0] != x.shape[0]:
+            raise InvalidInputError(
+                f"the model returned shape {tuple(emb.shape)} for a batch of {x.shape[0]}; expected (B, D)"
+            )
+        norms = emb.detach().norm(dim=1)
+        for row, name in enumerate(names):
+            problem = None
+            if not torch.isfinite(emb[row]).all():
+                problem = f"the embedding of {name} contains NaN or infinite values"
+            elif norms[row] == 0:
+                problem = f"the embedding of {name} has zero norm; cosine similarity is undefined"
+            if problem:
+                exc = InvalidInputError(problem + " (check the image and the model's weights)")
+                exc.is_query = name == "query"
+                if name.startswith("candidates["):
+                    exc.candidate_index = int(name[len("candidates["):-1])
+                raise exc
+        layouts = {}
+        for key, module in self.layer_modules.items():
+            out = outputs.get(key)
+            if out is None:
+                raise PairXError(f"layer {key!r} did not run during the forward pass; choose a layer on the "
+                                 "path from the input to the embedding")
+            layout = detect_layout(self.model, key, module, out)
+            if layout is None:
+                raise InvalidInputError(
+                    f"layer {key!r} outputs {type(out).__name__} of shape {tuple(getattr(out, 'shape', ()))}, "
+                    "which is not a feature map layout pairx understands (NCHW, NHWC stage, or tokens)"
+                )
+            layouts[key] = layout
+        return _Pass(x=x, emb=emb, native={k: outputs[k] for k in self.layer_modules}, layouts=layouts)
+
+    def _layer_relevance(self, p: _Pass, relevance_at_emb: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(n, h, w) relevance per layer: LRP from the embedding to the layer, |R| summed over channels."""
+        keys = self.layer_keys
+        grads = torch.autograd.grad(
+            p.emb, [p.native[k] for k in keys],
+            grad_outputs=self.backend.seed(relevance_at_emb, p.emb.detach()),
+            retain_graph=True, allow_unused=True,
+        )
+        out = {}
+        for key, grad in zip(keys, grads):
+            if grad is None:
+                raise PairXError(f"no relevance reaches layer {key!r} from the embedding")
+            rel = self.backend.relevance(grad, p.native[key].detach())
+            out[key] = p.layouts[key].to_nchw(rel).abs().sum(dim=1)
+        return out
+
+    def _pixel_relevance(self, p: _Pass, key: str, cells: list[list[int | None]]) -> list[torch.Tensor]:
+        """Back-project cells of layer ``key`` to pixels.
+
+        ``cells[k][i]`` is the flat cell index seeded in image ``i`` for back-projection ``k`` (None:
+        nothing for that image). Each ``k`` is one backward pass over the whole batch. Returns, per
+        ``k``, an (n, H, W) map: relevance summed over colour channels, then absolute value.
+        """
+        fm = p.nchw(key)
+        n, c, h, w = fm.shape
+        native = p.native[key]
+        maps = []
+        for per_image in cells:
+            seed = torch.zeros_like(fm)
+            for i, cell in enumerate(per_image):
+                if cell is not None:
+                    y, x = divmod(cell, w)
+                    seed[i, :, y, x] = fm[i, :, y, x]
+            native_seed = p.layouts[key].from_nchw(seed, native)
+            (grad,) = torch.autograd.grad(
+                native, p.x, grad_outputs=self.backend.seed(native_seed, native.detach()), retain_graph=True
+            )
+            maps.append(self.backend.relevance(grad, p.x.detach()).sum(dim=1).abs())
+        return maps
+
+    def _explain_chunk(self, runner, query, candidates, chunk: list[int], query_pixel_cache) -> dict:
+        """Explain the query against one chunk of candidates, all from one shared forward pass.
+
+        The query is row 0 of the batch and candidates follow, so every backward pass below runs on
+        one graph (zennit's rule hooks keep the inputs of the most recent forward, so each graph
+        must be finished before the next forward starts).
+        """
+        n = len(chunk)
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        p = self._forward(runner, [query] + [candidates[i] for i in chunk],
+                          ["query"] + [f"candidates[{i}]" for i in chunk])
+        timings["forward"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        e = p.emb.detach()
+        e_q, e_c = e[:1].expand(n, -1), e[1:]
+        cosines = cosine(e_q, e_c)
+        seed_q, seed_c = self._seed(e_q, e_c)
+        # pass 0 seeds the query for candidate 0 and every candidate; pass j the query for candidate j
+        seeds = [torch.cat([seed_q[:1], seed_c])]
+        seeds += [torch.cat([seed_q[j:j + 1], torch.zeros_like(seed_c)]) for j in range(1, n)]
+        rel = [self._layer_relevance(p, s) for s in seeds]
+        rel_q = [{k: rel[j][k][0] for k in self.layer_keys} for j in range(n)]
+        rel_c = {k: rel[0][k][1:] for k in self.layer_keys}
+        timings["relevance"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        pairs: list[dict[str, dict]] = [dict() for _ in chunk]
+        for key in self.layer_keys:
+            fm = p.nchw(key)
+            for j in range(n):
+                pairs[j][key] = self._match(fm[0], fm[1 + j], rel_q[j][key], rel_c[key][j])
+        timings["matching"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        H, W = p.x.shape[-2:]
+        for key in self.layer_keys:
+            cand_cells = [pairs[j][key]["idx1"][: self.k_colors] for j in range(n)]
+            wanted = sorted({cell for j in range(n) for cell in pairs[j][key]["idx0"][: self.k_colors]
+                             if (key, cell) not in query_pixel_cache})
+            depth = max([len(wanted)] + [len(cells) for cells in cand_cells])
+            plan = [[wanted[t] if t < len(wanted) else None]
+                    + [cells[t] if t < len(cells) else None for cells in cand_cells] for t in range(depth)]
+            maps = self._pixel_relevance(p, key, plan)
+            for t, cell in enumerate(wanted):
+                query_pixel_cache[(key, cell)] = maps[t][0].detach().cpu().numpy().astype(np.float32)
+            for j in range(n):
+                k_c = len(cand_cells[j])
+                pairs[j][key]["pix_c"] = (
+                    np.stack([maps[t][1 + j].detach().cpu().numpy() for t in range(k_c)]).astype(np.float32)
+                    if k_c else np.zeros((0, H, W), np.float32)
+                )
+                q_cells = pairs[j][key]["idx0"][: self.k_colors]
+                pairs[j][key]["pix_q"] = (
+                    np.stack([query_pixel_cache[(key, cell)] for cell in q_cells])
+                    if q_cells else np.zeros((0, H, W), np.float32)
+                )
+        timings["pixels"] = time.perf_counter() - start
+
+        out = {}
+        for j, i in enumerate(chunk):
+            layers = {key: self._layer_result(key, pairs[j][key], p, j) for key in self.layer_keys}
+            out[i] = PairExplanation(
+                cosine=float(cosines[j]),
+                layers=layers,
+                query_size=tuple(int(s) for s in query.shape[-2:]),
+                candidate_size=tuple(int(s) for s in candidates[i].shape[-2:]),
+                mode=self.mode,
+                backend=self.backend.name,
+                timings=dict(timings),
+            )
+        return out
+
+    def _match(self, fm_q, fm_c, rel_q, rel_c) -> dict:
+        idx0, idx1, dist = mutual_nearest_neighbours(fm_q, fm_c)
+        relevance = rel_q.flatten()[idx0] * rel_c.flatten()[idx1]
+        order = torch.sort(relevance, descending=True, stable=True).indices
+        return {
+            "idx0": idx0[order].tolist(),
+            "idx1": idx1[order].tolist(),
+            "distance": dist[order].detach().cpu().numpy(),
+            "relevance": relevance[order].detach().cpu().numpy(),
+            "rel_q": rel_q.detach().cpu().numpy().astype(np.float32),
+            "rel_c": rel_c.detach().cpu().numpy().astype(np.float32),
+        }
+
+    def _layer_result(self, key: str, m: dict, p: _Pass, j: int) -> LayerExplanation:
+        hq, wq = m["rel_q"].shape
+        hc, wc = m["rel_c"].shape
+        Hq, Wq = p.x.shape[-2:]
+        Hc, Wc = Hq, Wq
+
+        def centre(idx: int, h: int, w: int, H: int, W: int) -> tuple[tuple[int, int], tuple[float, float]]:
+            y, x = divmod(idx, w)
+            return (x, y), ((x + 0.5) * W / w, (y + 0.5) * H / h)
+
+        all_q = [centre(i, hq, wq, Hq, Wq) for i in m["idx0"]]
+        all_c = [centre(i, hc, wc, Hc, Wc) for i in m["idx1"]]
+        matches = [
+            Match(query_cell=cq, candidate_cell=cc, query_xy=pq, candidate_xy=pc,
+                  relevance=float(r), distance=float(d))
+            for (cq, pq), (cc, pc), r, d in zip(all_q[: self.k_lines], all_c[: self.k_lines],
+                                                 m["relevance"][: self.k_lines], m["distance"][: self.k_lines])
+        ]
+        metrics = pair_metrics(
+            np.array([p for _, p in all_q], dtype=np.float32).reshape(-1, 2),
+            np.array([p for _, p in all_c], dtype=np.float32).reshape(-1, 2),
+            m["relevance"], self.k_lines,
+        )
+        return LayerExplanation(
+            key=key,
+            relevance_query=m["rel_q"],
+            relevance_candidate=m["rel_c"],
+            matches=matches,
+            pixel_relevance_query=m["pix_q"],
+            pixel_relevance_candidate=m["pix_c"],
+            metrics=metrics,
+        )
+
+
+def _same_image(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a is b or (a.shape == b.shape and a.dtype == b.dtype and a.device == b.device and torch.equal(a, b))

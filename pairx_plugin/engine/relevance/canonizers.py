@@ -1,0 +1,166 @@
+"""Conserving canonization for BatchNorm CNNs, found by inspecting the model (no per-class code).
+
+* BatchNorm merge: a tracing forward records which convolution/linear output feeds each BatchNorm
+  (timm's ``BatchNormAct2d`` included, which zennit's leaf-order merge misses); each such pair is
+  merged with zennit's ``MergeBatchNorm`` and restored on exit.
+* Residual sums: while the model runs, a ``TorchFunctionMode`` turns every addition of two
+  same-shape tensors that are both part of the graph (the skip connections of ResNet and MBConv
+  blocks, in-place ``+=`` included) into :class:`SumRule`.
+* Squeeze-excite: the gate multiplying the block input is treated as a constant
+  (:class:`SignalOnlyGate`).
+* GeM pooling: :class:`PowerMeanPoolRule`.
+
+Everything is undone when the context exits, also on error.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from zennit.canonizers import MergeBatchNorm
+
+from .lrp_functions import PowerMeanPoolRule, SignalOnlyGate, SumRule
+
+_LINEAR = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+_ADD_FUNCS = {torch.add, torch.Tensor.add, torch.Tensor.__add__, torch.Tensor.__radd__,
+              torch.Tensor.__iadd__, torch.Tensor.add_}
+_GATE_NAMES = ("gate", "scale_activation", "sigmoid")
+
+
+class _PairMerge(MergeBatchNorm):
+    """zennit's parameter merge for one known (linear, batch norm) pair."""
+
+    def apply(self, root_module):  # pairs are found by tracing, not by zennit's search
+        return []
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(iter(model.parameters())).device
+
+
+def _bn_pairs(model: nn.Module, sample: torch.Tensor) -> list[tuple[nn.Module, nn.modules.batchnorm._BatchNorm]]:
+    """(linear, batch_norm) pairs where the linear's output is exactly the batch norm's input."""
+    producer: dict[int, nn.Module] = {}
+    pairs: list[tuple[nn.Module, nn.Module]] = []
+    seen: set[int] = set()
+    handles = []
+
+    def after_linear(module, args, output):
+        producer[id(output)] = (module, output)
+
+    def before_bn(module, args):
+        found = producer.get(id(args[0]))
+        if found is not None and found[1] is args[0] and id(module) not in seen:
+            seen.add(id(module))
+            pairs.append((found[0], module))
+
+    try:
+        for module in model.modules():
+            if isinstance(module, _LINEAR):
+                handles.append(module.register_forward_hook(after_linear))
+            elif (isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats
+                  and module.weight is not None):
+                handles.append(module.register_forward_pre_hook(before_bn))
+        with torch.no_grad():
+            model(sample)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return pairs
+
+
+def is_squeeze_excite(module: nn.Module) -> bool:
+    if isinstance(module, nn.Sequential):
+        return False
+    name = type(module).__name__.lower()
+    return ("squeeze" in name or name.startswith("se") or "effectivese" in name) and any(
+        isinstance(getattr(module, g, None), nn.Module) for g in _GATE_NAMES
+    )
+
+
+def is_gem_pool(module: nn.Module) -> bool:
+    name = type(module).__name__.lower()
+    return ("gem" in name or "generalizedmean" in name) and hasattr(module, "p") and not list(module.children())
+
+
+@contextlib.contextmanager
+def _patched_forward(module: nn.Module, forward) -> Iterator[None]:
+    module.forward = forward
+    try:
+        yield
+    finally:
+        del module.forward
+
+
+def _se_forward(module: nn.Module):
+    original = type(module).forward.__get__(module)
+    gate_module = next(getattr(module, g) for g in _GATE_NAMES if isinstance(getattr(module, g, None), nn.Module))
+
+    def forward(x, *args, **kwargs):
+        captured = {}
+        handle = gate_module.register_forward_hook(lambda m, a, out: captured.__setitem__("gate", out))
+        try:
+            original(x, *args, **kwargs)
+        finally:
+            handle.remove()
+        return SignalOnlyGate.apply(x, captured["gate"])
+
+    return forward
+
+
+def _gem_forward(module: nn.Module):
+    def forward(x):
+        p = module.p if isinstance(module.p, torch.Tensor) else torch.tensor(float(module.p), device=x.device)
+        out = PowerMeanPoolRule.apply(x, p, float(getattr(module, "eps", 1e-6)))
+        return out
+
+    return forward
+
+
+class ResidualSumMode(TorchFunctionMode):
+    """Routes additions of two same-shape graph tensors through :class:`SumRule`."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _ADD_FUNCS and len(args) == 2 and not kwargs:
+            a, b = args
+            if (
+                isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
+                and a.shape == b.shape and a.ndim >= 2 and a.requires_grad and b.requires_grad
+            ):
+                return SumRule.apply(a, b)
+        return func(*args, **kwargs)
+
+
+class RunWithMode(nn.Module):
+    """Calls ``model`` with a TorchFunctionMode active for the forward only (never the backward)."""
+
+    def __init__(self, model: nn.Module, mode_factory):
+        super().__init__()
+        self.wrapped = [model]  # a list, so the model is not registered as a child
+        self.mode_factory = mode_factory
+
+    def forward(self, *args, **kwargs):
+        with self.mode_factory():
+            return self.wrapped[0](*args, **kwargs)
+
+
+@contextlib.contextmanager
+def conserving_canonization(model: nn.Module, sample_size: int = 64) -> Iterator[nn.Module]:
+    """Apply the conserving canonization to ``model``; yield the callable to run it with."""
+    sample = torch.zeros(1, 3, sample_size, sample_size, device=_device(model))
+    pairs = _bn_pairs(model, sample)
+    with contextlib.ExitStack() as stack:
+        for linear, bn in pairs:
+            merger = _PairMerge()
+            merger.register([linear], bn)
+            stack.callback(merger.remove)
+        for module in model.modules():
+            if is_squeeze_excite(module):
+                stack.enter_context(_patched_forward(module, _se_forward(module)))
+            elif is_gem_pool(module):
+                stack.enter_context(_patched_forward(module, _gem_forward(module)))
+        yield RunWithMode(model, ResidualSumMode)

@@ -1,0 +1,93 @@
+"""LRP for BatchNorm CNNs with zennit's EpsilonPlus composite (ZPlus on convolutions, Epsilon on
+linear layers, pass-through on activations and batch norms).
+
+Two modes:
+
+* ``conservative`` (default): biases excluded from the rules and the conserving canonization of
+  :mod:`.canonizers` (BatchNorm merged wherever a conv feeds it, residual sums split by
+  contribution, squeeze-excite gates constant, GeM pooled by share). Relevance is conserved
+  (sum at the layer / sum at the embedding ≈ 1) on every supported family.
+* ``parity``: what the published PAIR-X implementation runs — EpsilonPlus with default
+  parameters and its canonizers: zennit's ``ResNetCanonizer`` for torchvision ResNet, a leaf-order
+  BatchNorm merge for timm models (which merges nothing on timm EfficientNets, whose
+  ``BatchNormAct2d`` is not a leaf) and plain residual additions. Not conserving; kept so results
+  can be compared with the published ones.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from torch import nn
+from zennit.canonizers import SequentialMergeBatchNorm
+from zennit.composites import EpsilonPlus
+from zennit.torchvision import ResNetCanonizer
+
+from ...errors import UnsupportedModelError
+from .base import RelevanceBackend
+from .canonizers import conserving_canonization
+
+_UNSUPPORTED_NAMES = ("attention", "layernorm", "groupnorm", "rmsnorm", "mlpmixer", "swin", "vit", "convnext")
+
+
+def _has_norm_or_attention(model: nn.Module) -> bool:
+    for module in model.modules():
+        if isinstance(module, (nn.LayerNorm, nn.GroupNorm, nn.MultiheadAttention)):
+            return True
+        name = type(module).__name__.lower()
+        if any(tag in name for tag in _UNSUPPORTED_NAMES):
+            return True
+    return False
+
+
+def _family(model: nn.Module) -> str | None:
+    """'torchvision-resnet', 'timm-resnet', 'timm-efficientnet' (also as ``.backbone``), or None."""
+    for candidate in (model, getattr(model, "backbone", None)):
+        if candidate is None:
+            continue
+        module_path = type(candidate).__module__
+        name = type(candidate).__name__
+        if name == "ResNet" and module_path.startswith("torchvision"):
+            return "torchvision-resnet"
+        if name == "ResNet" and module_path.startswith("timm"):
+            return "timm-resnet"
+        if name in ("EfficientNet", "EfficientNetFeatures") and module_path.startswith("timm"):
+            return "timm-efficientnet"
+    return None
+
+
+class ZennitLRP(RelevanceBackend):
+    """EpsilonPlus LRP (zennit) for ResNet / EfficientNet-style BatchNorm CNNs."""
+
+    name = "zennit-lrp"
+
+    @classmethod
+    def supports(cls, model: nn.Module) -> bool:
+        has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
+        return has_conv and not _has_norm_or_attention(model)
+
+    def context(self, model: nn.Module) -> contextlib.AbstractContextManager[nn.Module]:
+        if self.mode == "parity":
+            return self._parity_context(model)
+        return self._conservative_context(model)
+
+    @contextlib.contextmanager
+    def _conservative_context(self, model: nn.Module) -> Iterator[nn.Module]:
+        with conserving_canonization(model) as runner:
+            composite = EpsilonPlus(zero_params=["bias"])
+            with composite.context(model):
+                yield runner
+
+    @contextlib.contextmanager
+    def _parity_context(self, model: nn.Module) -> Iterator[nn.Module]:
+        family = _family(model)
+        if family is None:
+            raise UnsupportedModelError(
+                f"parity mode reproduces the published PAIR-X code, which supports torchvision ResNet, timm "
+                f"ResNet and timm EfficientNet (also wrapped as .backbone); got {type(model).__name__}. "
+                "Use mode='conservative'."
+            )
+        canonizer = ResNetCanonizer() if family == "torchvision-resnet" else SequentialMergeBatchNorm()
+        composite = EpsilonPlus(canonizers=[canonizer])
+        with composite.context(model) as modified:
+            yield modified
