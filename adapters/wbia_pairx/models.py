@@ -1,0 +1,88 @@
+"""Models obtained through the host's loader, cached per (model_url, device), one lock each.
+
+The host loader is MiewID's ``read_config_and_load_model(species) -> (model, config, (model_url,
+config_url))``; it reloads weights on every call and many species aliases share one model. The
+cache calls it once per species text, then keeps one model instance per ``(model_url, device)``:
+a second alias of the same weights reuses the first instance (the fresh copy is dropped). The
+device is the host's ``config.engine.device`` when ``config.use_gpu`` is true and CUDA is
+available, else CPU. Each cached model has its own ``threading.Lock``; all explaining on that
+instance happens under it (zennit patches modules in place while it runs).
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from pairx_plugin.errors import PairXError, UnsupportedModelError
+
+HostLoader = Callable[[str], tuple[Any, Any, tuple[str, str]]]
+
+
+@dataclass
+class CachedModel:
+    model: torch.nn.Module
+    host_config: Any
+    model_url: str
+    config_url: str
+    device: str
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
+def host_device(host_config: Any) -> str:
+    """CPU unless the host config asks for a GPU (``use_gpu``) and one is there."""
+    if not getattr(host_config, "use_gpu", False) or not torch.cuda.is_available():
+        return "cpu"
+    device = str(getattr(getattr(host_config, "engine", None), "device", "cuda") or "cuda")
+    return device if device.startswith("cuda") else "cuda"
+
+
+class ModelCache:
+    """Thread-safe ``species -> CachedModel`` through the host loader (see the module docstring)."""
+
+    def __init__(self, loader: HostLoader) -> None:
+        self._loader = loader
+        self._guard = threading.Lock()
+        self._by_key: dict[tuple[str, str], CachedModel] = {}
+        self._species_key: dict[str, tuple[str, str]] = {}
+
+    def get(self, species: str) -> CachedModel:
+        with self._guard:
+            key = self._species_key.get(species)
+            if key is not None:
+                return self._by_key[key]
+        # load outside the guard: the host loader may download; the species map is filled after
+        try:
+            model, host_config, urls = self._loader(species)
+        except Exception as exc:
+            raise PairXError(
+                f"the host model loader failed for species {species!r}: {type(exc).__name__}: {exc}; "
+                "check the host's model_config.json / model_bin_config.json"
+            ) from exc
+        if not isinstance(model, torch.nn.Module):
+            raise UnsupportedModelError(
+                f"the host loader returned {type(model).__name__} for species {species!r}; "
+                "expected a torch.nn.Module"
+            )
+        model_url, config_url = (str(u) for u in urls)
+        device = host_device(host_config)
+        key = (model_url, device)
+        with self._guard:
+            cached = self._by_key.get(key)
+            if cached is None:
+                model = model.to(device).eval()
+                cached = CachedModel(model, host_config, model_url, config_url, device)
+                self._by_key[key] = cached
+            self._species_key[species] = key
+            return cached
+
+    def __len__(self) -> int:
+        with self._guard:
+            return len(self._by_key)
+
+    def clear(self) -> None:
+        with self._guard:
+            self._by_key.clear()
+            self._species_key.clear()
