@@ -190,7 +190,7 @@ class HookRegistry:
     def register(self, implementation: Callable[..., Any], name: str | None = None) -> Callable[..., Any]:
         """Add ``implementation`` (checked now); usable as a decorator. Returns it unchanged."""
         signature = self.spec.check_implementation(implementation)
-        label = name or getattr(implementation, "__qualname__", repr(implementation))
+        label = name or getattr(implementation, "__name__", repr(implementation))
         if any(existing == label for existing, _, _ in self._implementations):
             raise InvalidInputError(f"hook {self.spec.name}: an implementation named {label!r} is already registered")
         self._implementations.append((label, implementation, signature))
