@@ -36,7 +36,7 @@ class PairXKnnClassifier:
     def __init__(self, k: int = 1, database_labels: Any = None, *, pairx: Any = None,
                  classifier: Any = None, query_dataset: Any = None, database_dataset: Any = None,
                  extractor: Any = None, model: Any = None, store: Any = None, progress: bool = True,
-                 **classifier_kwargs: Any):
+                 run_name: str | None = None, **classifier_kwargs: Any):
         self.config: PairXConfig = load_config(pairx)
         if classifier is None:
             from wildlife_tools.inference import KnnClassifier
@@ -52,6 +52,7 @@ class PairXKnnClassifier:
         self.classifier = classifier
         self.store = store
         self.progress = progress
+        self.run_name = run_name
         self.records: list[MatchRecord] = []
         self.bind(query_dataset=query_dataset, database_dataset=database_dataset, extractor=extractor, model=model)
 
@@ -81,6 +82,7 @@ class PairXKnnClassifier:
         self.records = explain_similarity(
             matrix, self.query_dataset, self.database_dataset, config=self.config,
             model=model_of(self.extractor, self.model), store=self.store, progress=self.progress,
+            run_name=self.run_name,
         )
         return ExplainedPredictions(predictions, self.records)
 

@@ -166,9 +166,9 @@ class DatasetImageSource:
                 "it must give a (3, H, W) tensor as DeepFeatures feeds the model"
             )
         display = self._display(transform, crop, tuple(tensor.shape[-2:]))
-        digest = hashlib.sha256()
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.detach().float().contiguous().cpu().numpy().tobytes())
+        pixels = np.asarray(crop.convert("RGB"), dtype=np.uint8)
+        digest = hashlib.sha256(f"{pixels.shape}\0".encode())
+        digest.update(np.ascontiguousarray(pixels).tobytes())  # the source: the crop's pixels
         return LoadedImage(tensor=tensor.unsqueeze(0), display=display, sha256=digest.hexdigest())
 
     @staticmethod

@@ -1,0 +1,223 @@
+"""The whole wildlife-tools pipeline on a folder of images, with PAIR-X switched on.
+
+metadata CSV (wildlife-tools columns ``image_id, identity, path``, optional ``bbox`` and split
+column) → ``WildlifeDataset`` → ``DeepFeatures`` → ``CosineSimilarity`` → ``KnnClassifier`` (k=1,
+wrapped by :class:`PairXKnnClassifier`) → explained top-k records, artifacts, a JSON Lines manifest
+and the review page. With no split column every image queries all the others (an image never
+matches itself). ``pairx-plugin run`` and ``pairx-plugin demo`` both come through here.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pairx_plugin.config import PairXConfig, format_validation_error, load_config
+from pairx_plugin.errors import ConfigError, InvalidInputError
+from pairx_plugin.records import MatchRecord
+
+from .classifier import PairXKnnClassifier
+from .images import image_ids
+
+ImgLoad = Literal["auto", "full", "full_mask", "full_hide", "bbox", "bbox_mask", "bbox_hide", "crop_black"]
+
+
+class DataSettings(BaseModel):
+    """How the metadata CSV is read (the ``data:`` section of a run config)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    img_load: ImgLoad = Field("auto", description="wildlife-tools img_load; auto = bbox when a bbox column exists, else full.")
+    split_column: str = Field("split", description="Column that splits query from database; absent = no split.")
+    query_splits: list[str] = Field(default_factory=lambda: ["test", "query"])
+    database_splits: list[str] = Field(default_factory=lambda: ["train", "database", "gallery"])
+
+
+class RunSettings(BaseModel):
+    """A ``pairx-plugin run`` configuration: model spec, data reading, feature batch size, ``pairx:``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    model: str = Field("builtin", description="Model spec: builtin, timm:NAME or module:callable.")
+    weights: str | None = Field(None, description="State dict file for the model spec (optional).")
+    batch_size: int = Field(16, ge=1, description="DeepFeatures batch size.")
+    data: DataSettings = Field(default_factory=DataSettings)
+    pairx: PairXConfig = Field(default_factory=PairXConfig)
+
+
+def load_run_settings(source: Any = None, **pairx_overrides: Any) -> RunSettings:
+    """``RunSettings`` from a YAML/JSON file path, text or dict; ``pairx_overrides`` replace pairx keys.
+
+    Every problem raises :class:`ConfigError` naming the key (``data.img_load: ...``).
+    """
+    import yaml
+
+    if source is None:
+        document: dict[str, Any] = {}
+    elif isinstance(source, dict):
+        document = dict(source)
+    else:
+        text = str(source)
+        path = Path(text)
+        if "\n" not in text and path.suffix.lower() in (".yaml", ".yml", ".json"):
+            if not path.is_file():
+                raise ConfigError(f"configuration file {text!r} does not exist; check the --config path")
+            text = path.read_text(encoding="utf-8")
+        try:
+            document = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"configuration is not valid YAML/JSON: {exc}") from None
+        if not isinstance(document, dict):
+            raise ConfigError(f"configuration must be a mapping of keys to values, got {type(document).__name__}")
+    pairx_section = document.pop("pairx", None) or {}
+    if not isinstance(pairx_section, dict):
+        raise ConfigError(f"pairx: must be a mapping of PAIR-X settings, got {type(pairx_section).__name__}")
+    pairx = load_config({**pairx_section, **{k: v for k, v in pairx_overrides.items() if v is not None}})
+    try:
+        return RunSettings.model_validate({**document, "pairx": pairx})
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, section="")) from None
+
+
+@dataclass
+class PipelineResult:
+    """What one run produced. ``accuracy`` is top-1 identity accuracy of the KnnClassifier."""
+
+    records: list[MatchRecord]
+    predictions: np.ndarray
+    query_labels: np.ndarray
+    accuracy: float
+    similarity: np.ndarray
+    run_name: str
+    out_dir: Path
+    review_page: Path | None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def read_metadata(csv_path: str | Path) -> pd.DataFrame:
+    """The metadata table, checked for the columns wildlife-tools needs."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise InvalidInputError(f"metadata CSV {str(csv_path)!r} does not exist; pass --metadata with the CSV path")
+    try:
+        metadata = pd.read_csv(csv_path, index_col=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise InvalidInputError(f"metadata CSV {str(csv_path)!r} cannot be parsed: {exc}") from None
+    missing = [c for c in ("identity", "path") if c not in metadata.columns]
+    if missing:
+        raise InvalidInputError(
+            f"metadata CSV {str(csv_path)!r} lacks column(s) {missing}; wildlife-tools needs "
+            f"'image_id', 'identity' and 'path' (found {list(metadata.columns)})"
+        )
+    if len(metadata) < 2:
+        raise InvalidInputError(f"metadata CSV {str(csv_path)!r} has {len(metadata)} row(s); matching needs at least 2 images")
+    return metadata
+
+
+def split_metadata(metadata: pd.DataFrame, data: DataSettings) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
+    """(query rows, database rows, split?) — without a split column both are the whole table."""
+    if data.split_column not in metadata.columns:
+        return metadata, metadata, False
+    values = metadata[data.split_column].astype(str)
+    query = metadata[values.isin(data.query_splits)]
+    database = metadata[values.isin(data.database_splits)]
+    if query.empty or database.empty:
+        raise InvalidInputError(
+            f"split column {data.split_column!r} has values {sorted(values.unique())}; queries need one of "
+            f"{data.query_splits} and the database one of {data.database_splits} (set data.query_splits / "
+            "data.database_splits, or remove the column to let every image query the others)"
+        )
+    return query, database, True
+
+
+def _device(config: PairXConfig) -> str:
+    import torch
+
+    if config.device != "auto":
+        return config.device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_run_name(prefix: str = "run") -> str:
+    return f"{prefix}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}"
+
+
+def run_pipeline(images_dir: str | Path, metadata: str | Path | pd.DataFrame, settings: RunSettings,
+                 out_dir: str | Path, *, run_name: str | None = None, progress: bool = True,
+                 model: Any = None) -> PipelineResult:
+    """Run the pipeline and write artifacts, ``runs/<run_name>.jsonl`` and ``review/<run_name>.html``.
+
+    ``model`` (a ``ModelBundle``) skips loading ``settings.model``, e.g. to reuse one across runs.
+    """
+    import torchvision.transforms as T
+    from wildlife_tools.data import WildlifeDataset
+    from wildlife_tools.features import DeepFeatures
+    from wildlife_tools.similarity import CosineSimilarity
+
+    from pairx_plugin.artifacts.review import write_review_page
+    from pairx_plugin.artifacts.store import ArtifactStore
+    from pairx_plugin.models import load_model_spec
+
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    table = metadata if isinstance(metadata, pd.DataFrame) else read_metadata(metadata)
+    images_dir = Path(images_dir)
+    if not images_dir.is_dir():
+        raise InvalidInputError(f"images directory {str(images_dir)!r} does not exist; pass --images with the folder the CSV paths are relative to")
+    img_load = settings.data.img_load
+    if img_load == "auto":
+        img_load = "bbox" if "bbox" in table.columns and table["bbox"].notna().all() else "full"
+    query_rows, database_rows, _ = split_metadata(table, settings.data)
+
+    bundle = model if model is not None else load_model_spec(settings.model, settings.weights)
+    transform = T.Compose([
+        T.Resize((bundle.input_size, bundle.input_size)),
+        T.ToTensor(),
+        T.Normalize(bundle.mean, bundle.std),
+    ])
+    query_ds = WildlifeDataset(query_rows, str(images_dir), transform=transform, img_load=img_load)
+    same_sets = query_rows is database_rows
+    database_ds = query_ds if same_sets else WildlifeDataset(database_rows, str(images_dir), transform=transform, img_load=img_load)
+    image_ids(query_ds), image_ids(database_ds)  # fail early on duplicate ids
+
+    extractor = DeepFeatures(bundle.model, batch_size=settings.batch_size, num_workers=0, device=_device(settings.pairx))
+    try:
+        query_features = extractor(query_ds)
+        database_features = query_features if same_sets else extractor(database_ds)
+    except Exception as exc:  # noqa: BLE001 - cv2/PIL/pandas raise many types for a bad row
+        raise InvalidInputError(
+            f"wildlife-tools could not load the images listed in the metadata ({type(exc).__name__}: {exc}); "
+            f"check that every 'path' exists under {str(images_dir)!r} and that bbox values are [x, y, w, h]"
+        ) from exc
+    timings["features_s"] = time.perf_counter() - start
+
+    similarity = CosineSimilarity()(query_features, database_features)["cosine"]
+    matrix = np.array(similarity, dtype=np.float64)
+    query_id_list, database_id_list = image_ids(query_ds), image_ids(database_ds)
+    for q, image_id in enumerate(query_id_list):  # an image must not match itself
+        for d, other in enumerate(database_id_list):
+            if image_id == other:
+                matrix[q, d] = -np.inf
+
+    run_name = run_name or default_run_name()
+    out_dir = Path(out_dir)
+    classifier = PairXKnnClassifier(
+        k=1, database_labels=database_ds.labels_string, pairx=settings.pairx, query_dataset=query_ds,
+        database_dataset=database_ds, extractor=extractor, store=ArtifactStore(out_dir), progress=progress,
+        run_name=run_name,
+    )
+    t_explain = time.perf_counter()
+    predictions, records = classifier.predict_and_explain(matrix)
+    timings["explain_s"] = time.perf_counter() - t_explain
+    query_labels = np.asarray(query_ds.labels_string)
+    predictions = np.asarray(predictions)
+    accuracy = float(np.mean(predictions.astype(str) == query_labels.astype(str)))
+    review = write_review_page(out_dir, run_name) if settings.pairx.enabled else None
+    timings["total_s"] = time.perf_counter() - start
+    return PipelineResult(records, predictions, query_labels, accuracy, matrix, run_name, out_dir, review, timings)
