@@ -88,7 +88,7 @@ def test_page_has_one_card_per_record_in_rank_order(review_store):
     assert _cards(html) == ["1", "0", "2", "3", "4"]
     assert html.count('<section class="query"') == 2
     assert "same identity" in html and "different identity" in html and "identity unknown" in html
-    assert "explained cosine 0.8123" in html
+    assert "explained cosine 0.8123" in html and "1.500e-04" in html
     assert "2 queries, 5 match records:" in html and "1 failed" in html and "1 not explained" in html
 
 

@@ -27,6 +27,7 @@ from .schema import ManifestEntry
 TEMPLATE_NAME = "review.html.j2"
 _SAFE_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,120}$")
 #: panel roles shown first, in this order; any other image role follows alphabetically
+_LAYER_PREFIX = "overlay_"
 _ROLE_ORDER = ("composite", "only_lines", "only_colors", "heatmaps", "overlays", "display")
 
 
@@ -53,6 +54,7 @@ class Card:
     metrics: dict[str, str] = field(default_factory=dict)
     composite: Panel | None = None
     panels: list[Panel] = field(default_factory=list)
+    layers: list[Panel] = field(default_factory=list)
     json_href: str | None = None
     error: str | None = None
     missing_files: list[str] = field(default_factory=list)
@@ -125,7 +127,7 @@ def _card(entry: ManifestEntry, root: Path, page_dir: Path) -> Card:
     card.layer = ref.layer
     card.metrics = {
         "IRM": _fmt(ref.metrics.irm, 3),
-        "MC": _fmt(ref.metrics.mc, 6),
+        "MC": f"{ref.metrics.mc:.3e}",
         "inlier ratio": _fmt(ref.metrics.inlier_ratio, 2),
         "matches": str(ref.metrics.match_count),
     }
@@ -141,6 +143,8 @@ def _card(entry: ManifestEntry, root: Path, page_dir: Path) -> Card:
         panel = Panel(role=role, href=_href(root, page_dir, relative))
         if role == "composite" and card.composite is None:
             card.composite = panel
+        elif role.startswith(_LAYER_PREFIX):  # transparent layers for UIs: linked, not shown
+            card.layers.append(panel)
         else:
             card.panels.append(panel)
     return card
