@@ -203,3 +203,50 @@ def test_bad_render_inputs_raise_clear_errors(golden_dir):
         render_pair(img0, img1, layer, (440, 440), (224, 224), k_lines=20, panels={"composite"})
     with pytest.raises(InvalidInputError, match="query_size"):
         render_pair(img0, img1, layer, (0, 224), (224, 224), k_lines=20, panels={"composite"})
+
+
+def test_render_real_engine_result_on_sea_turtles(lite0_imagenet, seaturtle_dir):
+    """The real engine on two real sea-turtle photos, drawn at display size and at input size."""
+    from pairx_plugin import PairX
+    from pairx_plugin.images import load_image, prepare_image
+    from pairx_plugin.pretrained import IMAGENET_MEAN, IMAGENET_STD
+
+    query = prepare_image(load_image(seaturtle_dir / "images/identity_a/image_1.JPG"), 224, IMAGENET_MEAN, IMAGENET_STD)
+    candidate = prepare_image(load_image(seaturtle_dir / "images/identity_a/image_2.JPG"), 224, IMAGENET_MEAN,
+                              IMAGENET_STD)
+    engine = PairX(lite0_imagenet, layer_keys=["blocks.3"], k_lines=8, k_colors=4)
+    pair = engine.explain_pair(query.tensor, candidate.tensor)
+    layer = pair.layers["blocks.3"]
+    assert len(layer.matches) > 0
+    args = (query.display, candidate.display, layer, pair.query_size, pair.candidate_size)
+    out = render_pair(*args, k_lines=8, panels=set(PANELS))
+    again = render_pair(*args, k_lines=8, panels=set(PANELS))
+    assert all(out[role].png == again[role].png for role in out)
+
+    composite = decode(out["composite"])
+    assert composite.shape == (2 * 224, 2 * 224, 3)
+    # every match's query end point is ringed by its line colour in the top row
+    top = decode(out["only_lines"])
+    for index, match in enumerate(layer.matches):
+        x, y = (int(round(v - 0.5)) for v in match.query_xy)
+        ring = top[max(0, y - 4): y + 5, max(0, x - 4): x + 5].reshape(-1, 3)
+        assert (ring == colormaps.line_colour(index)).all(axis=1).any(), index
+    # overlays line up with the untouched display images
+    for side, loaded in (("query", query), ("candidate", candidate)):
+        height, width = loaded.display.shape[:2]
+        for kind in ("heatmap", "points", "colors"):
+            assert decode(out[f"overlay_{kind}_{side}"]).shape == (height, width, 4)
+        np.testing.assert_array_equal(decode(out[f"display_{side}"]), loaded.display)
+    points = decode(out["overlay_points_query"])
+    height, width = query.display.shape[:2]
+    for index, match in enumerate(layer.matches):
+        x = int(round(match.query_xy[0] * width / 224 - 0.5))
+        y = int(round(match.query_xy[1] * height / 224 - 0.5))
+        assert points[y, x, 3] == 255
+    # the colour maps sit where the pixel relevance is
+    colours = decode(out["overlay_colors_query"])[..., 3].astype(float)
+    relevance = np.asarray(Image.fromarray(layer.pixel_relevance_query.sum(axis=0)).resize((width, height), Image.BILINEAR))
+    hot = relevance > np.quantile(relevance, 0.99)
+    cold = relevance <= 0
+    assert hot.any() and cold.any()
+    assert colours[hot].mean() > 10 * max(colours[cold].mean(), 1.0)
