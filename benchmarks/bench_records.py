@@ -1,0 +1,65 @@
+"""Pydantic records passed from a benchmark worker process to the table and the ``--json`` file."""
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Megabytes = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class ConfigResult(BaseModel):
+    """Measurements of one configuration, from its own process. ``error`` set: the numbers are missing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    model: str
+    weights: str
+    size: int
+    layer: str
+    device: str
+    mode: str
+    threads: int
+    repeats: int
+    warmup: int
+    k_lines: int
+    k_colors: int
+    setup_s: Optional[Seconds] = None
+    pair_s: list[Seconds] = Field(default_factory=list, description="wall seconds of each timed explain_pair")
+    query_s: list[Seconds] = Field(default_factory=list, description="wall seconds of each timed top-5 explain_query")
+    pair_median_s: Optional[Seconds] = None
+    query_median_s: Optional[Seconds] = None
+    pair_stages_s: dict[str, float] = Field(default_factory=dict, description="median engine seconds per stage, one pair")
+    query_stages_s: dict[str, float] = Field(default_factory=dict,
+                                             description="median engine seconds per stage, top-5 query (first chunk)")
+    pair_match_count: Optional[int] = None
+    pair_cosine: Optional[float] = None
+    rss_scope: str = "phase"
+    peak_rss_setup_mb: Optional[Megabytes] = None
+    peak_rss_pair_mb: Optional[Megabytes] = None
+    peak_rss_query_mb: Optional[Megabytes] = None
+    peak_gpu_pair_mb: Optional[Megabytes] = None
+    peak_gpu_query_mb: Optional[Megabytes] = None
+    error: Optional[str] = None
+
+
+class BenchReport(BaseModel):
+    """The whole run: where and how it was measured, and one result per configuration."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    date_utc: str
+    host: str
+    cpu: str
+    cpu_count: int
+    torch_version: str
+    device: str
+    device_name: str
+    threads: str
+    repeats: int
+    mode: str
+    load_average_start: list[float]
+    load_average_end: list[float]
+    results: list[ConfigResult]

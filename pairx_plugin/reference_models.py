@@ -1,0 +1,193 @@
+"""Reference models and inputs for benchmarks and tests: a MiewID-like re-ID model, sea-turtle tensors.
+
+MiewID (Wild Me's multi-species re-identification model) is timm ``efficientnetv2_rw_m`` with
+GeM pooling and a BatchNorm1d neck. Its trained weights are not reachable here, so
+:func:`miewid_like` builds the same architecture from a seeded random init. With the raw init the
+activations grow by orders of magnitude through the blocks (the embedding reaches ~1e7) and the
+feature maps degenerate, so mutual nearest-neighbour matching finds only a handful of matches and
+a benchmark would understate the real work. Setting every BatchNorm's running statistics from one
+batch of real images (``calibration_images``) makes each layer's output roughly unit-scale, as in
+a trained model, which is what the engine's cost and behaviour depend on.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import InvalidInputError
+from .images import load_image, prepare_image
+from .pretrained import IMAGENET_MEAN, IMAGENET_STD
+
+MIEWID_BACKBONE = "efficientnetv2_rw_m"
+SEATURTLE_SUBDIR = Path("data") / "seaturtle_sample"
+
+
+class GeM(nn.Module):
+    """Generalised-mean pooling over H and W: ``mean(clamp(x, eps) ** p) ** (1 / p)``, learnable ``p``.
+
+    p = 1 is average pooling; larger p moves towards max pooling. (B, C, H, W) -> (B, C, 1, 1).
+    """
+
+    def __init__(self, p: float = 3.0, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.p = nn.Parameter(torch.ones(1) * p)
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        powered = x.clamp(min=self.eps).pow(self.p)
+        return powered.mean(dim=(-2, -1), keepdim=True).pow(1.0 / self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={float(self.p.detach()[0]):.4f}, eps={self.eps}"
+
+
+class MiewIdLike(nn.Module):
+    """``bn(pooling(backbone(x)).flatten(1))``: the MiewID layout (``.backbone``, ``.pooling``, ``.bn``)."""
+
+    def __init__(self, backbone: nn.Module, num_features: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.pooling = GeM(p=3.0)
+        self.bn = nn.BatchNorm1d(num_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.pooling(self.backbone(x)).flatten(1))
+
+
+def _check_image_batch(images, name: str, min_batch: int = 1) -> torch.Tensor:
+    if not isinstance(images, torch.Tensor):
+        raise InvalidInputError(f"{name} must be a (B, 3, H, W) float tensor, got {type(images).__name__}")
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise InvalidInputError(f"{name} must have shape (B, 3, H, W), got {tuple(images.shape)}")
+    if images.shape[0] < min_batch:
+        raise InvalidInputError(
+            f"{name} has {images.shape[0]} image(s); batch statistics need at least {min_batch} images "
+            "(e.g. seaturtle_batch(shared_dir, size), four images and their flips)"
+        )
+    if not images.is_floating_point():
+        raise InvalidInputError(f"{name} has dtype {images.dtype}; pass normalised float32 images")
+    if not torch.isfinite(images).all():
+        raise InvalidInputError(f"{name} contains NaN or infinite values")
+    return images
+
+
+@torch.no_grad()
+def calibrate_batchnorm(model: nn.Module, images: torch.Tensor) -> nn.Module:
+    """Set every BatchNorm's running mean/var to the statistics of one batch of ``images``.
+
+    Each BatchNorm's statistics are reset and its momentum set to None (cumulative average), so
+    one train-mode forward leaves running stats equal to that batch's statistics, layer by layer
+    on already-normalised inputs. Momenta are restored and the model is returned in eval mode.
+    Parameters are not touched and no gradients are kept.
+    """
+    images = _check_image_batch(images, "calibration_images", min_batch=2)
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    try:
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None
+        model.train()
+        param = next(model.parameters(), None)
+        if param is not None:
+            images = images.to(device=param.device, dtype=param.dtype)
+        model(images)
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.eval()
+    return model
+
+
+def miewid_like(seed: int = 0, calibration_images: torch.Tensor | None = None) -> MiewIdLike:
+    """A MiewID-like embedding model (2152-d for ``efficientnetv2_rw_m``), in eval mode.
+
+    timm ``efficientnetv2_rw_m`` (``pretrained=False, num_classes=0, global_pool=""``, initialised
+    after ``torch.manual_seed(seed)``) as ``.backbone``, GeM (p=3) as ``.pooling``, BatchNorm1d as
+    ``.bn``; layer keys look like ``backbone.blocks.3``. With ``calibration_images`` (B >= 2,
+    normalised (B, 3, H, W)) every BatchNorm's running statistics are set from that batch (see
+    :func:`calibrate_batchnorm`); without them the raw init's activations blow up.
+    """
+    import timm
+
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise InvalidInputError(f"seed must be an int, got {seed!r}")
+    if calibration_images is not None:
+        _check_image_batch(calibration_images, "calibration_images", min_batch=2)
+    torch.manual_seed(seed)
+    backbone = timm.create_model(MIEWID_BACKBONE, pretrained=False, num_classes=0, global_pool="")
+    model = MiewIdLike(backbone, backbone.num_features)
+    model.eval()
+    if calibration_images is not None:
+        calibrate_batchnorm(model, calibration_images)
+    return model
+
+
+def resnet50_random(seed: int = 0, calibration_images: torch.Tensor | None = None) -> nn.Module:
+    """torchvision ResNet-50 (random init after ``torch.manual_seed(seed)``), head removed: 2048-d embedding.
+
+    ``fc`` is replaced by identity so the model returns the pooled features, as a re-ID backbone
+    would. BatchNorm statistics are calibrated like :func:`miewid_like` when ``calibration_images``
+    is given. Layer keys: ``layer1`` .. ``layer4``.
+    """
+    from torchvision.models import resnet50
+
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise InvalidInputError(f"seed must be an int, got {seed!r}")
+    if calibration_images is not None:
+        _check_image_batch(calibration_images, "calibration_images", min_batch=2)
+    torch.manual_seed(seed)
+    model = resnet50(weights=None)
+    model.fc = nn.Identity()
+    model.eval()
+    if calibration_images is not None:
+        calibrate_batchnorm(model, calibration_images)
+    return model
+
+
+def _check_size(size) -> int:
+    if isinstance(size, bool) or not isinstance(size, int) or size < 8:
+        raise InvalidInputError(f"size must be an int of at least 8 pixels, got {size!r}")
+    return size
+
+
+def imagenet_tensor(path: str | os.PathLike, size: int) -> torch.Tensor:
+    """One image file as a (1, 3, size, size) ImageNet-normalised tensor.
+
+    EXIF orientation applied, RGB, resized like torchvision ``Resize((size, size))`` (bilinear,
+    antialiased), ``ToTensor``, ``Normalize(IMAGENET_MEAN, IMAGENET_STD)``.
+    """
+    size = _check_size(size)
+    return prepare_image(load_image(path), size, IMAGENET_MEAN, IMAGENET_STD).tensor
+
+
+def seaturtle_paths(shared_dir: str | os.PathLike) -> list[Path]:
+    """The sample's image files in ``metadata.csv`` order (image_1 .. image_4)."""
+    root = Path(shared_dir) / SEATURTLE_SUBDIR
+    metadata = root / "metadata.csv"
+    if not metadata.is_file():
+        raise InvalidInputError(
+            f"no sea-turtle sample at {str(root)!r} (metadata.csv missing); pass the shared folder "
+            "that holds data/seaturtle_sample (the repo's ../shared)"
+        )
+    with metadata.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows or "path" not in rows[0]:
+        raise InvalidInputError(f"{str(metadata)!r} has no 'path' column; expected image_id,identity,path,split")
+    return [root / row["path"] for row in rows]
+
+
+def seaturtle_batch(shared_dir: str | os.PathLike, size: int, flips: bool = True) -> torch.Tensor:
+    """The four sea-turtle sample images as an (N, 3, size, size) batch, then (``flips``) their mirror images.
+
+    Rows 0-3 are image_1..image_4; with ``flips`` rows 4-7 are the same images flipped left-right.
+    """
+    size = _check_size(size)
+    images = torch.cat([imagenet_tensor(path, size) for path in seaturtle_paths(shared_dir)])
+    if flips:
+        images = torch.cat([images, images.flip(-1)])
+    return images
