@@ -442,3 +442,39 @@ def _native_output(model, key, x):
     with torch.no_grad(), capture_outputs({key: model.get_submodule(key)}) as out:
         model(x)
     return out[key]
+
+
+# ----------------------------------------------------------------------------- wildlife-tools, end to end
+
+
+@pytest.mark.slow
+def test_wildlife_tools_pipeline_explains_every_match_of_a_megadescriptor_shaped_swin(seaturtle_dir, tmp_path):
+    """Random-init MegaDescriptor-shaped Swin through DeepFeatures -> CosineSimilarity -> KnnClassifier."""
+    from pairx_wildlife_tools.pipeline import load_run_settings, run_pipeline
+
+    from pairx_plugin.artifacts.schema import ExplanationArtifact
+    from pairx_plugin.artifacts.store import ArtifactStore
+    from pairx_plugin.models import ModelBundle
+
+    swin = _timm("swin_tiny_patch4_window7_224")
+    bundle = ModelBundle(model=swin, input_size=224, name="megadescriptor-shaped-swin")
+    settings = load_run_settings({"pairx": {"top_k": 2, "k_lines": 6, "k_colors": 2, "render": ["composite"]}})
+    result = run_pipeline(seaturtle_dir, seaturtle_dir / "metadata.csv", settings, tmp_path,
+                          run_name="swin", progress=False, model=bundle)
+
+    # 2 query images (split "test") x top 2 of the 2 database images
+    assert len(result.records) == 4
+    store = ArtifactStore(tmp_path)
+    for record in result.records:
+        assert record.explanation_error is None, record.explanation_error
+        ref = record.explanation
+        assert ref is not None and ref.layer == "layers.2"
+        artifact = ExplanationArtifact.model_validate_json((tmp_path / ref.json_path).read_text())
+        assert artifact == store.load(ref.artifact_id)
+        assert artifact.backend == "gradient-x-input" and artifact.layer == "layers.2"
+        assert (artifact.query_id, artifact.candidate_id) == (record.query_id, record.candidate_id)
+        assert artifact.score == record.score and artifact.rank == record.rank
+        assert 1 <= len(artifact.matches) <= 6
+        assert artifact.cosine == pytest.approx(record.score, abs=1e-5)  # DeepFeatures' cosine, re-derived
+        for file in artifact.files:
+            assert (tmp_path / Path(ref.json_path).parent / file.name).is_file()
