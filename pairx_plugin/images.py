@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -22,21 +21,10 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InvalidInputError
+from .hook import LoadedImage
 
 DEFAULT_MAX_PIXELS = 50_000_000  # about 7000 x 7000; larger files are refused before decoding
 MIN_SIDE = 8
-
-try:  # the hook module owns the LoadedImage type; fall back to a compatible one until it lands
-    from .hook import LoadedImage  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - only while hook.py is missing
-
-    @dataclass(frozen=True)
-    class LoadedImage:  # type: ignore[no-redef]
-        """Model input ``tensor`` (1, 3, H, W), ``display`` HxWx3 uint8 RGB crop, its ``sha256``."""
-
-        tensor: torch.Tensor
-        display: np.ndarray
-        sha256: str
 
 
 def _bad(path: Path | str, problem: str) -> InvalidInputError:

@@ -193,6 +193,9 @@ def test_to_bgr_array_reverses_channels(golden_dir):
 
 def test_bad_render_inputs_raise_clear_errors(golden_dir):
     img0, img1, layer, _ = golden_layer(golden_dir)
+    as_list = render_pair(img0, img1, layer, (224, 224), (224, 224), k_lines=20, panels=["heatmaps"])
+    assert set(as_list) == {"heatmap_query", "heatmap_candidate"}
+    assert set(render_pair(img0, img1, layer, (224, 224), (224, 224), k_lines=20, panels="only_lines")) == {"only_lines"}
     with pytest.raises(InvalidInputError, match="unknown panels.*'sparkles'"):
         render_pair(img0, img1, layer, (224, 224), (224, 224), k_lines=20, panels={"composite", "sparkles"})
     with pytest.raises(InvalidInputError, match="k_lines"):

@@ -305,15 +305,16 @@ def render_pair(
     candidate_size: tuple[int, int],
     *,
     k_lines: int,
-    panels: set[str] | frozenset[str] = PANELS,
+    panels: Iterable[str] | str = PANELS,
 ) -> dict[str, RenderedImage]:
     """Render the requested panels of one pair at one layer; returns ``{role: RenderedImage}``.
 
     ``display_*`` are the clean HxWx3 uint8 RGB crops (any size); ``*_size`` the model input
     sizes ``(H, W)`` that the layer's coordinates and pixel maps refer to. Only the first
-    ``k_lines`` matches are drawn.
+    ``k_lines`` matches are drawn. ``panels`` is any collection of panel kinds (or one name).
     """
-    unknown = set(panels) - PANELS
+    panels = frozenset([panels] if isinstance(panels, str) else panels)
+    unknown = panels - PANELS
     if unknown:
         raise InvalidInputError(
             f"render_pair: unknown panels {sorted(unknown)}; choose from {sorted(PANELS)}"
