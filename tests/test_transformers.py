@@ -23,7 +23,7 @@ from torch import nn
 
 from pairx_plugin import PairX
 from pairx_plugin.engine.hooks import capture_outputs
-from pairx_plugin.engine.layouts import NHWCLayout, TokenGridLayout, detect_layout
+from pairx_plugin.engine.layouts import Layout, NHWCLayout, TokenGridLayout, detect_layout
 from pairx_plugin.engine.relevance import choose_backend
 from pairx_plugin.engine.relevance.gradient_x_input import GradientXInput
 from pairx_plugin.errors import ConfigError, UnsupportedModelError
@@ -40,6 +40,13 @@ STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 def _timm(name: str, **kwargs) -> nn.Module:
     torch.manual_seed(0)
     return timm.create_model(name, pretrained=False, num_classes=0, **kwargs).eval()
+
+
+def _torchvision_swin() -> nn.Module:
+    torch.manual_seed(0)
+    model = torchvision.models.swin_t()
+    model.head = nn.Identity()
+    return model.eval()
 
 
 def _torchvision_convnext() -> nn.Module:
@@ -72,6 +79,7 @@ FAMILIES = {
     "swinv2": (lambda: _timm("swinv2_tiny_window8_256"), 256, ["patch_embed"] + [f"layers.{i}" for i in range(4)]),
     "convnext_timm": (lambda: _timm("convnext_tiny"), 224, ["stem"] + [f"stages.{i}" for i in range(4)]),
     "convnext_torchvision": (_torchvision_convnext, 224, [f"features.{i}" for i in range(8)]),
+    "swin_torchvision": (_torchvision_swin, 224, [f"features.{i}" for i in range(8)]),
 }
 
 
@@ -424,7 +432,7 @@ def test_pairx_explains_a_wrapped_dinov2_query_against_two_candidates(turtle_pai
     np.testing.assert_allclose(alone.relevance_candidate, pairs[0].layers["backbone.blocks.7"].relevance_candidate, rtol=1e-4, atol=1e-7)
 
 
-@pytest.mark.parametrize("family", ["swinv2", "convnext_timm", "convnext_torchvision", "vit"])
+@pytest.mark.parametrize("family", ["swinv2", "convnext_timm", "convnext_torchvision", "vit", "swin_torchvision"])
 def test_pairx_explains_the_other_families(family, turtle_pair):
     factory, size, _ = FAMILIES[family]
     model = factory()
@@ -435,7 +443,8 @@ def test_pairx_explains_the_other_families(family, turtle_pair):
     grid = size // 16
     _assert_valid_layer(pair.layers[key], size, grid, 5, 1)
     layout = type(detect_layout(model, key, model.get_submodule(key), _native_output(model, key, x0)))
-    assert layout is {"swinv2": NHWCLayout, "vit": TokenGridLayout}.get(family, layout)
+    expected = {"swinv2": NHWCLayout, "swin_torchvision": NHWCLayout, "vit": TokenGridLayout}.get(family, Layout)
+    assert layout is expected
 
 
 def _native_output(model, key, x):
