@@ -1,11 +1,14 @@
 """``pairx-plugin run`` and ``pairx-plugin demo``, contributed through the ``pairx_plugin.commands``
-entry-point group: each ``register_*`` adds its sub-parser and sets ``func`` (args -> exit code).
+entry-point group: each ``register_*`` adds its sub-parser and sets ``handler`` (args -> exit code,
+the CLI core's convention: 0 done, 1 some match could not be explained, 2 bad input).
 """
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+
+from pairx_plugin.commands import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, positive_int
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -22,7 +25,7 @@ def _run(args: argparse.Namespace) -> int:
     print(f"manifest: {out / 'runs' / (result.run_name + '.jsonl')}")
     if result.review_page is not None:
         print(f"review page: {result.review_page}")
-    return 0 if failed == 0 else 3
+    return EXIT_OK if failed == 0 else EXIT_FAILED
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -30,7 +33,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     result = run_demo(args.out, animals=args.animals, sightings=args.sightings, top_k=args.top_k,
                       k_colors=args.k_colors, seed=args.seed, progress=not args.no_progress)
-    return 0 if all(r.explanation_error is None for r in result.pipeline.records) else 3
+    return EXIT_OK if all(r.explanation_error is None for r in result.pipeline.records) else EXIT_FAILED
 
 
 def register_run(subparsers) -> argparse.ArgumentParser:
@@ -44,10 +47,10 @@ def register_run(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--metadata", required=True, help="metadata CSV")
     parser.add_argument("--config", help="YAML with model:, data: and a pairx: section")
     parser.add_argument("--out", help="output folder (default: pairx.output_dir or ./pairx_out)")
-    parser.add_argument("--top-k", type=int, default=None, help="override pairx.top_k")
+    parser.add_argument("--top-k", type=positive_int, default=None, help="override pairx.top_k")
     parser.add_argument("--run-name", default=None, help="manifest name (default: a UTC timestamp)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    parser.set_defaults(func=_run)
+    parser.set_defaults(handler=_run)
     return parser
 
 
@@ -61,13 +64,13 @@ def register_demo(subparsers) -> argparse.ArgumentParser:
         "accuracy and the share of match lines that land within one feature cell of the true correspondence.",
     )
     parser.add_argument("--out", default="pairx_demo", help="output folder (default: ./pairx_demo)")
-    parser.add_argument("--animals", type=int, default=DEFAULT_ANIMALS)
-    parser.add_argument("--sightings", type=int, default=DEFAULT_SIGHTINGS)
-    parser.add_argument("--top-k", type=int, default=DEFAULT_TOP_K)
-    parser.add_argument("--k-colors", type=int, default=DEFAULT_K_COLORS)
+    parser.add_argument("--animals", type=positive_int, default=DEFAULT_ANIMALS)
+    parser.add_argument("--sightings", type=positive_int, default=DEFAULT_SIGHTINGS)
+    parser.add_argument("--top-k", type=positive_int, default=DEFAULT_TOP_K)
+    parser.add_argument("--k-colors", type=positive_int, default=DEFAULT_K_COLORS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    parser.set_defaults(func=_demo)
+    parser.set_defaults(handler=_demo)
     return parser
 
 
@@ -81,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     register_demo(subparsers)
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        return args.handler(args)
     except PairXError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
