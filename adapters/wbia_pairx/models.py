@@ -72,7 +72,7 @@ class ModelCache:
         with self._guard:
             cached = self._by_key.get(key)
             if cached is None:
-                model = model.to(device).eval()
+                model = model.to(device)
                 cached = CachedModel(model, host_config, model_url, config_url, device)
                 self._by_key[key] = cached
             self._species_key[species] = key

@@ -28,7 +28,7 @@ def getter_1to1(func):
     @functools.wraps(func)
     def wrapper(self, ids, *args, **kwargs):
         if isinstance(ids, (list, tuple, np.ndarray)):
-            return [func(self, int(i) if not isinstance(i, uuid.UUID) else i, *args, **kwargs) for i in ids]
+            return [func(self, int(i) if isinstance(i, (int, np.integer)) else i, *args, **kwargs) for i in ids]
         return func(self, ids, *args, **kwargs)
 
     return wrapper

@@ -141,6 +141,17 @@ def to_json(value) -> str:
     return json.dumps(convert(value), default=default)
 
 
+def from_json(text: str):
+    """``ut.from_json``: ``{"__UUID__": "..."}`` objects become ``uuid.UUID`` again."""
+
+    def hook(obj):
+        if set(obj) == {"__UUID__"}:
+            return uuid.UUID(obj["__UUID__"])
+        return obj
+
+    return json.loads(text, object_hook=hook)
+
+
 def _decode(value):
     if isinstance(value, str):
         try:
