@@ -81,12 +81,15 @@ def calibrate_batchnorm(model: nn.Module, images: torch.Tensor) -> nn.Module:
 
     Each BatchNorm's statistics are reset and its momentum set to None (cumulative average), so
     one train-mode forward leaves running stats equal to that batch's statistics, layer by layer
-    on already-normalised inputs. Momenta are restored and the model is returned in eval mode.
-    Parameters are not touched and no gradients are kept.
+    on already-normalised inputs. Momenta are restored and the model is returned in eval mode
+    (also when the forward fails, which also puts the old statistics back). Parameters are not
+    touched and no gradients are kept.
     """
     images = _check_image_batch(images, "calibration_images", min_batch=2)
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     momenta = [m.momentum for m in norms]
+    saved = [{k: v.clone() for k, v in m.named_buffers(recurse=False)} for m in norms]
+    done = False
     try:
         for m in norms:
             m.reset_running_stats()
@@ -96,9 +99,13 @@ def calibrate_batchnorm(model: nn.Module, images: torch.Tensor) -> nn.Module:
         if param is not None:
             images = images.to(device=param.device, dtype=param.dtype)
         model(images)
+        done = True
     finally:
-        for m, momentum in zip(norms, momenta):
+        for m, momentum, buffers in zip(norms, momenta, saved):
             m.momentum = momentum
+            if not done:  # a failed forward leaves the statistics as they were
+                for name, value in buffers.items():
+                    getattr(m, name).copy_(value)
         model.eval()
     return model
 
