@@ -31,11 +31,16 @@ def model_of(extractor: Any = None, model: Any = None) -> Any:
 
 
 def explain_candidates(candidates: list[RankedCandidate], query_dataset: Any, database_dataset: Any,
-                       *, model: Any, config: PairXConfig, store: Any = None, progress: bool = True,
+                       *, model: Any, config: Any = None, store: Any = None, progress: bool = True,
                        run_name: str | None = None) -> list[MatchRecord]:
-    """Records for ``candidates``, explained by the hook (or untouched when ``config.enabled`` is off)."""
+    """Records for ``candidates`` (e.g. from :func:`from_topk_classifier`), explained by the hook.
+
+    Candidates with ``rank >= config.top_k`` come back unexplained; with ``config.enabled`` off,
+    every record comes back untouched.
+    """
     from pairx_plugin.hook import explain_matches
 
+    config = load_config(config)
     records = records_from_candidates(candidates, query_dataset, database_dataset)
     source = DatasetImageSource([query_dataset, database_dataset])
     return explain_matches(records=records, images=source, model=model, config=config, store=store,
