@@ -9,6 +9,10 @@ one configuration failing (an error, a timeout) leaves the others' numbers intac
 seconds of ``PairX.explain_pair`` / ``explain_query`` (CUDA-synchronised on a GPU), medians over
 ``--repeats`` runs after ``--warmup`` untimed pairs; stage times are the engine's own ``timings``
 (forward, relevance, matching, pixels; on CUDA those are not synchronised per stage).
+
+CPU seconds (``time.process_time`` of the worker, all its threads) are recorded beside wall
+seconds: on a shared machine another process's load inflates wall time but hardly CPU time, so
+with ``--threads 1`` the CPU seconds are the better estimate of the unloaded wall time.
 """
 from __future__ import annotations
 
@@ -129,10 +133,11 @@ def run_worker(args: argparse.Namespace) -> ConfigResult:
     pair_stages = []
     for _ in tqdm(range(args.repeats), desc=f"{config.name} pair", file=sys.stderr, leave=False):
         sync()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         explained = engine.explain_pair(query, candidate)
         sync()
         result.pair_s.append(time.perf_counter() - start)
+        result.pair_cpu_s.append(time.process_time() - cpu_start)
         pair_stages.append(explained.timings)
     result.peak_rss_pair_mb = memory.peak_rss_mb()
     result.peak_gpu_pair_mb = memory.peak_gpu_mb()
@@ -145,16 +150,19 @@ def run_worker(args: argparse.Namespace) -> ConfigResult:
     query_stages = []
     for _ in tqdm(range(args.repeats), desc=f"{config.name} top-5 query", file=sys.stderr, leave=False):
         sync()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         explained_all = engine.explain_query(q, cands)
         sync()
         result.query_s.append(time.perf_counter() - start)
+        result.query_cpu_s.append(time.process_time() - cpu_start)
         query_stages.append(explained_all[0].timings)
     result.peak_rss_query_mb = memory.peak_rss_mb()
     result.peak_gpu_query_mb = memory.peak_gpu_mb()
 
     result.pair_median_s = statistics.median(result.pair_s)
     result.query_median_s = statistics.median(result.query_s)
+    result.pair_cpu_median_s = statistics.median(result.pair_cpu_s)
+    result.query_cpu_median_s = statistics.median(result.query_cpu_s)
     result.pair_stages_s = _median_stages(pair_stages)
     result.query_stages_s = _median_stages(query_stages)
     return ConfigResult.model_validate(result.model_dump())
@@ -212,8 +220,8 @@ def format_table(report: BenchReport) -> str:
             f"{report.threads} - repeats {report.repeats} - mode {report.mode} - load avg "
             f"{report.load_average_start[0]:.1f} -> {report.load_average_end[0]:.1f}")
     gpu = report.device.startswith("cuda")
-    cols = ["config", "layer", "size", "pair s (median)", "pair min-max", "top-5 query s", "query min-max",
-            "matches", "RSS pair MB", "RSS query MB", "RSS setup MB"]
+    cols = ["config", "layer", "size", "pair s (median)", "pair min-max", "pair CPU s", "top-5 query s",
+            "query min-max", "query CPU s", "matches", "RSS pair MB", "RSS query MB", "RSS setup MB"]
     if gpu:
         cols += ["GPU pair MB", "GPU query MB"]
     rows = []
@@ -222,7 +230,8 @@ def format_table(report: BenchReport) -> str:
             rows.append([r.name, r.layer, str(r.size), "ERROR: " + r.error])
             continue
         row = [r.name, r.layer, str(r.size), _fmt(r.pair_median_s), f"{min(r.pair_s):.3f}-{max(r.pair_s):.3f}",
-               _fmt(r.query_median_s), f"{min(r.query_s):.3f}-{max(r.query_s):.3f}", str(r.pair_match_count),
+               _fmt(r.pair_cpu_median_s), _fmt(r.query_median_s), f"{min(r.query_s):.3f}-{max(r.query_s):.3f}",
+               _fmt(r.query_cpu_median_s), str(r.pair_match_count),
                _fmt(r.peak_rss_pair_mb, 0), _fmt(r.peak_rss_query_mb, 0), _fmt(r.peak_rss_setup_mb, 0)]
         if gpu:
             row += [_fmt(r.peak_gpu_pair_mb, 0), _fmt(r.peak_gpu_query_mb, 0)]

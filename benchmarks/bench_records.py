@@ -29,8 +29,13 @@ class ConfigResult(BaseModel):
     setup_s: Optional[Seconds] = None
     pair_s: list[Seconds] = Field(default_factory=list, description="wall seconds of each timed explain_pair")
     query_s: list[Seconds] = Field(default_factory=list, description="wall seconds of each timed top-5 explain_query")
+    pair_cpu_s: list[Seconds] = Field(default_factory=list,
+                                      description="CPU seconds of this process for each timed explain_pair")
+    query_cpu_s: list[Seconds] = Field(default_factory=list, description="CPU seconds of each timed top-5 query")
     pair_median_s: Optional[Seconds] = None
     query_median_s: Optional[Seconds] = None
+    pair_cpu_median_s: Optional[Seconds] = None
+    query_cpu_median_s: Optional[Seconds] = None
     pair_stages_s: dict[str, float] = Field(default_factory=dict, description="median engine seconds per stage, one pair")
     query_stages_s: dict[str, float] = Field(default_factory=dict,
                                              description="median engine seconds per stage, top-5 query (first chunk)")
