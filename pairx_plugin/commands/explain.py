@@ -57,7 +57,7 @@ def build_config(args: argparse.Namespace):
     }
     values = base.model_dump()
     values.update({key: value for key, value in overrides.items() if value is not None})
-    values.update(enabled=True, top_k=max(1, base.top_k), output_dir=str(args.out))
+    values.update(enabled=True, output_dir=str(args.out))  # rank 0 < top_k always: the pair is explained
     return PairXConfig(**values)
 
 
