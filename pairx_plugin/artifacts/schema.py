@@ -157,8 +157,11 @@ def library_versions() -> LibraryVersions:
         except metadata.PackageNotFoundError:
             return None
 
+    own = version("pairx-plugin")
+    if own is None:  # running from a source checkout that was not pip-installed
+        from .. import __version__ as own
     return LibraryVersions(
-        pairx_plugin=version("pairx-plugin"),
+        pairx_plugin=own,
         torch=version("torch"),
         timm=version("timm"),
         zennit=version("zennit"),
