@@ -567,3 +567,86 @@ def test_acceptance_hostile_ids_never_reach_the_file_system(turtle_run):
         document = turtle_run["store"].load(artifact_id)
         ids_in_documents |= {document.query_id, document.candidate_id}
     assert set(HOSTILE) <= ids_in_documents
+
+
+# --------------------------------------------------------------------------- images, layers, devices
+
+
+@pytest.mark.parametrize(
+    ("tensor", "display", "fragment"),
+    [
+        (torch.zeros(3, 8, 8), np.zeros((8, 8, 3), np.uint8), r"\(1, 3, H, W\) tensor, got \(3, 8, 8\)"),
+        (torch.zeros(1, 1, 8, 8), np.zeros((8, 8, 3), np.uint8), "got \\(1, 1, 8, 8\\)"),
+        (torch.zeros(1, 3, 8, 8, dtype=torch.uint8), np.zeros((8, 8, 3), np.uint8), "float tensor"),
+        (torch.zeros(1, 3, 8, 8), np.zeros((8, 8, 3), np.float32), "uint8 RGB array"),
+        (torch.zeros(1, 3, 8, 8), np.zeros((8, 8), np.uint8), "uint8 RGB array"),
+        (torch.zeros(1, 3, 8, 8), [[0]], "got list"),
+    ],
+)
+def test_loaded_image_rejects_wrong_shapes_and_types(tensor, display, fragment):
+    with pytest.raises(InvalidInputError, match=fragment):
+        LoadedImage(tensor=tensor, display=display)
+
+
+def test_content_hash_follows_pixels_and_preprocessing(golden):
+    _, query, candidate = golden
+    assert query.content_sha256() == LoadedImage(tensor=query.tensor.clone(), display=query.display.copy()).content_sha256()
+    assert query.content_sha256() != candidate.content_sha256()
+    resized = torch.nn.functional.interpolate(query.tensor, size=(112, 112))
+    assert LoadedImage(tensor=resized, display=query.display).content_sha256() != query.content_sha256()
+    assert LoadedImage(tensor=query.tensor, display=query.display, sha256="f" * 64).content_sha256() != query.content_sha256()
+
+
+def test_a_source_returning_the_wrong_type_costs_only_that_record(tmp_path, golden, model):
+    pair, _, base = golden
+    source = ArraySource(base, ["q", "good"])
+    real_load = source.load
+
+    def load(image_id):
+        return ("not", "an image") if image_id == "odd" else real_load(image_id)
+
+    source.load = load  # type: ignore[method-assign]
+    out = explain_matches(records=make_records(["q"], ["good", "odd"]), images=source, model=model,
+                          config=PairXConfig(**FAST), store=ArtifactStore(tmp_path), engine=FakeEngine(pair, source),
+                          progress=False)
+    assert out[0].explanation is not None
+    assert out[1].explanation_error.stage == "load" and "must return a LoadedImage" in out[1].explanation_error.message
+
+
+def test_several_layers_give_one_artifact_each(tmp_path, golden, model):
+    pair, _, base = golden
+    second = LayerExplanation(**{**pair.layers[LAYER].__dict__, "key": "blocks.5"})
+    two_layers = PairExplanation(**{**pair.__dict__, "layers": {LAYER: pair.layers[LAYER], "blocks.5": second}})
+    source = ArraySource(base, ["q", "a"])
+    engine = FakeEngine(two_layers, source)
+    engine.layer_keys = [LAYER, "blocks.5"]
+    store = ArtifactStore(tmp_path)
+    out = explain_matches(records=make_records(["q"], ["a"]), images=source, model=model,
+                          config=PairXConfig(**FAST), store=store, engine=engine, progress=False)
+    refs = [out[0].explanation, *out[0].other_layers]
+    assert [r.layer for r in refs] == [LAYER, "blocks.5"]
+    assert len({r.artifact_id for r in refs}) == 2 and all(store.has(r.artifact_id) for r in refs)
+    engine.layer_keys = [LAYER, "blocks.7"]  # the engine's result lacks a layer it claims
+    out = explain_matches(records=make_records(["q"], ["a"]), images=source, model=model,
+                          config=PairXConfig(**FAST), store=store, engine=engine, progress=False)
+    assert "has no layer 'blocks.7'" in out[0].explanation_error.message
+
+
+def test_explicit_cpu_device_and_progress_bar(tmp_path, golden, model, capsys):
+    pair, _, base = golden
+    source = ArraySource(base, ["q", "a"])
+    out = explain_matches(records=make_records(["q"], ["a"]), images=source, model=model,
+                          config=PairXConfig(**FAST, device="cpu"), store=ArtifactStore(tmp_path),
+                          engine=FakeEngine(pair, source), progress=True)
+    assert out[0].explanation is not None
+    assert "PAIR-X" in capsys.readouterr().err
+
+
+def test_the_store_defaults_to_output_dir(tmp_path, golden, model):
+    pair, _, base = golden
+    source = ArraySource(base, ["q", "a"])
+    out = explain_matches(records=make_records(["q"], ["a"]), images=source, model=model,
+                          config=PairXConfig(**FAST, output_dir=str(tmp_path / "out")),
+                          engine=FakeEngine(pair, source), progress=False, run_name="default-store")
+    assert (tmp_path / "out" / out[0].explanation.json_path).is_file()
+    assert (tmp_path / "out" / "runs" / "default-store.jsonl").is_file()
