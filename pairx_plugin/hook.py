@@ -406,7 +406,17 @@ class _Run:
 
     IMAGE_CACHE_SIZE = 64
 
-    def __init__(self, *, config, images, engine, store, device, model_fingerprint, layer_keys) -> None:
+    def __init__(
+        self,
+        *,
+        config: PairXConfig,
+        images: ImageSource,
+        engine: Any,
+        store: ArtifactStore,
+        device: torch.device,
+        model_fingerprint: str,
+        layer_keys: list[str],
+    ) -> None:
         self.config: PairXConfig = config
         self.images: ImageSource = images
         self.engine = engine
@@ -556,7 +566,7 @@ class _Run:
                 self._run_chunk(query, chunk[half:])
                 return
             for candidate in chunk:
-                self._fail(candidate.index, candidate.record, _explain_oom(exc, chunk), _stage_of(exc))
+                self._fail(candidate.index, candidate.record, _explain_oom(exc), _stage_of(exc))
             self._done(len(chunk))
             return
         if not isinstance(outcomes, (list, tuple)) or len(outcomes) != len(chunk):
@@ -571,7 +581,7 @@ class _Run:
                 if _is_out_of_memory(outcome) and len(chunk) > 1:
                     retry.append(candidate)
                     continue
-                self._fail(candidate.index, candidate.record, _explain_oom(outcome, [candidate]), _stage_of(outcome))
+                self._fail(candidate.index, candidate.record, _explain_oom(outcome), _stage_of(outcome))
             else:
                 self._store_pair(query, candidate, outcome)
             self._done()
@@ -594,6 +604,10 @@ class _Run:
                 error = PairXError(f"the engine's result has no layer {layer_key!r}; it has {sorted(getattr(pair, 'layers', {}))}")
                 self._fail(candidate.index, candidate.record, error, "relevance")
                 return
+            existing = self._cached_refs([identifier])  # an identical pair earlier in this run
+            if existing is not None:
+                refs.extend(existing)
+                continue
             try:
                 rendered = render_pair(
                     query.display,
@@ -640,7 +654,7 @@ def _as_loaded_image(value: Any, image_id: str) -> LoadedImage:
     )
 
 
-def _explain_oom(exc: BaseException, chunk: list[_Candidate]) -> BaseException:
+def _explain_oom(exc: BaseException) -> BaseException:
     if not _is_out_of_memory(exc):
         return exc
     return type(exc)(

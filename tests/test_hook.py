@@ -650,3 +650,17 @@ def test_the_store_defaults_to_output_dir(tmp_path, golden, model):
                           engine=FakeEngine(pair, source), progress=False, run_name="default-store")
     assert (tmp_path / "out" / out[0].explanation.json_path).is_file()
     assert (tmp_path / "out" / "runs" / "default-store.jsonl").is_file()
+
+
+def test_the_same_images_under_two_ids_are_explained_and_written_once(tmp_path, golden, model):
+    pair, _, base = golden
+    source = ArraySource(base, ["q", "a"])
+    source.numbers["a_alias"] = source.numbers["a"]  # the host knows one image under two ids
+    store = ArtifactStore(tmp_path)
+    writes = []
+    real_write = store.write
+    store.write = lambda document, blobs: writes.append(document.artifact_id) or real_write(document, blobs)  # type: ignore[method-assign]
+    out = explain_matches(records=make_records(["q"], ["a", "a_alias"]), images=source, model=model,
+                          config=PairXConfig(**FAST), store=store, engine=FakeEngine(pair, source), progress=False)
+    assert out[0].explanation.artifact_id == out[1].explanation.artifact_id
+    assert len(writes) == 1 and out[1].explanation.cache_hit
