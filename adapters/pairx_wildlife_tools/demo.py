@@ -110,16 +110,21 @@ def report_lines(result: DemoResult) -> list[str]:
 
 def run_demo(out_dir: str | Path, *, animals: int = DEFAULT_ANIMALS, sightings: int = DEFAULT_SIGHTINGS,
              top_k: int = DEFAULT_TOP_K, k_colors: int = DEFAULT_K_COLORS, seed: int = 0,
-             progress: bool = True, model: Any = None,
+             progress: bool = True, model: Any = None, render: list[str] | None = None,
              echo: Callable[[str], None] | None = print) -> DemoResult:
-    """Generate, match, explain, score; writes ``demo_summary.json`` beside the review page."""
+    """Generate, match, explain, score; writes ``demo_summary.json`` beside the review page.
+
+    model: a ``ModelBundle`` to use instead of loading the built-in one; render: panel kinds
+    (default: all of them).
+    """
     start = time.perf_counter()
     out_dir = Path(out_dir)
     synthetic = generate_synthetic_set(out_dir / "data", animals=animals, sightings=sightings, seed=seed)
     settings = RunSettings(
         model="builtin",
         data=DataSettings(img_load="bbox"),
-        pairx=PairXConfig(top_k=top_k, k_colors=k_colors, output_dir=str(out_dir)),
+        pairx=PairXConfig(top_k=top_k, k_colors=k_colors, output_dir=str(out_dir),
+                          **({"render": render} if render is not None else {})),
     )
     pipeline = run_pipeline(out_dir / "data", synthetic.metadata, settings, out_dir,
                             run_name=DEMO_RUN_NAME, progress=progress, model=model)
