@@ -10,6 +10,8 @@ colour maps are accumulated subtractively over a white canvas.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 ColourTable = tuple[tuple[float, tuple[float, float, float]], ...]
@@ -50,13 +52,25 @@ LINE_PALETTE: tuple[tuple[int, int, int], ...] = (
 )
 
 
-def apply_table(values: np.ndarray, table: ColourTable) -> np.ndarray:
-    """Map values in [0, 1] (any shape) to float32 RGB in [0, 1], shape ``values.shape + (3,)``."""
+LUT_SIZE = 1024  # colour steps per map: finer than the 256 levels a PNG channel can hold
+
+
+@functools.lru_cache(maxsize=32)
+def _lookup_table(table: ColourTable) -> np.ndarray:
     positions = np.array([p for p, _ in table], dtype=np.float64)
     colours = np.array([c for _, c in table], dtype=np.float64)
-    flat = np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0).ravel()
-    channels = [np.interp(flat, positions, colours[:, c]) for c in range(3)]
-    return np.stack(channels, axis=-1).reshape(*np.shape(values), 3).astype(np.float32)
+    samples = np.linspace(0.0, 1.0, LUT_SIZE)
+    return np.stack([np.interp(samples, positions, colours[:, c]) for c in range(3)], axis=-1).astype(np.float32)
+
+
+def apply_table(values: np.ndarray, table: ColourTable) -> np.ndarray:
+    """Map values in [0, 1] (any shape) to float32 RGB in [0, 1], shape ``values.shape + (3,)``.
+
+    The table is sampled once into :data:`LUT_SIZE` steps and values index it (fast on large maps).
+    """
+    clipped = np.clip(np.nan_to_num(np.asarray(values, dtype=np.float32)), 0.0, 1.0)
+    indices = np.rint(clipped * (LUT_SIZE - 1)).astype(np.intp)
+    return _lookup_table(table)[indices]
 
 
 def jet(values: np.ndarray) -> np.ndarray:

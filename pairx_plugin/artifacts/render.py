@@ -40,7 +40,7 @@ HEATMAP_OVERLAY_MAX_ALPHA = 0.6  # opacity of the most relevant pixel in the hea
 COLOUR_STRENGTH = 0.8  # each colour map darkens the white canvas by this share of its colour
 FADED_IMAGE_OPACITY = 0.2  # the raw image under the colour maps
 POWER_GAMMA = 0.95
-PNG_COMPRESS_LEVEL = 6
+PNG_COMPRESS_LEVEL = 3  # zlib level: 2-3x faster than 6 on photos for about 10 % more bytes
 SIDES = ("query", "candidate")
 
 
