@@ -60,7 +60,7 @@ def test_run_explains_the_split_and_writes_manifest_and_review(cli, seaturtle_di
         (lambda d: d.update(metadata=False), "metadata CSV '.*nope.csv' does not exist"),
         (lambda d: d.update(images="/nonexistent/images"), "images directory '/nonexistent/images' does not exist"),
         (lambda d: d.update(columns="path"), r"lacks column\(s\) \['identity'\]"),
-        (lambda d: d.update(config="data:\n  img_load: sideways\n"), r"data\.img_load: must be one of"),
+        (lambda d: d.update(config="data:\n  img_load: sideways\n"), r"data\.img_load: Input should be 'auto', 'full'"),
         (lambda d: d.update(config="pairx:\n  k_colors: 0\n"), r"pairx\.k_colors: must be >= 1, got 0"),
         (lambda d: d.update(split="val"), r"split column 'split' has values \['val'\]"),
     ],
@@ -92,9 +92,11 @@ def test_run_settings_defaults_and_overrides():
     assert (settings.model, settings.batch_size, settings.data.img_load) == ("builtin", 4, "full")
     assert (settings.pairx.top_k, settings.pairx.k_colors) == (4, 1)
     assert load_run_settings(None).pairx.top_k == 5
-    with pytest.raises(ConfigError, match=r"batch_size: must be >= 1"):
+    with pytest.raises(ConfigError, match=r"batch_size: Input should be greater than or equal to 1, got 0"):
         load_run_settings({"batch_size": 0})
-    with pytest.raises(ConfigError, match=r"modle: .*extra|modle"):
+    with pytest.raises(ConfigError, match=r"^modle: unknown key; valid keys are: model, weights, batch_size, data, pairx$"):
         load_run_settings({"modle": "builtin"})
+    with pytest.raises(ConfigError, match=r"^data\.img_lod: unknown key; valid keys are: img_load, split_column"):
+        load_run_settings({"data": {"img_lod": "full"}})
     with pytest.raises(ConfigError, match="configuration file 'missing.yaml' does not exist"):
         load_run_settings("missing.yaml")

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pairx_plugin.config import PairXConfig, format_validation_error, load_config
+from pairx_plugin.config import PairXConfig, load_config
 from pairx_plugin.errors import ConfigError, InvalidInputError
 from pairx_plugin.records import MatchRecord
 
@@ -82,7 +82,21 @@ def load_run_settings(source: Any = None, **pairx_overrides: Any) -> RunSettings
     try:
         return RunSettings.model_validate({**document, "pairx": pairx})
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, section="")) from None
+        raise ConfigError(_settings_error(exc)) from None
+
+
+def _settings_error(exc: ValidationError) -> str:
+    """One ``key: problem`` per error; unknown keys list the keys valid at that level."""
+    lines = []
+    for err in exc.errors():
+        loc = [str(part) for part in err["loc"]]
+        key = ".".join(loc) or "<root>"
+        if err["type"] == "extra_forbidden":
+            model = DataSettings if loc[:1] == ["data"] else RunSettings
+            lines.append(f"{key}: unknown key; valid keys are: {', '.join(model.model_fields)}")
+        else:
+            lines.append(f"{key}: {err['msg']}, got {err.get('input')!r}")
+    return "; ".join(lines)
 
 
 @dataclass
