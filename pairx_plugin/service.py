@@ -33,6 +33,9 @@ from typing import Any, Literal
 
 import cv2
 import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .config import PairXConfig, format_validation_error
@@ -308,11 +311,13 @@ def crop_rotated(rgb: np.ndarray, bbox: list[float] | None, theta: float | None)
     x, y, w, h = (float(v) for v in bbox)
     if not all(math.isfinite(v) for v in (x, y, w, h)) or w < 1 or h < 1:
         raise InvalidInputError(f"bbox {bbox!r} must have finite values and a size of at least 1x1 px")
-    cx, cy = x + w / 2.0, y + h / 2.0
+    # centres in pixel-index coordinates (cv2 puts pixel i's centre at i, not i + 0.5)
+    cx, cy = x + w / 2.0 - 0.5, y + h / 2.0 - 0.5
+    ox, oy = w / 2.0 - 0.5, h / 2.0 - 0.5
     c, s = math.cos(-theta), math.sin(-theta)
-    # output pixel (u, v) <- image point: centre + R(theta) @ ((u, v) - out centre); warpAffine wants
-    # the forward map image -> output, i.e. R(-theta) about the box centre, then shift to the output
-    matrix = np.array([[c, -s, w / 2.0 - (c * cx - s * cy)], [s, c, h / 2.0 - (s * cx + c * cy)]])
+    # warpAffine takes the forward map image -> output: rotate by -theta about the box centre, then
+    # move the box centre to the output centre
+    matrix = np.array([[c, -s, ox - (c * cx - s * cy)], [s, c, oy - (s * cx + c * cy)]])
     return cv2.warpAffine(rgb, matrix, (int(round(w)), int(round(h))), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=(255, 255, 255))
 
@@ -478,10 +483,6 @@ def _error_body(exc: Exception) -> dict[str, Any]:
 
 def create_app(config: ServiceConfig | dict | None = None):
     """The FastAPI app: ``POST /explain/``, ``GET /artifacts/{artifact_id}``, ``GET /health``."""
-    from fastapi import FastAPI, Request
-    from fastapi.concurrency import run_in_threadpool
-    from fastapi.responses import JSONResponse
-
     if not isinstance(config, ServiceConfig):
         config = ServiceConfig.load(config)
     service = ExplainService(config)
@@ -492,11 +493,10 @@ def create_app(config: ServiceConfig | dict | None = None):
         limit = config.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None:
-            try:
-                if int(declared) > limit:
-                    raise RequestTooLargeError(f"request body of {declared} bytes exceeds max_body_bytes={limit}")
-            except ValueError:
-                raise InvalidInputError(f"Content-Length {declared!r} is not a number") from None
+            if not declared.strip().isdigit():
+                raise InvalidInputError(f"Content-Length {declared!r} is not a number")
+            if int(declared) > limit:
+                raise RequestTooLargeError(f"request body of {declared} bytes exceeds max_body_bytes={limit}")
         chunks, size = [], 0
         async for chunk in request.stream():  # also bounds chunked bodies without a length
             size += len(chunk)
