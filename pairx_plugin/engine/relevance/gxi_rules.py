@@ -157,11 +157,9 @@ def _gamma_surrogate(op: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x
     ``z_gamma = z + gamma * (p where z > 0 else n)`` has the sign of ``z`` and ``|z_gamma| >= |z|``,
     so the rescale ``z / z_gamma`` lies in [0, 1] and never explodes.
     """
-    x_pos, x_neg = x.clamp(min=0), x.clamp(max=0)
-    w_pos, w_neg = weight.clamp(min=0), weight.clamp(max=0)
     z = op(x, weight)
-    positive = op(x_pos, w_pos) + op(x_neg, w_neg)
-    negative = op(x_pos, w_neg) + op(x_neg, w_pos)
+    positive = op(x.clamp(min=0), weight.clamp(min=0)) + op(x.clamp(max=0), weight.clamp(max=0))
+    negative = z - positive  # the bias-free output is the sum of both kinds of contribution
     z_gamma = z + gamma * torch.where(z > 0, positive, negative)
     return z_gamma * safe_divide(z, z_gamma).detach()
 
