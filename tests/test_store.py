@@ -22,7 +22,11 @@ from pairx_plugin.artifacts.store import (
 from pairx_plugin.config import PairXConfig
 from pairx_plugin.errors import ArtifactError, InvalidInputError
 from pairx_plugin.records import ExplanationErrorInfo, MatchRecord
-from test_hook import LAYER, golden_pair
+
+try:  # the golden-pair builder lives with the hook tests (tests/ is on sys.path under pytest's default mode)
+    from test_hook import LAYER, golden_pair
+except ImportError:  # tests/ imported as a package
+    from tests.test_hook import LAYER, golden_pair
 
 ID_PARTS = dict(model_fingerprint="1" * 64, layer=LAYER, config_digest="2" * 64,
                 query_sha256="3" * 64, candidate_sha256="4" * 64)
