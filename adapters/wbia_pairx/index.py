@@ -72,4 +72,8 @@ class ExplanationIndex:
             return None
         except OSError as exc:
             raise ArtifactError(f"cannot read the PAIR-X index entry {path}: {exc}") from exc
-        return IndexEntry.model_validate_json(text)
+        try:
+            return IndexEntry.model_validate_json(text)
+        except ValueError as exc:
+            raise ArtifactError(f"PAIR-X index entry {path} is damaged ({exc.__class__.__name__}); delete it "
+                                "and the pair is explained again") from exc
