@@ -18,12 +18,11 @@ import pytest
 import torch
 from PIL import Image
 
-from pairx_plugin.artifacts.render import to_bgr_array
 from pairx_plugin.errors import ConfigError
 
 from wbia_standin import controller_inject, dtool, graph, miewid
 from wbia_standin.annotmatch import AnnotMatch
-from wbia_standin.env import SMALL_XPX, deployment, fresh_plugin_import
+from wbia_standin.env import SMALL_XPX, deployment
 
 QUERY = 1
 DAIDS = [1, 2, 3, 4, 5]  # includes the query (WBIA's include_qaid_in_daids default)
@@ -94,6 +93,11 @@ def test_checklist_01_registers_ibs_methods_at_import(env, seaturtle_dir, tmp_pa
         registered["wbia_plugin_pairx_explanation"] = original
     assert callable(ibs.wbia_plugin_pairx_render)
     assert ibs.wbia_plugin_pairx_render.func is env.plugin.wbia_plugin_pairx_render
+    # called as a controller method on the deployment's ibs: explains (here: finds) the pair
+    (entry,) = env.ibs.wbia_plugin_pairx_explain(2, [2, 1], dict(SMALL_XPX, xpx_k_colors=1))
+    assert entry["database_uuid"] == str(env.ibs.get_annot_uuids(1)) and "explanation" in entry
+    image = env.ibs.wbia_plugin_pairx_render(2, 1, "matches", dict(SMALL_XPX, xpx_k_colors=1))
+    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
 
 
 # ------------------------------------------------------------------------------------------ 2

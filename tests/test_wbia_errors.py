@@ -10,7 +10,7 @@ import torch
 
 from pairx_plugin.errors import ArtifactError, ConfigError, InvalidInputError, PairXError, UnsupportedModelError
 
-from wbia_standin import controller_inject, dtool, graph, miewid
+from wbia_standin import dtool, graph, miewid
 from wbia_standin.annotmatch import AnnotMatch
 from wbia_standin.env import SMALL_XPX, deployment
 
