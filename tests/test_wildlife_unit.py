@@ -280,3 +280,28 @@ def test_summary_pools_lines_by_correctness():
     assert (summary.incorrect_share, summary.incorrect_lines, summary.incorrect_matches) == (0.1, 20, 1)
     assert summary.correct_baseline == pytest.approx(0.05) and summary.incorrect_baseline == pytest.approx(0.1)
     assert summarise([]).correct_share is None
+
+
+def test_classifier_keeps_predictions_when_pairx_cannot_run(lite0_imagenet, seaturtle_dir, tmp_path):
+    """An unknown layer key stops PAIR-X before any work; predictions stand, records carry the error."""
+    from wildlife_tools.inference import KnnClassifier
+    from pairx_plugin.artifacts.store import ArtifactStore
+
+    metadata = pd.read_csv(seaturtle_dir / "metadata.csv")
+    dataset = _dataset(metadata, seaturtle_dir)
+    sim = np.array([[1.0, 0.8, 0.3, 0.2], [0.8, 1.0, 0.1, 0.4], [0.3, 0.1, 1.0, 0.6], [0.2, 0.4, 0.6, 1.0]])
+    classifier = pw.PairXKnnClassifier(
+        k=1, database_labels=dataset.labels_string, pairx={"top_k": 2, "layer_keys": ["no.such.layer"]},
+        query_dataset=dataset, database_dataset=dataset, model=lite0_imagenet, store=ArtifactStore(tmp_path),
+        progress=False,
+    )
+    with pytest.warns(RuntimeWarning, match="no.such.layer"):
+        predictions = classifier(sim)
+    assert list(predictions) == list(KnnClassifier(k=1, database_labels=dataset.labels_string)(sim))
+    assert len(classifier.records) == 8
+    assert [(r.query_id, r.candidate_id, r.score) for r in classifier.records[:2]] == [
+        ("image_1", "image_2", 0.8), ("image_1", "image_3", 0.3)]
+    for record in classifier.records:
+        assert record.explanation is None
+        assert record.explanation_error.type == "LayerNotFoundError"
+        assert "no.such.layer" in record.explanation_error.message

@@ -3,19 +3,24 @@
 Calling it returns exactly what the wrapped classifier returns (predictions, or ``(predictions,
 scores)`` for 1.x ``return_scores=True``), so it drops into existing code; the explained
 ``MatchRecord``s of the last call are in ``.records``. ``predict_and_explain`` returns both at once.
+Explaining never costs the predictions: when PAIR-X cannot run at all (an unknown layer key, an
+unsupported model), a ``RuntimeWarning`` is issued and every top-k record carries the error.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from pairx_plugin.config import PairXConfig, load_config
-from pairx_plugin.errors import ConfigError
-from pairx_plugin.records import MatchRecord
+from pairx_plugin.errors import ConfigError, PairXError
+from pairx_plugin.records import ExplanationErrorInfo, MatchRecord
 
 from .explain import explain_similarity, model_of
-from .topk import similarity_matrix
+from .images import image_ids
+from .topk import similarity_matrix, top_k
+from .translate import records_from_candidates
 
 
 class ExplainedPredictions(NamedTuple):
@@ -79,12 +84,25 @@ class PairXKnnClassifier:
         if not self.config.enabled:
             self.records = []
             return ExplainedPredictions(predictions, [])
-        self.records = explain_similarity(
-            matrix, self.query_dataset, self.database_dataset, config=self.config,
-            model=model_of(self.extractor, self.model), store=self.store, progress=self.progress,
-            run_name=self.run_name,
-        )
+        try:
+            self.records = explain_similarity(
+                matrix, self.query_dataset, self.database_dataset, config=self.config,
+                model=model_of(self.extractor, self.model), store=self.store, progress=self.progress,
+                run_name=self.run_name,
+            )
+        except PairXError as exc:
+            # a problem of the whole call (unknown layer, unsupported model, store): the predictions
+            # stand, and every top-k record says why it has no explanation
+            warnings.warn(f"PAIR-X could not explain these matches: {exc}", RuntimeWarning, stacklevel=2)
+            self.records = self._unexplained(matrix, exc)
         return ExplainedPredictions(predictions, self.records)
+
+    def _unexplained(self, matrix: np.ndarray, exc: PairXError) -> list[MatchRecord]:
+        error = ExplanationErrorInfo.from_exception(exc, "forward")
+        candidates = top_k(matrix, self.config.top_k, query_ids=image_ids(self.query_dataset),
+                           database_ids=image_ids(self.database_dataset))
+        records = records_from_candidates(candidates, self.query_dataset, self.database_dataset)
+        return [record.with_error(error) for record in records]
 
     def _check_bound(self) -> None:
         missing = [name for name in ("query_dataset", "database_dataset") if getattr(self, name) is None]
