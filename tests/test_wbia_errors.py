@@ -166,6 +166,30 @@ def test_plugin_api_bad_uuids(env):
         env.plugin.pairx_explanation_api(env.ibs)
 
 
+def test_a_raising_chip_read_fails_only_its_pair(env):
+    from wbia_pairx.config import XpxConfig
+    from wbia_pairx.selection import Candidate
+
+    ibs = env.ibs
+    real = ibs.get_annot_chips
+
+    def raising(aids, config2_=None, ensure=True):
+        if 5 in (aids if isinstance(aids, list) else [aids]):
+            raise OSError("chip of annotation 5: image file is gone")
+        return real(aids)
+
+    ibs.get_annot_chips = raising
+    try:
+        xpx = XpxConfig(**{**SMALL_XPX, "xpx_k_colors": 1})
+        entries = env.runtime.explain_candidates(ibs, [Candidate(2, 1, 0, 0.9), Candidate(2, 5, 1, 0.8)], xpx)
+    finally:
+        ibs.get_annot_chips = real
+    by_daid = {e.daid: e for e in entries}
+    assert by_daid[1].explanation is not None
+    assert by_daid[5].explanation_error.stage == "load"
+    assert "image file is gone" in by_daid[5].explanation_error.message
+
+
 def test_one_unreadable_chip_fails_only_its_pair_and_job_keeps_matches(env):
     from wbia_pairx.config import XpxConfig
     from wbia_pairx.selection import Candidate

@@ -108,6 +108,9 @@ class WbiaPairx:
         root = self.store_root(ibs)
         try:
             source.prefetch([qaid] + [c.daid for c in group])
+        except Exception as exc:  # noqa: BLE001 - chips are read again one by one, failing per pair
+            log.info("PAIR-X: batched chip read failed (%s); reading chips one by one", exc)
+        try:
             with cached.lock:
                 explained = explain_matches(records=records, images=source, model=cached.model,
                                             config=config, store=ArtifactStore(root / "artifacts"),
@@ -115,7 +118,7 @@ class WbiaPairx:
                                             run_name=f"wbia-q{qaid}-{uuid.uuid4().hex[:12]}")
         except Exception as exc:  # never fail the host's job; every pair gets the error
             log.warning("PAIR-X failed for query %s: %s", qaid, exc)
-            info = ExplanationErrorInfo.from_exception(exc, "load")
+            info = ExplanationErrorInfo.from_exception(exc, "forward")
             return [self._put_error(ibs, qaid, quuid, c, d, info, xpx, cached) for c, d in zip(group, duuids)]
         index = ExplanationIndex(root)
         entries = []
