@@ -107,6 +107,7 @@ def explained(turtles, tmp_path_factory):
     return argv, out
 
 
+@pytest.mark.slow
 def test_explain_writes_artifacts_and_prints_one_summary_line(explained, capsys):
     argv, out = explained
     assert cli.main(argv) == 0
@@ -238,8 +239,10 @@ def _run_module(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_python_m_explain_subprocess(turtles, tmp_path):
-    done = _run_module("explain", turtles["a1"], turtles["b3"], "--no-progress", cwd=tmp_path)
+    done = _run_module("explain", turtles["a1"], turtles["b3"], "--k-colors", "2", "--k-lines", "5",
+                       "--no-progress", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     line = done.stdout.strip()
     assert line.startswith("cosine ") and "composite pairx_out" in line  # default --out, relative

@@ -208,6 +208,7 @@ def test_bad_render_inputs_raise_clear_errors(golden_dir):
         render_pair(img0, img1, layer, (0, 224), (224, 224), k_lines=20, panels={"composite"})
 
 
+@pytest.mark.slow
 def test_render_real_engine_result_on_sea_turtles(lite0_imagenet, seaturtle_dir):
     """The real engine on two real sea-turtle photos, drawn at display size and at input size."""
     from pairx_plugin import PairX
