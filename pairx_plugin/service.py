@@ -335,6 +335,18 @@ class _PreparedImages:
         return item
 
 
+def _as_client_error(exc: Exception, location: ImageLocation) -> Exception:
+    """The error with the server-side path replaced by the URI the client sent (no path leaks)."""
+    if location.path is None or str(location.path) not in str(exc):
+        return exc
+    message = str(exc).replace(str(location.path), location.uri)
+    error_type = type(exc) if isinstance(exc, PairXError) else InvalidInputError
+    try:
+        return error_type(message)
+    except TypeError:  # an exception type with another constructor: keep the message, our type
+        return InvalidInputError(message)
+
+
 # ------------------------------------------------------------------------------ the service
 @dataclass
 class _LoadedModel:
@@ -414,7 +426,7 @@ class ExplainService:
                         crop = crop_rotated(self._read_rgb(location), box, theta)
                         source.items[image_id] = prepare_image(crop, bundle.input_size, bundle.mean, bundle.std)
                     except Exception as exc:  # noqa: BLE001 - costs only the pairs using this image
-                        source.items[image_id] = exc
+                        source.items[image_id] = _as_client_error(exc, location)
                 ids[side].append(key_to_id[key])
 
         unique_pairs: dict[tuple[str, str], int] = {}
