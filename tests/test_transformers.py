@@ -181,6 +181,65 @@ def test_bad_backend_options_raise_config_errors_naming_the_option():
         GradientXInput(linear_rule="gamma", gamma=float("nan"))
 
 
+# ----------------------------------------------------------------------------- single rules
+
+_G = torch.Generator().manual_seed(11)
+_W8 = torch.rand(8, generator=_G) + 0.5
+_CONV = torch.randn(5, 3, 3, 3, generator=_G)
+_LIN = torch.randn(6, 8, generator=_G)
+
+#: name -> (call, input shape); every call is homogeneous of degree 1 in its input under the rules
+SINGLE_RULES = {
+    "layer_norm": (lambda x: F.layer_norm(x, (8,), _W8), (4, 8)),
+    "group_norm": (lambda x: F.group_norm(x, 2, _W8), (2, 8, 3, 3)),
+    "rms_norm": (lambda x: F.rms_norm(x, (8,), _W8), (4, 8)),
+    "normalize": (lambda x: F.normalize(x, dim=-1), (4, 8)),
+    "gelu": (lambda x: F.gelu(x), (4, 8)),
+    "gelu_tanh": (lambda x: F.gelu(x, approximate="tanh"), (4, 8)),
+    "silu_inplace": (lambda x: F.silu(x, inplace=True), (4, 8)),
+    "mish": (lambda x: F.mish(x), (4, 8)),
+    "hardswish": (lambda x: F.hardswish(x), (4, 8)),
+    "linear_gamma": (lambda x: F.linear(x, _LIN), (4, 8)),
+    "conv2d_gamma": (lambda x: F.conv2d(x, _CONV, None, 1, 1), (1, 3, 6, 6)),
+}
+
+
+@pytest.mark.parametrize("name", list(SINGLE_RULES))
+def test_each_rule_keeps_values_and_conserves_gradient_x_input(name):
+    call, shape = SINGLE_RULES[name]
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(2))
+    native = call(x.clone())
+    backend = GradientXInput(linear_rule="gamma" if "gamma" in name else "gradient")
+    leaf = x.clone().requires_grad_(True)
+    with backend.context(nn.Identity()):
+        out = call(leaf)
+    assert torch.equal(out.detach(), native)
+    assert torch.equal(leaf.detach(), x)  # an in-place activation does not overwrite the input
+    assert sum(backend.last_mode.counts.values()) == 1
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(3))
+    (grad,) = torch.autograd.grad(out, leaf, grad_outputs=g)
+    torch.testing.assert_close((grad * x).sum(), (g * native).sum(), rtol=1e-4, atol=1e-5)
+
+
+def test_attention_rules_make_the_weights_constant():
+    q, k, v = (torch.randn(1, 2, 5, 4, requires_grad=True) for _ in range(3))
+    mask = torch.randn(5, 5, requires_grad=True)
+    backend = GradientXInput()
+    with backend.context(nn.Identity()):
+        fused = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        weights = (q @ k.transpose(-1, -2)).softmax(dim=-1)
+        by_hand = weights @ v
+    assert not weights.requires_grad
+    # as a host computes it, with no input needing gradients (which ones do can change the CPU kernel)
+    host = F.scaled_dot_product_attention(q.detach(), k.detach(), v.detach(), attn_mask=mask.detach())
+    assert torch.equal(fused.detach(), host)
+    grads = torch.autograd.grad(fused.sum() + by_hand.sum(), (q, k, v, mask), allow_unused=True, retain_graph=True)
+    assert grads[0] is None and grads[1] is None and grads[3] is None
+    g = torch.ones_like(fused)
+    (grad_v,) = torch.autograd.grad(fused, v, grad_outputs=g)
+    torch.testing.assert_close((grad_v * v).sum(), fused.sum())
+
+
 # ----------------------------------------------------------------------------- conservation
 
 

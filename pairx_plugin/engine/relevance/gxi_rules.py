@@ -50,6 +50,11 @@ def argument(args: Sequence[Any], kwargs: dict[str, Any], index: int, name: str,
 # ----------------------------------------------------------------------------- normalisers
 
 
+def _as_shape(shape: Any) -> tuple[int, ...]:
+    """``normalized_shape`` as a tuple (torch.Size, list or tuple; a bare int for rms_norm)."""
+    return (int(shape),) if isinstance(shape, int) else tuple(shape)
+
+
 def layer_norm(func: Callable, args: Sequence[Any], kwargs: dict[str, Any]) -> torch.Tensor:
     native = func(*args, **kwargs)
     x = argument(args, kwargs, 0, "input")
@@ -57,7 +62,7 @@ def layer_norm(func: Callable, args: Sequence[Any], kwargs: dict[str, Any]) -> t
     weight = argument(args, kwargs, 2, "weight")
     bias = argument(args, kwargs, 3, "bias")
     eps = argument(args, kwargs, 4, "eps", 1e-5)
-    dims = tuple(range(-len(tuple(shape)), 0))
+    dims = tuple(range(-len(_as_shape(shape)), 0))
     mean = x.mean(dim=dims, keepdim=True)
     var = x.var(dim=dims, unbiased=False, keepdim=True)
     surrogate = (x - mean) / torch.sqrt(var + eps).detach()
@@ -76,7 +81,7 @@ def rms_norm(func: Callable, args: Sequence[Any], kwargs: dict[str, Any]) -> tor
     eps = argument(args, kwargs, 3, "eps")
     if eps is None:
         eps = torch.finfo(x.dtype).eps
-    dims = tuple(range(-len(tuple(shape)), 0))
+    dims = tuple(range(-len(_as_shape(shape)), 0))
     surrogate = x / torch.sqrt(x.pow(2).mean(dim=dims, keepdim=True) + eps).detach()
     if weight is not None:
         surrogate = surrogate * weight
