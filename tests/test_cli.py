@@ -103,7 +103,7 @@ def explained(turtles, tmp_path_factory):
     """One real `explain` run (built-in model, real engine) shared by the checks below."""
     out = tmp_path_factory.mktemp("cli_explain") / "store"
     argv = ["explain", turtles["a1"], turtles["a2"], "--out", str(out), "--layer", "blocks.3",
-            "--k-lines", "6", "--k-colors", "3", "--no-progress"]
+            "--k-lines", "6", "--k-colors", "3", "--device", "cpu", "--no-progress"]
     return argv, out
 
 
@@ -173,6 +173,16 @@ def test_explain_bad_options(turtles, tmp_path, capsys):
     blocker.write_text("x")
     assert cli.main(["explain", turtles["a1"], turtles["a2"], "--out", str(blocker)]) == 2
     assert "a_file" in one_line_error(capsys.readouterr().err)
+
+
+def test_explain_bad_device(turtles, tmp_path, capsys):
+    assert cli.main(["explain", turtles["a1"], turtles["a2"], "--device", "banana"]) == 2
+    assert "--device" in capsys.readouterr().err
+    assert cli.main(["explain", turtles["a1"], turtles["a2"], "--device", "cuda:99", "--out", str(tmp_path / "o")]) == 2
+    line = one_line_error(capsys.readouterr().err)
+    assert "--device cuda:99" in line and ("not available" in line or "GPU(s)" in line)
+    assert cli.main(["layers", "--device", "cuda:99"]) == 2
+    assert "--device cuda:99" in one_line_error(capsys.readouterr().err)
 
 
 def test_explain_unknown_layer(turtles, tmp_path, capsys):

@@ -10,8 +10,11 @@ code. Adapters contribute commands the same way through the entry-point group
 from __future__ import annotations
 
 import argparse
+import re
 
 from ..errors import InvalidInputError
+
+_DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the input was fine but the work failed (an engine or internal error)
@@ -29,6 +32,34 @@ def positive_int(text: str) -> int:
     return value
 
 
+def device_name(text: str) -> str:
+    """argparse type: auto, cpu, cuda or cuda:N."""
+    value = text.strip().lower()
+    if not _DEVICE_PATTERN.match(value):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
+    return value
+
+
+def resolve_device(name: str):
+    """The torch device for a device name; ``auto`` is the first GPU when there is one, else the CPU.
+
+    The CLI builds the model itself, so unlike a host pipeline it may choose where the model lives.
+    """
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InvalidInputError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise InvalidInputError(
+                f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s) (cuda:0 ...); pick one of them"
+            )
+    return device
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """``--model SPEC``, ``--weights FILE`` and ``--size N`` (shared by commands that load a model)."""
     group = parser.add_argument_group("model")
@@ -40,17 +71,23 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--weights", metavar="FILE", help="state dict to load into the model (torch.save of state_dict())")
     group.add_argument("--size", type=positive_int, metavar="N",
                        help="square input size in pixels (default: the model's own, 224 for the built-in)")
+    group.add_argument("--device", type=device_name, metavar="DEVICE",
+                       help="auto (a GPU when there is one), cpu, cuda or cuda:N (default: auto, or the "
+                            "--config file's device)")
 
 
-def load_bundle(args: argparse.Namespace):
-    """The :class:`~pairx_plugin.models.ModelBundle` the model options name, ``--size`` applied."""
+def load_bundle(args: argparse.Namespace, device: str | None = None):
+    """The :class:`~pairx_plugin.models.ModelBundle` the model options name, ``--size`` applied, and
+    the model moved to ``device`` (default ``--device``, else auto)."""
     from dataclasses import replace
 
     from ..models import load_model_spec
 
+    if args.size is not None and args.size < 32:
+        raise InvalidInputError(f"--size {args.size} is too small for a CNN; use at least 32 (e.g. 224)")
+    target = resolve_device(device or getattr(args, "device", None) or "auto")  # before the slow load
     bundle = load_model_spec(args.model, weights=args.weights)
     if args.size is not None:
-        if args.size < 32:
-            raise InvalidInputError(f"--size {args.size} is too small for a CNN; use at least 32 (e.g. 224)")
         bundle = replace(bundle, input_size=int(args.size))
+    bundle.model.to(target)
     return bundle

@@ -71,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     for path in (query_id, candidate_id):
         load_image(path)  # fail fast on a bad file (InvalidInputError -> exit 2)
     config = build_config(args)
-    bundle = load_bundle(args)
+    bundle = load_bundle(args, device=args.device or config.device)
+    config = config.model_copy(update={"device": "auto"})  # the model now sits where it should run
     source = FileImageSource({query_id: query_id, candidate_id: candidate_id},
                              bundle.input_size, bundle.mean, bundle.std)
     store = ArtifactStore(args.out)
