@@ -211,3 +211,21 @@ def test_nhwc_layout_rejects_mismatched_maps_with_a_clear_error():
         layout.to_nchw(torch.randn(1, 7, 7))
     with pytest.raises(InvalidInputError, match="does not match"):
         layout.from_nchw(torch.randn(1, 8, 7, 7), torch.randn(1, 14, 14, 8))
+
+
+@pytest.mark.parametrize(
+    ("factory", "default", "layout", "shape"),
+    [
+        (lambda: _timm("swin_tiny_patch4_window7_224"), "layers.2", "nhwc", (384, 14, 14)),
+        (lambda: _timm("vit_small_patch14_reg4_dinov2", img_size=224), "blocks.7", "tokens", (384, 16, 16)),
+    ],
+)
+def test_list_layers_shows_the_family_default_with_its_layout(factory, default, layout, shape):
+    """What ``pairx-plugin layers`` prints: the hinted layer is the default, in NCHW terms."""
+    from pairx_plugin.engine.layers import default_layer_key, list_layers
+
+    model = factory()
+    infos = {info.key: info for info in list_layers(model, 224)}
+    assert [k for k, info in infos.items() if info.is_default] == [default]
+    assert infos[default].layout == layout and infos[default].output_shape == shape
+    assert default_layer_key(model, 224) == default
