@@ -46,6 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", action="append", choices=sorted(CONFIGS),
                         help="run only this configuration (repeatable); default: all four")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median reported)")
+    parser.add_argument("--query-repeats", type=int, default=None,
+                        help="timed top-5 queries (default: --repeats; 0 skips the query measurement)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed explain_pair calls before timing")
     parser.add_argument("--threads", default="1", help="torch threads: an integer, or 'all' (every core)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -62,6 +64,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     problems = []
     if args.repeats < 1:
         problems.append(f"--repeats must be at least 1, got {args.repeats}")
+    if args.query_repeats is None:
+        args.query_repeats = args.repeats
+    if args.query_repeats < 0:
+        problems.append(f"--query-repeats must be 0 or more, got {args.query_repeats}")
     if args.warmup < 0:
         problems.append(f"--warmup must be 0 or more, got {args.warmup}")
     if args.k_lines < 1 or args.k_colors < 1:
@@ -106,7 +112,8 @@ def run_worker(args: argparse.Namespace) -> ConfigResult:
     device = torch.device(args.device)
     result = ConfigResult(
         name=config.name, model=config.model, weights=config.weights, size=size, layer=config.layer,
-        device=str(device), mode=args.mode, threads=threads, repeats=args.repeats, warmup=args.warmup,
+        device=str(device), mode=args.mode, threads=threads, repeats=args.repeats,
+        query_repeats=args.query_repeats, warmup=args.warmup,
         k_lines=args.k_lines, k_colors=args.k_colors,
     )
     memory = PeakMemory(device)
@@ -148,7 +155,7 @@ def run_worker(args: argparse.Namespace) -> ConfigResult:
     q, cands = x[QUERY[0]], [x[i] for i in QUERY[1]]
     memory.reset()
     query_stages = []
-    for _ in tqdm(range(args.repeats), desc=f"{config.name} top-5 query", file=sys.stderr, leave=False):
+    for _ in tqdm(range(args.query_repeats), desc=f"{config.name} top-5 query", file=sys.stderr, leave=False):
         sync()
         start, cpu_start = time.perf_counter(), time.process_time()
         explained_all = engine.explain_query(q, cands)
@@ -156,13 +163,15 @@ def run_worker(args: argparse.Namespace) -> ConfigResult:
         result.query_s.append(time.perf_counter() - start)
         result.query_cpu_s.append(time.process_time() - cpu_start)
         query_stages.append(explained_all[0].timings)
-    result.peak_rss_query_mb = memory.peak_rss_mb()
-    result.peak_gpu_query_mb = memory.peak_gpu_mb()
+    if result.query_s:
+        result.peak_rss_query_mb = memory.peak_rss_mb()
+        result.peak_gpu_query_mb = memory.peak_gpu_mb()
 
     result.pair_median_s = statistics.median(result.pair_s)
-    result.query_median_s = statistics.median(result.query_s)
     result.pair_cpu_median_s = statistics.median(result.pair_cpu_s)
-    result.query_cpu_median_s = statistics.median(result.query_cpu_s)
+    if result.query_s:
+        result.query_median_s = statistics.median(result.query_s)
+        result.query_cpu_median_s = statistics.median(result.query_cpu_s)
     result.pair_stages_s = _median_stages(pair_stages)
     result.query_stages_s = _median_stages(query_stages)
     return ConfigResult.model_validate(result.model_dump())
@@ -177,7 +186,8 @@ def worker_main(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------- parent
 def _worker_command(args: argparse.Namespace, name: str) -> list[str]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name,
-           "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--threads", args.threads,
+           "--repeats", str(args.repeats), "--query-repeats", str(args.query_repeats),
+           "--warmup", str(args.warmup), "--threads", args.threads,
            "--device", args.device, "--mode", args.mode,
            "--k-lines", str(args.k_lines), "--k-colors", str(args.k_colors)]
     if args.size is not None:
@@ -193,7 +203,7 @@ def run_config(args: argparse.Namespace, name: str) -> ConfigResult:
     placeholder = dict(
         name=name, model=config.model, weights=config.weights, size=args.size or config.size,
         layer=config.layer, device=args.device, mode=args.mode, threads=thread_count(args.threads),
-        repeats=args.repeats, warmup=args.warmup, k_lines=args.k_lines, k_colors=args.k_colors,
+        repeats=args.repeats, query_repeats=args.query_repeats, warmup=args.warmup, k_lines=args.k_lines, k_colors=args.k_colors,
     )
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
@@ -220,17 +230,18 @@ def format_table(report: BenchReport) -> str:
             f"{report.threads} - repeats {report.repeats} - mode {report.mode} - load avg "
             f"{report.load_average_start[0]:.1f} -> {report.load_average_end[0]:.1f}")
     gpu = report.device.startswith("cuda")
-    cols = ["config", "layer", "size", "pair s (median)", "pair min-max", "pair CPU s", "top-5 query s",
+    cols = ["config", "layer", "size", "runs", "pair s (median)", "pair min-max", "pair CPU s", "top-5 query s",
             "query min-max", "query CPU s", "matches", "RSS pair MB", "RSS query MB", "RSS setup MB"]
     if gpu:
         cols += ["GPU pair MB", "GPU query MB"]
     rows = []
     for r in report.results:
         if r.error:
-            rows.append([r.name, r.layer, str(r.size), "ERROR: " + r.error])
+            rows.append([r.name, r.layer, str(r.size), "-", "ERROR: " + r.error])
             continue
-        row = [r.name, r.layer, str(r.size), _fmt(r.pair_median_s), f"{min(r.pair_s):.3f}-{max(r.pair_s):.3f}",
-               _fmt(r.pair_cpu_median_s), _fmt(r.query_median_s), f"{min(r.query_s):.3f}-{max(r.query_s):.3f}",
+        query_range = f"{min(r.query_s):.3f}-{max(r.query_s):.3f}" if r.query_s else "-"
+        row = [r.name, r.layer, str(r.size), f"{len(r.pair_s)}/{len(r.query_s)}", _fmt(r.pair_median_s), f"{min(r.pair_s):.3f}-{max(r.pair_s):.3f}",
+               _fmt(r.pair_cpu_median_s), _fmt(r.query_median_s), query_range,
                _fmt(r.query_cpu_median_s), str(r.pair_match_count),
                _fmt(r.peak_rss_pair_mb, 0), _fmt(r.peak_rss_query_mb, 0), _fmt(r.peak_rss_setup_mb, 0)]
         if gpu:

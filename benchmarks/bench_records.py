@@ -23,6 +23,7 @@ class ConfigResult(BaseModel):
     mode: str
     threads: int
     repeats: int
+    query_repeats: int
     warmup: int
     k_lines: int
     k_colors: int
