@@ -5,7 +5,8 @@ classifier and global pool replaced by Identity, so ``backbone.blocks.N`` exist)
 (GeM) and ``.bn`` (BatchNorm1d); no ``.device`` attribute. Scoring copies MiewID: the chip goes in
 as WBIA returns it (**BGR**, the production quirk), optional fliplr by viewpoint, Resize(h, w) with
 aspect not kept (albumentations' default bilinear), ImageNet Normalize, fp32 embedding; the score
-of a pair is ``(2 - d) / 2`` with ``d = 1 - cosine``.
+of a pair is ``(2 - d) / 2`` with ``d = 1 - cosine``. Not modelled: MiewID's kNN shortlist (``use_knn``
+scores only the 50 nearest and gives the rest 0) and its PAIR-X re-ranking; every daid is scored.
 """
 from __future__ import annotations
 
