@@ -89,6 +89,28 @@ def test_layers_table_marks_the_default(capsys, lite0_imagenet):
         assert shape in line and infos[key].module_type in line
 
 
+def test_layers_of_a_model_without_feature_maps(tmp_path, monkeypatch, capsys):
+    (tmp_path / "h2_flat_models.py").write_text(textwrap.dedent("""
+        from torch import nn
+
+        def pooled_only():
+            return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+        def small_cnn():
+            return nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        assert cli.main(["layers", "--model", "h2_flat_models:pooled_only", "--size", "64"]) == 2
+        line = one_line_error(capsys.readouterr().err)
+        assert "h2_flat_models:pooled_only" in line and "no layer" in line
+        assert cli.main(["layers", "--model", "h2_flat_models:small_cnn", "--size", "64"]) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert any(row.startswith("*") and "(4, 31, 31)" in row for row in out)
+    finally:
+        sys.modules.pop("h2_flat_models", None)
+
+
 def test_layers_bad_model_spec(capsys):
     assert cli.main(["layers", "--model", "timm:no_such_net_xyz"]) == 2
     line = one_line_error(capsys.readouterr().err)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import UnsupportedModelError
 from . import EXIT_OK, add_model_arguments, load_bundle
 
 
@@ -41,6 +42,11 @@ def run(args: argparse.Namespace) -> int:
 
     bundle = load_bundle(args)
     infos = list_layers(bundle.model, bundle.input_size)
+    if not infos:
+        raise UnsupportedModelError(
+            f"model {bundle.name!r} has no layer whose output is a feature map (B, C, h, w) with h, w >= 2 at "
+            f"{bundle.input_size} px; PAIR-X needs a convolutional or patch-token stage (try a larger --size)"
+        )
     print(f"{bundle.name} at {bundle.input_size}x{bundle.input_size} px ('*' = default layer)")
     print(format_table(infos))
     return EXIT_OK
