@@ -227,7 +227,8 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 def format_table(report: BenchReport) -> str:
     head = (f"PAIR-X engine benchmark - {report.date_utc} - {report.host} ({report.cpu}, {report.cpu_count} cores)"
             f" - torch {report.torch_version} - device {report.device} ({report.device_name}) - threads "
-            f"{report.threads} - repeats {report.repeats} - mode {report.mode} - load avg "
+            f"{report.threads} - repeats {report.repeats} (runs column: timed pairs/queries) - mode {report.mode}"
+            f" - load avg "
             f"{report.load_average_start[0]:.1f} -> {report.load_average_end[0]:.1f}")
     gpu = report.device.startswith("cuda")
     cols = ["config", "layer", "size", "runs", "pair s (median)", "pair min-max", "pair CPU s", "top-5 query s",

@@ -34,7 +34,8 @@ def _env(shared_dir: Path) -> dict[str, str]:
 def _check_result(result: dict, size: int) -> None:
     assert result["error"] is None
     assert result["name"] == "lite0_224" and result["size"] == size and result["layer"] == "blocks.3"
-    assert result["threads"] == 1 and result["repeats"] == 1 and result["k_colors"] == 2
+    assert result["threads"] == 1 and result["repeats"] == 1 and result["query_repeats"] == 1
+    assert result["k_colors"] == 2 and result["k_lines"] == 5
     numbers = [result["pair_median_s"], result["query_median_s"], result["pair_cpu_median_s"],
                result["query_cpu_median_s"], result["peak_rss_pair_mb"], result["peak_rss_query_mb"],
                result["peak_rss_setup_mb"], result["setup_s"]]
@@ -88,6 +89,7 @@ def test_bench_engine_reports_a_failing_configuration_without_losing_the_table(t
     [
         (["--repeats", "0"], "--repeats must be at least 1"),
         (["--warmup", "-1"], "--warmup must be 0 or more"),
+        (["--query-repeats", "-2"], "--query-repeats must be 0 or more"),
         (["--k-colors", "0"], "--k-lines and --k-colors must be at least 1"),
         (["--size", "16"], "--size must be at least 32"),
         (["--threads", "two"], "--threads must be a positive integer or 'all'"),
@@ -108,6 +110,8 @@ def test_bench_engine_options_parse():
     bench_engine = _import_bench_engine()
     args = bench_engine.parse_args(["--threads", "all", "--only", "miewid_440", "--only", "lite0_440"])
     assert args.only == ["miewid_440", "lite0_440"] and args.repeats == 5 and args.k_lines == 20
+    assert args.query_repeats == 5  # defaults to --repeats
+    assert bench_engine.parse_args(["--repeats", "3", "--query-repeats", "0"]).query_repeats == 0
     assert bench_engine.thread_count("all") == (os.cpu_count() or 1) and bench_engine.thread_count("3") == 3
     assert set(bench_engine.CONFIGS) == {"lite0_224", "lite0_440", "resnet50_224", "miewid_440"}
 
