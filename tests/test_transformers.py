@@ -546,3 +546,18 @@ def test_wildlife_tools_pipeline_explains_every_match_of_a_megadescriptor_shaped
         assert artifact.cosine == pytest.approx(record.score, abs=1e-5)  # DeepFeatures' cosine, re-derived
         for file in artifact.files:
             assert (tmp_path / Path(ref.json_path).parent / file.name).is_file()
+
+
+def test_gamma_backend_by_name_explains_through_the_engine(turtle_pair):
+    from pairx_plugin.engine.relevance.gradient_x_input import GradientXInputGamma
+
+    assert GradientXInputGamma.supports(_timm("vit_small_patch16_224"))
+    model = _timm("swin_tiny_patch4_window7_224")
+    x0, x1 = turtle_pair(224)
+    plain = PairX(model, k_lines=4, k_colors=1)
+    gamma = PairX(model, k_lines=4, k_colors=1)
+    gamma.backend = GradientXInputGamma(mode=gamma.mode)  # what choose_backend(name=...) builds once registered
+    a, b = plain.explain_pair(x0, x1), gamma.explain_pair(x0, x1)
+    assert b.backend == "gradient-x-input-gamma" and b.cosine == a.cosine
+    _assert_valid_layer(b.layers["layers.2"], 224, 14, 4, 1)
+    assert not np.allclose(a.layers["layers.2"].relevance_query, b.layers["layers.2"].relevance_query)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ...errors import ConfigError
+from ..layouts import unwrap_backbone
 from .base import RelevanceBackend
 from .gxi_mode import GradientXInputMode, base_rules, gamma_rules
 from .gxi_rules import safe_divide
@@ -23,11 +24,6 @@ from .gxi_rules import safe_divide
 #: class names (timm / torchvision) of normalisation layers that mark the family, besides nn.LayerNorm
 NORM_CLASS_NAMES = frozenset({"LayerNorm", "LayerNorm2d", "LayerNormFp32", "RmsNorm", "RmsNorm2d", "SimpleNorm", "RMSNorm"})
 LINEAR_RULES = ("gradient", "gamma")
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    backbone = getattr(model, "backbone", None)
-    return backbone if isinstance(backbone, nn.Module) else model
 
 
 def is_attention_module(module: nn.Module) -> bool:
@@ -71,7 +67,7 @@ class GradientXInput(RelevanceBackend):
         False for plain BatchNorm CNNs (the zennit backend explains those) and for models built on
         ``nn.MultiheadAttention``, whose fused internals a function mode cannot see.
         """
-        modules = list(_unwrap(model).modules())
+        modules = list(unwrap_backbone(model)[0].modules())
         if any(isinstance(m, nn.MultiheadAttention) for m in modules):
             return False
         return any(is_norm_module(m) or is_attention_module(m) for m in modules)
@@ -95,3 +91,16 @@ class GradientXInput(RelevanceBackend):
 
     def relevance(self, grad: torch.Tensor, activation: torch.Tensor) -> torch.Tensor:
         return grad * activation
+
+
+class GradientXInputGamma(GradientXInput):
+    """The same backend with the gamma rule on every Linear / Conv2d, selectable by name.
+
+    Registered names carry no options, so this subclass is how a configuration asks for the gamma
+    rule (``backend: gradient-x-input-gamma``). ``backend="auto"`` never picks it.
+    """
+
+    name = "gradient-x-input-gamma"
+
+    def __init__(self, mode: str = "conservative", linear_rule: str = "gamma", gamma: float = 0.25) -> None:
+        super().__init__(mode=mode, linear_rule=linear_rule, gamma=gamma)
