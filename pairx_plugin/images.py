@@ -28,7 +28,11 @@ MIN_SIDE = 8
 
 
 def _bad(path: Path | str, problem: str) -> InvalidInputError:
-    return InvalidInputError(f"image {str(path)!r}: {problem}")
+    """An error naming the file (very long paths shortened in the middle) and the problem."""
+    text = str(path)
+    if len(text) > 160:
+        text = f"{text[:70]}...{text[-70:]}"
+    return InvalidInputError(f"image {text!r}: {problem}")
 
 
 def _open_header(path: Path, max_pixels: int) -> Image.Image:
@@ -100,9 +104,13 @@ def load_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS)
     (a side under 8 px) or oversized (more than ``max_pixels``) image.
     """
     path = Path(path)
-    if not path.exists():
+    try:
+        exists, is_file = path.exists(), path.is_file()
+    except (OSError, ValueError) as exc:  # a NUL byte, a name too long for the file system, ...
+        raise _bad(path, f"is not a usable path ({exc}); check the path") from None
+    if not exists:
         raise _bad(path, "file not found; check the path")
-    if not path.is_file():
+    if not is_file:
         raise _bad(path, "is not a regular file; pass an image file")
     image = _open_header(path, max_pixels)
     try:

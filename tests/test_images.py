@@ -50,6 +50,14 @@ def test_missing_file(tmp_path):
         load_image(tmp_path)
 
 
+def test_unusable_paths(tmp_path):
+    with pytest.raises(InvalidInputError, match="not found|not a usable path"):
+        load_image(str(tmp_path / "bad\0name.jpg"))
+    with pytest.raises(InvalidInputError, match="not found|not a usable path") as info:
+        load_image(tmp_path / ("x" * 5000 + ".jpg"))
+    assert len(str(info.value)) < 400 and str(info.value).endswith("check the path")
+
+
 def test_truncated_jpeg(tmp_path, turtle_path):
     data = turtle_path.read_bytes()
     path = tmp_path / "truncated.jpg"
