@@ -52,7 +52,7 @@ def _open_header(path: Path, max_pixels: int) -> Image.Image:
         raise _bad(path, "not a readable image (unknown or corrupt format); "
                          "pass a JPEG/PNG/TIFF/WebP file") from None
     except OSError as exc:
-        raise _bad(path, f"cannot be read ({exc}); check the file and its permissions") from None
+        raise _bad(path, f"cannot be read ({exc.strerror or exc}); check the file and its permissions") from None
     width, height = image.size
     if width * height > max_pixels:
         image.close()
@@ -107,7 +107,8 @@ def load_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS)
     try:
         exists, is_file = path.exists(), path.is_file()
     except (OSError, ValueError) as exc:  # a NUL byte, a name too long for the file system, ...
-        raise _bad(path, f"is not a usable path ({exc}); check the path") from None
+        reason = getattr(exc, "strerror", None) or str(exc)  # strerror leaves the (long) name out
+        raise _bad(path, f"is not a usable path ({reason}); check the path") from None
     if not exists:
         raise _bad(path, "file not found; check the path")
     if not is_file:
