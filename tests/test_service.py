@@ -90,6 +90,7 @@ def _png(b64: str) -> Image.Image:
     return Image.open(io.BytesIO(raw))
 
 
+@pytest.mark.slow
 def test_service_answers_real_http_request_on_loopback(config, roots):
     import uvicorn
 
@@ -180,6 +181,7 @@ def test_service_rejects_more_than_16_pairs_with_422(client):
     assert "17 pairs" in response.json()["detail"] and "16" in response.json()["detail"]
 
 
+@pytest.mark.slow
 def test_service_bad_pair_gets_its_own_error_and_others_still_explained(client, roots):
     body = {"algorithm": "pairx", "visualization_type": "only_colors", "image1_uris": ["a1.jpg"],
             "image2_uris": ["a2.jpg", "missing.jpg", "broken.jpg"], **SMALL}
@@ -197,6 +199,7 @@ def test_service_bad_pair_gets_its_own_error_and_others_still_explained(client, 
         assert str(roots["root"]) not in error["message"]  # the server's paths are not echoed
 
 
+@pytest.mark.slow
 def test_service_n_to_n_with_repeated_pairs_explains_each_distinct_pair_once(client, monkeypatch):
     import pairx_plugin.hook as hook
 
@@ -254,6 +257,7 @@ def test_service_artifact_endpoint_rejects_bad_and_unknown_ids(client):
     assert client.get("/health").json() == {"status": "ok", "models": ["default"]}
 
 
+@pytest.mark.slow
 def test_model_layer_key_from_config_replaces_wildbooks_key(roots):
     from fastapi.testclient import TestClient
 

@@ -24,6 +24,8 @@ from wbia_standin import controller_inject, dtool, graph, miewid
 from wbia_standin.annotmatch import AnnotMatch
 from wbia_standin.env import SMALL_XPX, deployment
 
+pytestmark = pytest.mark.slow  # the module's fixtures run the real engine on a MiewID-like model
+
 QUERY = 1
 DAIDS = [1, 2, 3, 4, 5]  # includes the query (WBIA's include_qaid_in_daids default)
 SCORE_FIELDS = ("qaid", "daid_list", "dnid_list", "annot_score_list", "score_list", "name_score_list")

@@ -166,6 +166,7 @@ def test_plugin_api_bad_uuids(env):
         env.plugin.pairx_explanation_api(env.ibs)
 
 
+@pytest.mark.slow
 def test_a_raising_chip_read_fails_only_its_pair(env):
     from wbia_pairx.config import XpxConfig
     from wbia_pairx.selection import Candidate
@@ -190,6 +191,7 @@ def test_a_raising_chip_read_fails_only_its_pair(env):
     assert "image file is gone" in by_daid[5].explanation_error.message
 
 
+@pytest.mark.slow
 def test_one_unreadable_chip_fails_only_its_pair_and_job_keeps_matches(env):
     from wbia_pairx.config import XpxConfig
     from wbia_pairx.selection import Candidate
