@@ -561,3 +561,16 @@ def test_gamma_backend_by_name_explains_through_the_engine(turtle_pair):
     assert b.backend == "gradient-x-input-gamma" and b.cosine == a.cosine
     _assert_valid_layer(b.layers["layers.2"], 224, 14, 4, 1)
     assert not np.allclose(a.layers["layers.2"].relevance_query, b.layers["layers.2"].relevance_query)
+
+
+def test_a_token_grid_that_does_not_fit_the_patch_grid_is_refused_by_name():
+    """A dynamic-size ViT fed a non-square image: its tokens cannot be laid out on the model's grid."""
+    from pairx_plugin.errors import InvalidInputError
+
+    model = _timm("vit_small_patch16_224", dynamic_img_size=True)
+    engine = PairX(model, layer_keys=["blocks.7"], k_lines=3, k_colors=1)
+    generator = torch.Generator().manual_seed(0)
+    x0, x1 = torch.randn(1, 3, 224, 160, generator=generator), torch.randn(1, 3, 224, 160, generator=generator)
+    with pytest.raises(InvalidInputError, match=r"'blocks\.7'.*141, 384\)"):
+        engine.explain_pair(x0, x1)
+    assert torch._C._len_torch_function_stack() == 0
