@@ -1,0 +1,111 @@
+"""explain_query: one forward per distinct image, same results as separate explain_pair calls."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pairx_plugin import PairX
+from pairx_plugin.reference_models import seaturtle_batch
+
+
+def _r(a, b) -> float:
+    a, b = np.ravel(a), np.ravel(b)
+    if np.allclose(a, b):
+        return 1.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+@pytest.fixture(scope="module")
+def turtles(shared_dir):
+    return seaturtle_batch(shared_dir, 224)  # 4 images + their flips
+
+
+@pytest.fixture(scope="module")
+def engine(lite0_imagenet):
+    return PairX(lite0_imagenet, layer_keys=["blocks.3"], k_lines=12, k_colors=4)
+
+
+def test_query_equals_separate_pairs(engine, turtles):
+    q, cands = turtles[:1], [turtles[i:i + 1] for i in (1, 2, 5)]
+    batched = engine.explain_query(q, cands)
+    for cand, got in zip(cands, batched):
+        alone = engine.explain_pair(q, cand)
+        assert abs(got.cosine - alone.cosine) < 1e-5
+        a, b = got.layers["blocks.3"], alone.layers["blocks.3"]
+        assert _r(a.relevance_query, b.relevance_query) >= 0.9999
+        assert _r(a.relevance_candidate, b.relevance_candidate) >= 0.9999
+        assert [(m.query_cell, m.candidate_cell) for m in a.matches] == \
+               [(m.query_cell, m.candidate_cell) for m in b.matches]
+        for k in range(len(a.pixel_relevance_query)):
+            assert _r(a.pixel_relevance_query[k], b.pixel_relevance_query[k]) >= 0.9999
+            assert _r(a.pixel_relevance_candidate[k], b.pixel_relevance_candidate[k]) >= 0.9999
+
+
+def test_one_forward_per_distinct_image(lite0_imagenet, turtles):
+    engine = PairX(lite0_imagenet, layer_keys=["blocks.3"], k_lines=5, k_colors=2, max_batch_images=8)
+    seen = []
+    handle = lite0_imagenet.register_forward_pre_hook(
+        lambda m, args: seen.append(args[0].shape[0]) if args[0].shape[-1] == 224 else None)
+    try:
+        c1, c2 = turtles[1:2], turtles[2:3]
+        results = engine.explain_query(turtles[:1], [c1, c2, c1.clone()])
+    finally:
+        handle.remove()
+    assert seen == [3]  # query + 2 distinct candidates, one batched forward
+    assert results[2].cosine == results[0].cosine
+
+
+def test_batch_limit_splits_candidates(lite0_imagenet, turtles):
+    engine = PairX(lite0_imagenet, layer_keys=["blocks.3"], k_lines=5, k_colors=2, max_batch_images=2)
+    seen = []
+    handle = lite0_imagenet.register_forward_pre_hook(
+        lambda m, args: seen.append(args[0].shape[0]) if args[0].shape[-1] == 224 else None)
+    try:
+        results = engine.explain_query(turtles[:1], [turtles[i:i + 1] for i in (1, 2, 3)])
+    finally:
+        handle.remove()
+    assert seen == [3, 2]  # the query rides along with each chunk of at most 2 candidates
+    assert len(results) == 3 and all(r.layers["blocks.3"].matches for r in results)
+
+
+def test_result_shapes_and_ordering(engine, turtles):
+    result = engine.explain_pair(turtles[:1], turtles[1:2])
+    layer = result.layers["blocks.3"]
+    assert layer.relevance_query.shape == (14, 14) and layer.relevance_query.dtype == np.float32
+    assert layer.pixel_relevance_query.shape == (4, 224, 224)
+    assert layer.pixel_relevance_candidate.dtype == np.float32
+    rel = [m.relevance for m in layer.matches]
+    assert rel == sorted(rel, reverse=True) and len(rel) <= 12
+    for m in layer.matches:
+        x, y = m.query_cell
+        assert m.query_xy == pytest.approx(((x + 0.5) * 16, (y + 0.5) * 16))
+        assert m.relevance == pytest.approx(layer.relevance_query[y, x] *
+                                            layer.relevance_candidate[m.candidate_cell[1], m.candidate_cell[0]], rel=1e-5)
+    assert layer.metrics.match_count >= len(layer.matches)
+    assert layer.metrics.mc == pytest.approx(float(np.mean(rel)))
+    # pixel relevance of a cell lies around the cell: its peak is inside the cell's receptive field
+    peak = np.unravel_index(layer.pixel_relevance_candidate[0].argmax(), (224, 224))
+    cx, cy = layer.matches[0].candidate_xy
+    assert abs(peak[0] - cy) < 112 and abs(peak[1] - cx) < 112
+    assert np.isfinite(layer.pixel_relevance_query).all()
+    assert -1 <= result.cosine <= 1
+
+
+def test_same_candidate_as_query_matches_itself(engine, turtles):
+    result = engine.explain_pair(turtles[:1], turtles[:1].clone())
+    layer = result.layers["blocks.3"]
+    assert result.cosine == pytest.approx(1.0, abs=1e-5)
+    assert all(m.query_cell == m.candidate_cell for m in layer.matches)
+    assert layer.metrics.irm == pytest.approx(1.0, abs=1e-3)
+
+
+def test_several_layers_in_one_forward(lite0_imagenet, turtles):
+    engine = PairX(lite0_imagenet, layer_keys=["blocks.2", "blocks.3"], k_lines=5, k_colors=2)
+    result = engine.explain_pair(turtles[:1], turtles[1:2])
+    assert result.layers["blocks.2"].relevance_query.shape == (28, 28)
+    assert result.layers["blocks.3"].relevance_query.shape == (14, 14)
+
+
+def test_default_layer_is_chosen(lite0_imagenet):
+    assert PairX(lite0_imagenet).layer_keys == ["blocks.3"]
