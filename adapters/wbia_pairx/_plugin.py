@@ -108,13 +108,21 @@ def pairx_explanation_api(ibs: Any, query_annot_uuid: Any = None, database_annot
 
 
 def pairx_image_route(ibs: Any, qaid: Any = None, daid: Any = None, version: str = "heatmask",
-                      query_config_dict: dict | None = None) -> bytes:
-    """``GET /plugin/pairx/image/``: the picture as PNG bytes (RGB, as browsers expect)."""
+                      query_config_dict: dict | None = None) -> Any:
+    """``GET /plugin/pairx/image/``: the picture as a PNG (an ``image/png`` flask response under WBIA,
+    plain PNG bytes without flask)."""
+    if qaid is None or daid is None:
+        raise ConfigError("pass qaid and daid (annotation rowids) and optionally version")
     image = wbia_plugin_pairx_render(ibs, int(qaid), int(daid), version, query_config_dict)
     ok, buf = cv2.imencode(".png", image)  # cv2 encodes BGR arrays to correctly coloured PNG
     if not ok:
         raise ConfigError("PNG encoding failed")
-    return buf.tobytes()
+    png = buf.tobytes()
+    try:
+        from flask import Response
+    except ImportError:
+        return png
+    return Response(png, mimetype="image/png")
 
 
 def _register(wbia: Any) -> None:
@@ -130,8 +138,13 @@ def _register(wbia: Any) -> None:
     register_table(inject.register_preprocs, wbia.constants.ANNOTATION_TABLE, configclass, get_runtime)
     miewid = _host.find_miewid()
     if miewid is not None:
+        global MIEWID_ATTACHMENT
         configure(miewid.loader)
-        attach(miewid.request_cls, miewid.config_cls, wbia.param_info)
+        MIEWID_ATTACHMENT = attach(miewid.request_cls, miewid.config_cls, wbia.param_info)
+
+
+#: the hook on MiewID's request class when it was attached at import (``.remove()`` undoes it)
+MIEWID_ATTACHMENT: PairxAttachment | None = None
 
 
 WBIA = _host.find_wbia()
