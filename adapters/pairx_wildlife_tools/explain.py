@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pairx_plugin.config import PairXConfig, load_config
+from pairx_plugin.config import load_config
 from pairx_plugin.errors import InvalidInputError
 from pairx_plugin.records import MatchRecord
 
