@@ -124,7 +124,7 @@ def test_layers_bad_model_spec(capsys):
 def explained(turtles, tmp_path_factory):
     """One real `explain` run (built-in model, real engine) shared by the checks below."""
     out = tmp_path_factory.mktemp("cli_explain") / "store"
-    argv = ["explain", turtles["a1"], turtles["a2"], "--out", str(out), "--layer", "blocks.3",
+    argv = ["explain", turtles["a1"], turtles["a2"], "--out", str(out), "--layer", "blocks.3", "--layer", "blocks.5",
             "--k-lines", "6", "--k-colors", "3", "--device", "cpu", "--no-progress"]
     return argv, out
 
@@ -137,14 +137,18 @@ def test_explain_writes_artifacts_and_prints_one_summary_line(explained, capsys)
     assert len(stdout) == 1
     line = stdout[0]
     assert line.startswith("cosine ") and " layer blocks.3 " in line and " IRM " in line and " MC " in line
-    composite = Path(line.split(" composite ", 1)[1])
+    composite = Path(line.split(" composite ", 1)[1].split("  (", 1)[0])
     assert composite.is_file() and composite.is_relative_to(out)
     with Image.open(composite) as image:
         assert image.size == (448, 448)
     store = ArtifactStore(out)
-    [artifact_id] = list(store.artifact_ids())
-    assert store.has(artifact_id)
-    artifact = store.load(artifact_id)
+    assert line.endswith("(+ layers blocks.5)")
+    artifacts = {store.load(identifier).layer: store.load(identifier) for identifier in store.artifact_ids()}
+    assert sorted(artifacts) == ["blocks.3", "blocks.5"]
+    artifact = artifacts["blocks.3"]
+    artifact_id = artifact.artifact_id
+    assert store.has(artifact_id) and store.has(artifacts["blocks.5"].artifact_id)
+    assert composite.parent.name == artifact_id
     assert artifact.layer == "blocks.3" and 0 < len(artifact.matches) <= 6
     assert artifact.settings.k_lines == 6 and artifact.settings.k_colors == 3
     assert f"matches {artifact.metrics.match_count} " in line
@@ -158,8 +162,8 @@ def test_explain_writes_artifacts_and_prints_one_summary_line(explained, capsys)
     # a second run is a cache hit on the same artifact
     assert cli.main(argv) == 0
     again = capsys.readouterr().out.strip()
-    assert again.endswith("(cached)") and str(composite) in again
-    assert list(store.artifact_ids()) == [artifact_id]
+    assert again.endswith("(cached)  (+ layers blocks.5)") and str(composite) in again
+    assert sorted(store.artifact_ids()) == sorted(a.artifact_id for a in artifacts.values())
 
 
 def test_explain_missing_and_broken_files(turtles, tmp_path, capsys):

@@ -93,7 +93,8 @@ def _number(value: float | None, spec: str) -> str:
 
 
 def summary_line(record, store) -> str:
-    """cosine, layer, match count, IRM, MC and the composite's path (or the JSON's without one)."""
+    """cosine, layer, match count, IRM, MC and the composite's path (or the JSON's without one), for the
+    first layer; further ``--layer`` keys are named at the end (their artifacts are in the store)."""
     ref = record.explanation
     image = ref.images.get("composite") or ref.json_path
     path = Path(store.root) / image
@@ -103,4 +104,5 @@ def summary_line(record, store) -> str:
         f"IRM {_number(metrics.irm, '.4f')}  MC {_number(metrics.mc, '.4g')}  "
         f"{'composite' if 'composite' in ref.images else 'artifact'} {path}"
         + ("  (cached)" if ref.cache_hit else "")
+        + (f"  (+ layers {', '.join(other.layer for other in record.other_layers)})" if record.other_layers else "")
     )
