@@ -52,17 +52,20 @@ def turtle_pair(size: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
     return tensors[0], tensors[1]
 
 
-def timed(fn, repeats: int, device: str) -> float:
-    times = []
+def timed(fn, repeats: int, device: str) -> tuple[float, float]:
+    """Median wall seconds and median CPU seconds of this process (the latter barely moves when
+    other jobs share the cores; with one thread it is the work itself)."""
+    wall, cpu = [], []
     for _ in range(repeats):
         if device == "cuda":
             torch.cuda.synchronize()
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
         if device == "cuda":
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def plain_pass(model, x) -> None:
@@ -85,13 +88,14 @@ def bench(label: str, timm_name: str, size: int, args: argparse.Namespace) -> No
         engine = PairX(model, k_lines=args.k_lines, k_colors=args.k_colors, input_size=size)
         engine.backend = GradientXInput(linear_rule=rule)
         pair = engine.explain_pair(x0, x1)  # warm-up
-        seconds = timed(lambda: engine.explain_pair(x0, x1), args.repeats, args.device)
+        wall, cpu = timed(lambda: engine.explain_pair(x0, x1), args.repeats, args.device)
         stages = ", ".join(f"{k} {v:.2f}" for k, v in sorted(pair.timings.items()))
-        print(f"{label:<14} rule={rule:<8} layer={engine.layer_keys[0]:<9} {seconds:6.2f} s/pair   ({stages})")
-    plain = timed(lambda: plain_pass(model, x0), args.repeats, args.device)
-    ruled = timed(lambda: ruled_pass(model, GradientXInput(), x0), args.repeats, args.device)
-    print(f"{label:<14} forward+backward: plain {plain:.3f} s, with gradient-x-input rules {ruled:.3f} s "
-          f"({ruled / plain:.2f}x)")
+        print(f"{label:<14} rule={rule:<8} layer={engine.layer_keys[0]:<9} {wall:6.2f} s/pair wall, "
+              f"{cpu:6.2f} s CPU   (last pair's stages, wall: {stages})")
+    _, plain = timed(lambda: plain_pass(model, x0), args.repeats, args.device)
+    _, ruled = timed(lambda: ruled_pass(model, GradientXInput(), x0), args.repeats, args.device)
+    print(f"{label:<14} one forward+backward, CPU s: plain {plain:.3f}, under the gradient-x-input rules "
+          f"{ruled:.3f} ({ruled / plain:.2f}x)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,8 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is visible")
     torch.set_num_threads(args.threads)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"torch {torch.__version__}, timm {timm.__version__}, device {args.device}, threads {args.threads}, "
-          f"k_lines {args.k_lines}, k_colors {args.k_colors}, median of {args.repeats}")
+          f"k_lines {args.k_lines}, k_colors {args.k_colors}, median of {args.repeats}, "
+          f"load average {load:.1f} on {os.cpu_count()} cores")
     for label in args.only or list(MODELS):
         bench(label, *MODELS[label], args)
     return 0
