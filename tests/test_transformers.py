@@ -80,6 +80,7 @@ FAMILIES = {
     "convnext_timm": (lambda: _timm("convnext_tiny"), 224, ["stem"] + [f"stages.{i}" for i in range(4)]),
     "convnext_torchvision": (_torchvision_convnext, 224, [f"features.{i}" for i in range(8)]),
     "swin_torchvision": (_torchvision_swin, 224, [f"features.{i}" for i in range(8)]),
+    "bit_groupnorm": (lambda: _timm("resnetv2_50x1_bit"), 224, ["stem"] + [f"stages.{i}" for i in range(4)]),
 }
 
 
@@ -96,7 +97,7 @@ def _look_trained(model: nn.Module, seed: int = 1) -> nn.Module:
             elif leaf in ("gamma", "layer_scale") or name.endswith(("ls1.gamma", "ls2.gamma")):
                 param.copy_(torch.rand(param.shape, generator=generator) * 0.9 + 0.1)
         for module in model.modules():
-            if isinstance(module, nn.LayerNorm) and module.weight is not None:
+            if isinstance(module, (nn.LayerNorm, nn.GroupNorm)) and module.weight is not None:
                 module.weight.copy_(torch.rand(module.weight.shape, generator=generator) + 0.5)
     return model
 
@@ -256,7 +257,7 @@ def test_every_stage_conserves_the_cosine(family, turtle_pair):
         assert torch.isfinite(relevance[key]).all(), key
         assert ((ratio > 0.98) & (ratio < 1.02)).all(), f"{family} {key}: {ratio.tolist()}"
     # the rules really fired (a no-op mode would not conserve, see the control test below)
-    assert backend.last_mode.counts.get("layer_norm", 0) > 0
+    assert backend.last_mode.counts.get("layer_norm", 0) + backend.last_mode.counts.get("group_norm", 0) > 0
 
     # between stages: relevance placed at the deepest stage flows back to the shallowest one intact
     deep, shallow = keys[-1], keys[0]

@@ -1,4 +1,4 @@
-"""Gradient x input relevance for norm / attention models (Swin, SwinV2, ViT, DINOv2, ConvNeXt).
+"""Gradient x input relevance for norm / attention models (Swin, SwinV2, ViT, DINOv2, ConvNeXt, BiT).
 
 zennit's LRP rules attach to Conv2d / Linear / activations only; LayerNorm, softmax attention and
 ``scaled_dot_product_attention`` leave its pass NaN. This backend instead runs an ordinary forward
@@ -33,7 +33,7 @@ def is_attention_module(module: nn.Module) -> bool:
 
 def is_norm_module(module: nn.Module) -> bool:
     rms = getattr(nn, "RMSNorm", None)
-    if isinstance(module, nn.LayerNorm) or (rms is not None and isinstance(module, rms)):
+    if isinstance(module, (nn.LayerNorm, nn.GroupNorm)) or (rms is not None and isinstance(module, rms)):
         return True
     return type(module).__name__ in NORM_CLASS_NAMES
 
@@ -62,7 +62,7 @@ class GradientXInput(RelevanceBackend):
 
     @classmethod
     def supports(cls, model: nn.Module) -> bool:
-        """True for models with LayerNorm/RMSNorm or timm-style attention (also under ``.backbone``).
+        """True for models with LayerNorm/GroupNorm/RMSNorm or timm-style attention (also under ``.backbone``).
 
         False for plain BatchNorm CNNs (the zennit backend explains those) and for models built on
         ``nn.MultiheadAttention``, whose fused internals a function mode cannot see.
