@@ -66,7 +66,7 @@ def register_run(subparsers) -> argparse.ArgumentParser:
 
 
 def register_demo(subparsers) -> argparse.ArgumentParser:
-    from .demo import DEFAULT_ANIMALS, DEFAULT_K_COLORS, DEFAULT_SIGHTINGS, DEFAULT_TOP_K
+    from .demo import DEFAULT_ANIMALS, DEFAULT_K_COLORS, DEFAULT_SIGHTINGS, DEFAULT_THREADS, DEFAULT_TOP_K
 
     parser = subparsers.add_parser(
         "demo", help="synthetic re-ID set, real wildlife-tools pipeline, explanations and review page",
@@ -80,8 +80,9 @@ def register_demo(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--top-k", type=positive_int, default=DEFAULT_TOP_K)
     parser.add_argument("--k-colors", type=positive_int, default=DEFAULT_K_COLORS)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=positive_int, default=None,
-                        help="torch CPU threads (default: torch's choice; 1 is faster on a busy machine)")
+    parser.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS,
+                        help=f"torch CPU threads (default {DEFAULT_THREADS}: on a shared 2-core machine more threads "
+                        "wait on each other; see docs/demo.md)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(handler=_demo)
     return parser

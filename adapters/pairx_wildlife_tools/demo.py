@@ -28,6 +28,7 @@ DEFAULT_ANIMALS = 12
 DEFAULT_SIGHTINGS = 4
 DEFAULT_TOP_K = 3
 DEFAULT_K_COLORS = 3
+DEFAULT_THREADS = 1  # torch threads for the demo command; measured faster on a busy 2-core machine
 
 
 @dataclass
