@@ -119,6 +119,7 @@ class PairX:
         self.layer_modules = resolve_layers(model, list(layer_keys))
         self.layer_keys = list(self.layer_modules)
         self._seed = SEEDS[mode]
+        self.pixel_batching = "loop"
 
     # ------------------------------------------------------------------ public API
     def explain_pair(self, x0: torch.Tensor, x1: torch.Tensor) -> PairExplanation:
@@ -216,7 +217,10 @@ class PairX:
 
     # ------------------------------------------------------------------ passes
     def _forward(self, runner: nn.Module, images: list[torch.Tensor], names: list[str]) -> _Pass:
-        x = torch.cat([img.detach() for img in images]).clone().requires_grad_(True)
+        # channels-last: CPU convolutions (strided depthwise ones most of all) run their backward
+        # on a fast path in this layout; values are identical
+        x = torch.cat([img.detach() for img in images]).contiguous(memory_format=torch.channels_last)
+        x = x.clone(memory_format=torch.channels_last).requires_grad_(True)
         with torch.enable_grad(), capture_outputs(self.layer_modules) as outputs:
             emb = runner(x)
         if not isinstance(emb, torch.Tensor):
@@ -281,19 +285,21 @@ class PairX:
         fm = p.nchw(key)
         n, c, h, w = fm.shape
         native = p.native[key]
-        maps = []
-        for per_image in cells:
-            seed = torch.zeros_like(fm)
+        seeds = torch.zeros((len(cells),) + tuple(fm.shape), dtype=fm.dtype, device=fm.device)
+        for k, per_image in enumerate(cells):
             for i, cell in enumerate(per_image):
                 if cell is not None:
                     y, x = divmod(cell, w)
-                    seed[i, :, y, x] = fm[i, :, y, x]
-            native_seed = p.layouts[key].from_nchw(seed, native)
-            (grad,) = torch.autograd.grad(
-                native, p.x, grad_outputs=self.backend.seed(native_seed, native.detach()), retain_graph=True
-            )
-            maps.append(self.backend.relevance(grad, p.x.detach()).sum(dim=1).abs())
-        return maps
+                    seeds[k, i, :, y, x] = fm[i, :, y, x]
+        native_seeds = torch.stack([p.layouts[key].from_nchw(s, native) for s in seeds])
+        grad_seeds = self.backend.seed(native_seeds, native.detach().unsqueeze(0))
+        if self.pixel_batching == "vmap":
+            (grads,) = torch.autograd.grad(native, p.x, grad_outputs=grad_seeds, retain_graph=True,
+                                           is_grads_batched=True)
+        else:
+            grads = torch.stack([torch.autograd.grad(native, p.x, grad_outputs=g, retain_graph=True)[0]
+                                 for g in grad_seeds])
+        return list(self.backend.relevance(grads, p.x.detach().unsqueeze(0)).sum(dim=2).abs())
 
     def _explain_chunk(self, runner, query, candidates, chunk: list[int], query_pixel_cache) -> dict:
         """Explain the query against one chunk of candidates, all from one shared forward pass.

@@ -9,6 +9,8 @@
 * Squeeze-excite: the gate multiplying the block input is treated as a constant
   (:class:`SignalOnlyGate`).
 * GeM pooling: :class:`PowerMeanPoolRule`.
+* BatchNorms (merged ones reduced to their exact identity scale) and activations pass relevance
+  unchanged through :class:`PassThrough`, so they need no zennit hook (each hook costs copies).
 
 Everything is undone when the context exits, also on error.
 """
@@ -22,7 +24,9 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from zennit.canonizers import MergeBatchNorm
 
-from .lrp_functions import PowerMeanPoolRule, SignalOnlyGate, SumRule
+from zennit.types import Activation
+
+from .lrp_functions import PassThrough, PowerMeanPoolRule, SignalOnlyGate, SumRule
 
 _LINEAR = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 _ADD_FUNCS = {torch.add, torch.Tensor.add, torch.Tensor.__add__, torch.Tensor.__radd__,
@@ -111,6 +115,25 @@ def _se_forward(module: nn.Module):
     return forward
 
 
+def _merged_bn_forward(module: nn.Module):
+    """A merged BatchNorm computes x / sqrt(1 + eps); then (timm BatchNormAct2d) drop and act."""
+    scale = float(1.0 / (1.0 + module.eps) ** 0.5)
+    tail = [m for m in (getattr(module, "drop", None), getattr(module, "act", None)) if isinstance(m, nn.Module)]
+
+    def plain(x):
+        x = x * scale
+        for m in tail:
+            x = m(x)
+        return x
+
+    return lambda x: PassThrough.apply(x, plain)
+
+
+def _pass_forward(module: nn.Module):
+    original = type(module).forward.__get__(module)
+    return lambda x, *a, **k: PassThrough.apply(x, lambda t: original(t, *a, **k))
+
+
 def _gem_forward(module: nn.Module):
     def forward(x):
         p = module.p if isinstance(module.p, torch.Tensor) else torch.tensor(float(module.p), device=x.device)
@@ -153,6 +176,7 @@ def conserving_canonization(model: nn.Module, sample_size: int = 64) -> Iterator
     """Apply the conserving canonization to ``model``; yield the callable to run it with."""
     sample = torch.zeros(1, 3, sample_size, sample_size, device=_device(model))
     pairs = _bn_pairs(model, sample)
+    merged = {id(bn) for _, bn in pairs}
     with contextlib.ExitStack() as stack:
         for linear, bn in pairs:
             merger = _PairMerge()
@@ -160,7 +184,14 @@ def conserving_canonization(model: nn.Module, sample_size: int = 64) -> Iterator
             stack.callback(merger.remove)
         for module in model.modules():
             if is_squeeze_excite(module):
-                stack.enter_context(_patched_forward(module, _se_forward(module)))
+                forward = _se_forward(module)
             elif is_gem_pool(module):
-                stack.enter_context(_patched_forward(module, _gem_forward(module)))
+                forward = _gem_forward(module)
+            elif id(module) in merged:
+                forward = _merged_bn_forward(module)
+            elif isinstance(module, (nn.modules.batchnorm._BatchNorm, Activation)):
+                forward = _pass_forward(module)
+            else:
+                continue
+            stack.enter_context(_patched_forward(module, forward))
         yield RunWithMode(model, ResidualSumMode)

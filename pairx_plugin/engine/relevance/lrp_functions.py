@@ -58,3 +58,16 @@ class PowerMeanPoolRule(torch.autograd.Function):
         (powered,) = ctx.saved_tensors
         share = powered / stabilize(powered.sum(dim=(-2, -1), keepdim=True))
         return share * relevance, None, None
+
+
+class PassThrough(torch.autograd.Function):
+    """``fn(x)`` forward, relevance passed unchanged backward (the LRP rule for activations and
+    for a BatchNorm already merged into its convolution)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, fn) -> torch.Tensor:
+        return fn(x.clone())  # clone: in-place activations must not touch a tensor the graph saved
+
+    @staticmethod
+    def backward(ctx, relevance: torch.Tensor):
+        return relevance, None

@@ -22,11 +22,13 @@ from torch import nn
 from zennit.canonizers import SequentialMergeBatchNorm
 from zennit.composites import EpsilonPlus
 from zennit.torchvision import ResNetCanonizer
+from zennit.types import Activation
 
 from ...errors import UnsupportedModelError
 from .base import RelevanceBackend
+from .cached_hooks import cached
 from .canonizers import conserving_canonization
-from .zennit_rules import EpsilonFlatFallback, ZPlusFlatFallback
+from .zennit_rules import EpsilonRule, ZPlusRule
 
 _UNSUPPORTED_NAMES = ("attention", "layernorm", "groupnorm", "rmsnorm", "mlpmixer", "swin", "vit", "convnext")
 
@@ -71,17 +73,26 @@ class ConservingEpsilonPlus(EpsilonPlus):
 
     def __init__(self, epsilon: float = 1e-6, stabilizer: float = 1e-6):
         super().__init__(epsilon=epsilon, stabilizer=stabilizer, zero_params=["bias"])
-        self._zplus = ZPlusFlatFallback(stabilizer=stabilizer)
-        self._epsilon = EpsilonFlatFallback(epsilon=epsilon)
+        self._zplus = ZPlusRule(stabilizer=stabilizer)
+        self._epsilon = EpsilonRule(stabilizer=epsilon)
 
     def mapping(self, ctx, name, module):
         if isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels:
-            return self._epsilon.copy()
+            return self._epsilon
         if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-            return self._zplus.copy()
+            return self._zplus
         if isinstance(module, nn.Linear):
-            return self._epsilon.copy()
-        return super().mapping(ctx, name, module)
+            return self._epsilon
+        if isinstance(module, (Activation, nn.modules.batchnorm._BatchNorm)):
+            return None  # handled by the canonization (PassThrough)
+        return cached(super().mapping(ctx, name, module))
+
+
+class CachedEpsilonPlus(EpsilonPlus):
+    """zennit's EpsilonPlus, rules unchanged, with each modified forward computed once per forward."""
+
+    def mapping(self, ctx, name, module):
+        return cached(super().mapping(ctx, name, module))
 
 
 class ZennitLRP(RelevanceBackend):
@@ -116,6 +127,6 @@ class ZennitLRP(RelevanceBackend):
                 "Use mode='conservative'."
             )
         canonizer = ResNetCanonizer() if family == "torchvision-resnet" else SequentialMergeBatchNorm()
-        composite = EpsilonPlus(canonizers=[canonizer])
+        composite = CachedEpsilonPlus(canonizers=[canonizer])
         with composite.context(model) as modified:
             yield modified
