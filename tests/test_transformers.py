@@ -575,3 +575,14 @@ def test_a_token_grid_that_does_not_fit_the_patch_grid_is_refused_by_name():
     with pytest.raises(InvalidInputError, match=r"'blocks\.7'.*141, 384\)"):
         engine.explain_pair(x0, x1)
     assert torch._C._len_torch_function_stack() == 0
+
+
+def test_parity_mode_uses_the_published_seed_with_the_same_rules(turtle_pair):
+    model = _timm("vit_small_patch16_224")
+    x0, x1 = turtle_pair(224)
+    conservative = PairX(model, k_lines=4, k_colors=1).explain_pair(x0, x1)
+    parity = PairX(model, mode="parity", k_lines=4, k_colors=1).explain_pair(x0, x1)
+    assert parity.backend == conservative.backend == "gradient-x-input" and parity.mode == "parity"
+    assert parity.cosine == conservative.cosine
+    _assert_valid_layer(parity.layers["blocks.7"], 224, 14, 4, 1)
+    assert not np.allclose(parity.layers["blocks.7"].relevance_query, conservative.layers["blocks.7"].relevance_query)
