@@ -38,7 +38,7 @@ def _outputs(model: nn.Module, keys: list[str], x: torch.Tensor) -> dict[str, to
     return found
 
 
-def _layouts(model: nn.Module, outputs: dict[str, torch.Tensor], prefix: str = "") -> dict[str, Layout | None]:
+def _layouts(model: nn.Module, outputs: dict[str, torch.Tensor]) -> dict[str, Layout | None]:
     modules = dict(model.named_modules())
     return {k: detect_layout(model, k, modules[k], v) for k, v in outputs.items()}
 

@@ -7,6 +7,7 @@ perturbed to look trained, so a rule that silently does nothing shows up. Releva
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -124,7 +125,7 @@ def _stage_relevance(model, backend, keys, x0, x1, use_context: bool = True):
     """
     x = torch.cat([x0, x1]).requires_grad_(True)
     modules = {k: model.get_submodule(k) for k in keys}
-    ctx = backend.context(model) if use_context else _no_context(model)
+    ctx = backend.context(model) if use_context else contextlib.nullcontext(model)
     with ctx as runner, capture_outputs(modules) as outputs:
         emb = runner(x)
     n = F.normalize(emb.detach(), dim=1)
@@ -134,17 +135,6 @@ def _stage_relevance(model, backend, keys, x0, x1, use_context: bool = True):
     sums = {k: backend.relevance(g, a.detach()).flatten(1).sum(1) for k, g, a in zip(keys + ["input"], grads, tensors)}
     relevance = {k: backend.relevance(g, a.detach()) for k, g, a in zip(keys, grads, tensors)}
     return r_emb.sum(1), sums, outputs, relevance, emb
-
-
-class _no_context:
-    def __init__(self, model):
-        self.model = model
-
-    def __enter__(self):
-        return self.model
-
-    def __exit__(self, *exc):
-        return False
 
 
 # ----------------------------------------------------------------------------- backend choice
