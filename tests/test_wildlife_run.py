@@ -63,12 +63,29 @@ def test_run_explains_the_split_and_writes_manifest_and_review(cli, seaturtle_di
         (lambda d: d.update(config="data:\n  img_load: sideways\n"), r"data\.img_load: Input should be 'auto', 'full'"),
         (lambda d: d.update(config="pairx:\n  k_colors: 0\n"), r"pairx\.k_colors: must be >= 1, got 0"),
         (lambda d: d.update(split="val"), r"split column 'split' has values \['val'\]"),
+        (lambda d: d.update(rows=1), r"has 1 row\(s\); matching needs at least 2 images"),
+        (lambda d: d.update(bad_path=True), r"1 image file\(s\) listed in the metadata do not exist under .*'images/identity_a/not_there.JPG'"),
+        (lambda d: d.update(corrupt=True), r"could not load the images listed in the metadata .*check that every 'path' exists"),
     ],
 )
 def test_run_bad_inputs_exit_2_with_one_clear_line(cli, seaturtle_dir, tmp_path, capsys, change, message):
-    spec = {"images": str(seaturtle_dir), "metadata": True, "columns": None, "config": None, "split": None}
+    spec = {"images": str(seaturtle_dir), "metadata": True, "columns": None, "config": None, "split": None,
+            "rows": None, "bad_path": False, "corrupt": False}
     change(spec)
     table = pd.read_csv(seaturtle_dir / "metadata.csv")
+    if spec["rows"]:
+        table = table.iloc[: spec["rows"]]
+    if spec["bad_path"]:
+        table.loc[0, "path"] = "images/identity_a/not_there.JPG"
+    if spec["corrupt"]:  # a file that exists but is no image: wildlife-tools' own loader fails
+        images = tmp_path / "images"
+        images.mkdir()
+        (images / "broken.png").write_bytes(b"not a png")
+        for row in table.itertuples():
+            (images / f"{row.image_id}.jpg").write_bytes((seaturtle_dir / row.path).read_bytes())
+        table["path"] = [f"{i}.jpg" for i in table.image_id]
+        table.loc[0, "path"] = "broken.png"
+        spec["images"] = str(images)
     if spec["columns"]:
         table = table[[spec["columns"]]]
     if spec["split"]:
@@ -83,7 +100,9 @@ def test_run_bad_inputs_exit_2_with_one_clear_line(cli, seaturtle_dir, tmp_path,
     assert cli(argv) == 2
     err = capsys.readouterr().err
     assert re.search(message, err), err
-    assert len(err.strip().splitlines()) == 1  # one line, no traceback
+    # one error line, no traceback (wildlife-tools' own DeepFeatures progress bar may precede it)
+    assert len([line for line in err.splitlines() if "error" in line.lower() and "pairx-plugin" in line]) == 1
+    assert "Traceback" not in err
     assert not (tmp_path / "out" / "runs").exists()  # nothing half-done
 
 

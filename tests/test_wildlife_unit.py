@@ -305,3 +305,50 @@ def test_classifier_keeps_predictions_when_pairx_cannot_run(lite0_imagenet, seat
         assert record.explanation is None
         assert record.explanation_error.type == "LayerNotFoundError"
         assert "no.such.layer" in record.explanation_error.message
+
+
+def test_image_source_rejects_a_transform_that_gives_no_tensor(turtle_metadata, seaturtle_dir):
+    dataset = _dataset(turtle_metadata, seaturtle_dir, transform=lambda img: np.asarray(img))
+    with pytest.raises(InvalidInputError, match=r"transform gave ndarray for 'image_1'; it must give a \(3, H, W\) tensor"):
+        pw.DatasetImageSource([dataset]).load("image_1")
+
+
+def test_explaining_needs_a_model(turtle_metadata, seaturtle_dir):
+    dataset = _dataset(turtle_metadata, seaturtle_dir)
+    with pytest.raises(InvalidInputError, match="no model to explain: pass the DeepFeatures extractor"):
+        pw.explain_similarity(np.eye(4), dataset, dataset, config={"output_dir": "unused"})
+    with pytest.raises(InvalidInputError, match="extractor object has no 'model' attribute"):
+        pw.explain_similarity(np.eye(4), dataset, dataset, object(), config={"output_dir": "unused"})
+
+
+def test_register_refuses_an_unknown_wildlife_tools(monkeypatch):
+    from wildlife_tools import tools
+
+    class StoreWithoutTable:
+        pass
+
+    monkeypatch.setattr(tools, "Store", StoreWithoutTable)
+    with pytest.raises(PairXError, match=r"Store\.modules is missing in the installed wildlife-tools"):
+        pw.register()
+
+
+def test_line_scoring_reports_unreadable_artifacts_and_foreign_pairs(tmp_path):
+    from pairx_plugin.errors import ArtifactError
+    from pairx_plugin.records import ExplanationMetrics, ExplanationRef, MatchRecord
+    from pairx_wildlife_tools.demo import score_lines
+    from pairx_wildlife_tools.pipeline import PipelineResult
+
+    synthetic = generate_synthetic_set(tmp_path / "data", animals=2, sightings=2, seed=1)
+    ref = ExplanationRef(artifact_id="0" * 64, layer="blocks.3", json_path="artifacts/none/explanation.json",
+                         metrics=ExplanationMetrics(irm=None, mc=0.0, inlier_ratio=None, match_count=0), cosine=0.5)
+
+    def result(query, candidate):
+        record = MatchRecord(query_id=query, candidate_id=candidate, rank=0, score=0.5).with_explanation([ref])
+        return PipelineResult([record], np.array([]), np.array([]), 0.0, np.eye(2), "r", tmp_path, None)
+
+    with pytest.raises(ArtifactError, match=r"cannot read artifact '.*artifacts/none/explanation.json' to score its lines"):
+        score_lines(result("animal_00_s0", "animal_01_s1"), synthetic)
+    (tmp_path / "artifacts" / "none").mkdir(parents=True)
+    (tmp_path / "artifacts" / "none" / "explanation.json").write_text("{}")
+    with pytest.raises(ArtifactError, match="to score its lines"):
+        score_lines(result("animal_00_s0", "animal_01_s1"), synthetic)

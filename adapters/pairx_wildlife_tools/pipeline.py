@@ -188,6 +188,13 @@ def run_pipeline(images_dir: str | Path, metadata: str | Path | pd.DataFrame, se
     if img_load == "auto":
         img_load = "bbox" if "bbox" in table.columns and table["bbox"].notna().all() else "full"
     query_rows, database_rows, _ = split_metadata(table, settings.data)
+    missing = [p for p in pd.concat([query_rows, database_rows])["path"].astype(str).unique()
+               if not (images_dir / p).is_file()]
+    if missing:
+        raise InvalidInputError(
+            f"{len(missing)} image file(s) listed in the metadata do not exist under {str(images_dir)!r}, "
+            f"e.g. {missing[:3]}; fix the 'path' column or --images"
+        )
 
     bundle = model if model is not None else load_model_spec(settings.model, settings.weights)
     transform = T.Compose([
