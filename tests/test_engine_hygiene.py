@@ -43,9 +43,10 @@ def test_model_untouched_after_failure_mid_pass(inputs, monkeypatch):
         raise RuntimeError("injected failure during back-projection")
 
     monkeypatch.setattr(engine_module.PairX, "_pixel_relevance", failing)
-    with pytest.raises(RuntimeError, match="injected"):
+    with pytest.raises(RuntimeError, match="injected") as failure:
         PairX(model, layer_keys=["layer3"], k_lines=5, k_colors=2).explain_pair(inputs[:1], inputs[1:2])
     assert calls["n"] == 1
+    assert failure.value.stage == "pixels"  # the hook reports where an explanation failed
     assert_same_state(before, model_state(model))
     monkeypatch.setattr(engine_module.PairX, "_pixel_relevance", original)
     # and the model still explains normally afterwards, with the same numbers as a fresh copy

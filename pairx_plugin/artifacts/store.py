@@ -34,6 +34,7 @@ import numpy as np
 
 from ..errors import ArtifactError, InvalidInputError
 from ..records import ExplanationRef, MatchRecord
+from ..engine.engine import ENGINE_VERSION
 from .schema import SCHEMA_VERSION, ArtifactFile, ExplanationArtifact, ManifestEntry
 
 JSON_NAME = "explanation.json"
@@ -86,9 +87,14 @@ def artifact_id(
     query_sha256: str,
     candidate_sha256: str,
     schema_version: str = SCHEMA_VERSION,
+    engine_version: str = ENGINE_VERSION,
 ) -> str:
-    """The content address of one explained pair at one layer (sha256 hex)."""
-    parts = [schema_version, model_fingerprint, layer, config_digest, query_sha256, candidate_sha256]
+    """The content address of one explained pair at one layer (sha256 hex).
+
+    The engine version is part of it, so an engine that computes different numbers never
+    reuses artifacts written by an older one.
+    """
+    parts = [schema_version, engine_version, model_fingerprint, layer, config_digest, query_sha256, candidate_sha256]
     canonical = json.dumps(parts, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(b"pairx-artifact-id\0" + canonical.encode("utf-8")).hexdigest()
 

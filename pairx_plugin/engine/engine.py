@@ -17,8 +17,9 @@ The model is left exactly as it was (see :mod:`.guard`); inputs are never modifi
 """
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,6 +38,24 @@ from .results import LayerExplanation, Match, PairExplanation
 from .seeds import SEEDS, cosine
 
 MODES = ("conservative", "parity")
+
+#: Bumped whenever the numbers the engine produces for the same inputs change, so stored
+#: artifacts made by an older engine are not served as cache hits (it is part of every artifact id).
+ENGINE_VERSION = "2"
+
+
+@contextlib.contextmanager
+def _stage(name: str) -> Iterator[None]:
+    """Tag an exception escaping a stage with ``exc.stage`` (forward, relevance, match, pixels)."""
+    try:
+        yield
+    except Exception as exc:
+        if getattr(exc, "stage", None) is None:
+            try:
+                exc.stage = name
+            except AttributeError:  # pragma: no cover - exception types without __dict__
+                pass
+        raise
 
 
 def _check_positive_int(name: str, value) -> int:
@@ -311,8 +330,9 @@ class PairX:
         n = len(chunk)
         timings: dict[str, float] = {}
         start = time.perf_counter()
-        p = self._forward(runner, [query] + [candidates[i] for i in chunk],
-                          ["query"] + [f"candidates[{i}]" for i in chunk])
+        with _stage("forward"):
+            p = self._forward(runner, [query] + [candidates[i] for i in chunk],
+                              ["query"] + [f"candidates[{i}]" for i in chunk])
         timings["forward"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -323,17 +343,19 @@ class PairX:
         # pass 0 seeds the query for candidate 0 and every candidate; pass j the query for candidate j
         seeds = [torch.cat([seed_q[:1], seed_c])]
         seeds += [torch.cat([seed_q[j:j + 1], torch.zeros_like(seed_c)]) for j in range(1, n)]
-        rel = [self._layer_relevance(p, s) for s in seeds]
+        with _stage("relevance"):
+            rel = [self._layer_relevance(p, s) for s in seeds]
         rel_q = [{k: rel[j][k][0] for k in self.layer_keys} for j in range(n)]
         rel_c = {k: rel[0][k][1:] for k in self.layer_keys}
         timings["relevance"] = time.perf_counter() - start
 
         start = time.perf_counter()
         pairs: list[dict[str, dict]] = [dict() for _ in chunk]
-        for key in self.layer_keys:
-            fm = p.nchw(key)
-            for j in range(n):
-                pairs[j][key] = self._match(fm[0], fm[1 + j], rel_q[j][key], rel_c[key][j])
+        with _stage("match"):
+            for key in self.layer_keys:
+                fm = p.nchw(key)
+                for j in range(n):
+                    pairs[j][key] = self._match(fm[0], fm[1 + j], rel_q[j][key], rel_c[key][j])
         timings["matching"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -345,7 +367,8 @@ class PairX:
             depth = max([len(wanted)] + [len(cells) for cells in cand_cells])
             plan = [[wanted[t] if t < len(wanted) else None]
                     + [cells[t] if t < len(cells) else None for cells in cand_cells] for t in range(depth)]
-            maps = self._pixel_relevance(p, key, plan)
+            with _stage("pixels"):
+                maps = self._pixel_relevance(p, key, plan)
             for t, cell in enumerate(wanted):
                 query_pixel_cache[(key, cell)] = maps[t][0].detach().cpu().numpy().astype(np.float32)
             for j in range(n):

@@ -40,7 +40,7 @@ class CachedForwardHook:
                 inp = in_mod(original).requires_grad_(not pointwise)
                 with ParamMod.ensure(param_mod)(module) as modified, torch.autograd.enable_grad():
                     out = out_mod(modified.forward(inp))
-                    weights.append(modified.weight.detach().clone() if pointwise else None)
+                    weights.append(modified.weight.detach().transpose(0, 1).contiguous() if pointwise else None)
                 inputs.append(inp)
                 outputs.append(out.detach() if pointwise else out)
             cached = self.stored_tensors["modified"] = (inputs, outputs, weights if pointwise else None)
@@ -73,7 +73,7 @@ class CachedForwardHook:
         if isinstance(grad_outputs, torch.Tensor):
             grad_outputs = [grad_outputs]
         gradients = [
-            None if g is None else torch.nn.functional.conv2d(g, w.transpose(0, 1))
+            None if g is None else torch.nn.functional.conv2d(g, w)
             for g, w in zip(grad_outputs, weights)
         ]
         relevance = self.reducer(inputs, gradients)
@@ -115,6 +115,6 @@ def sum_present(inputs, gradients) -> torch.Tensor:
     total = None
     for inp, grad in zip(inputs, gradients):
         if grad is not None:
-            term = inp * grad
+            term = inp * _like_layout(grad, inp)
             total = term if total is None else total + term
     return total
