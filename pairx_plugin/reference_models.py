@@ -3,8 +3,8 @@
 MiewID (Wild Me's multi-species re-identification model) is timm ``efficientnetv2_rw_m`` with
 GeM pooling and a BatchNorm1d neck. Its trained weights are not reachable here, so
 :func:`miewid_like` builds the same architecture from a seeded random init. With the raw init the
-activations grow by orders of magnitude through the blocks (the embedding reaches ~1e7) and the
-feature maps degenerate, so mutual nearest-neighbour matching finds only a handful of matches and
+activations grow by orders of magnitude through the blocks (the embedding reaches ~1e8 on the
+sea-turtle images) and the feature maps degenerate, so mutual nearest-neighbour matching finds only a handful of matches and
 a benchmark would understate the real work. Setting every BatchNorm's running statistics from one
 batch of real images (``calibration_images``) makes each layer's output roughly unit-scale, as in
 a trained model, which is what the engine's cost and behaviour depend on.
