@@ -3,11 +3,14 @@ backward pass.
 
 zennit's ``BasicHook`` re-runs the module with modified parameters inside every backward call.
 LRP rules are linear in the incoming relevance once the forward is fixed, so the modified outputs
-(z⁺, z⁻, …) are the same for every seed back-projected through one forward: we build them on the
-first backward after a forward, keep their graph, and reuse it (``retain_graph``) for every further
-seed. Results are identical; each extra seed costs only the transposed operations. A rule's
-gradient mapper may return ``None`` for a term that contributes nothing (the reducer then sees
-``None``), so that term's backward is skipped.
+(z⁺, z⁻, …) are the same for every seed back-projected through one forward: we build each term on
+first use after a forward, keep its graph, and reuse it (``retain_graph``) for every further seed.
+Results are identical; each extra seed costs only the transposed operations.
+
+Rules written for this (see :mod:`.zennit_rules`) implement ``map_gradient(module, out_grad)``
+returning ``{term: grad_output}`` for the terms that contribute, building terms lazily through
+``self.term(module, t)``; a term that is not needed (no negative input, no dead unit) is never
+built. zennit's own rules keep their ``gradient_mapper`` and build all terms.
 """
 from __future__ import annotations
 
@@ -19,71 +22,68 @@ class CachedForwardHook:
     """Mixin placed before ``BasicHook`` in the MRO of a rule class."""
 
     def forward(self, module, input, output):
+        self.stored_tensors.clear()
         self.stored_tensors["input"] = input
-        self.stored_tensors.pop("modified", None)
-        self.stored_tensors.pop("prepared", None)
-        self.stored_tensors.pop("has_negative_input", None)
+        self.stored_tensors["terms"] = {}
 
-    def prepared(self, outputs):
-        """``self.prepare(outputs)`` computed once per forward (rules that define ``prepare``)."""
-        if "prepared" not in self.stored_tensors:
-            self.stored_tensors["prepared"] = self.prepare(outputs)
-        return self.stored_tensors["prepared"]
-
-    def _modified(self, module):
-        cached = self.stored_tensors.get("modified")
-        if cached is None:
+    def term(self, module, t: int):
+        """(modified input, modified output, transposed 1×1 weight or None) of term ``t``."""
+        terms = self.stored_tensors["terms"]
+        if t not in terms:
             original = self.stored_tensors["input"][0].detach()
             pointwise = _is_pointwise_conv(module)
-            inputs, outputs, weights = [], [], []
-            for in_mod, param_mod, out_mod in zip(self.input_modifiers, self.param_modifiers, self.output_modifiers):
-                inp = in_mod(original).requires_grad_(not pointwise)
-                with ParamMod.ensure(param_mod)(module) as modified, torch.autograd.enable_grad():
-                    out = out_mod(modified.forward(inp))
-                    weights.append(modified.weight.detach().transpose(0, 1).contiguous() if pointwise else None)
-                inputs.append(inp)
-                outputs.append(out.detach() if pointwise else out)
-            cached = self.stored_tensors["modified"] = (inputs, outputs, weights if pointwise else None)
-        return cached
+            inp = self.input_modifiers[t](original).requires_grad_(not pointwise)
+            with ParamMod.ensure(self.param_modifiers[t])(module) as modified, torch.autograd.enable_grad():
+                out = self.output_modifiers[t](modified.forward(inp))
+                weight = modified.weight.detach().transpose(0, 1).contiguous() if pointwise else None
+            terms[t] = (inp, out.detach() if pointwise else out, weight)
+        return terms[t]
+
+    def once(self, key: str, compute):
+        """A per-forward constant, computed on first use."""
+        if key not in self.stored_tensors:
+            self.stored_tensors[key] = compute()
+        return self.stored_tensors[key]
 
     def backward(self, module, grad_input, grad_output):
-        inputs, outputs, pointwise_weights = self._modified(module)
-        if pointwise_weights is not None:
-            return self._pointwise_backward(inputs, outputs, pointwise_weights, grad_input, grad_output)
-        grad_outputs = self.gradient_mapper(grad_output[0], outputs)
-        if isinstance(grad_outputs, torch.Tensor):
-            grad_outputs = [grad_outputs]
-        used = [i for i, g in enumerate(grad_outputs) if g is not None]
-        grad_outputs = [_like_layout(g, outputs[i]) if g is not None else None for i, g in enumerate(grad_outputs)]
-        computed = torch.autograd.grad(
-            [outputs[i] for i in used], [inputs[i] for i in used],
-            grad_outputs=[grad_outputs[i] for i in used],
-            retain_graph=True, create_graph=grad_output[0].requires_grad,
-        )
-        gradients = [None] * len(outputs)
-        for i, g in zip(used, computed):
-            gradients[i] = g
-        relevance = self.reducer(inputs, gradients)
-        return tuple(relevance if original.shape == relevance.shape else None for original in grad_input)
-
-    def _pointwise_backward(self, inputs, outputs, weights, grad_input, grad_output):
-        """1×1 convolutions: the transposed operation is a 1×1 convolution with the transposed
-        weight, which runs on the fast path (autograd's backward for it does not, on CPU)."""
-        grad_outputs = self.gradient_mapper(grad_output[0], outputs)
-        if isinstance(grad_outputs, torch.Tensor):
-            grad_outputs = [grad_outputs]
-        gradients = [
-            None if g is None else torch.nn.functional.conv2d(g, w)
-            for g, w in zip(grad_outputs, weights)
-        ]
-        relevance = self.reducer(inputs, gradients)
+        out_grad = grad_output[0]
+        if hasattr(self, "map_gradient"):
+            grad_outputs = self.map_gradient(module, out_grad)
+        else:
+            outputs = [self.term(module, t)[1] for t in range(len(self.input_modifiers))]
+            mapped = self.gradient_mapper(out_grad, outputs)
+            mapped = [mapped] if isinstance(mapped, torch.Tensor) else mapped
+            grad_outputs = {t: g for t, g in enumerate(mapped) if g is not None}
+        relevance = None
+        autograd_terms = []
+        for t, g in grad_outputs.items():
+            inp, out, weight = self.term(module, t)
+            if weight is not None:  # 1×1 conv: the transposed op is a 1×1 conv with the transposed weight
+                relevance = _accumulate(relevance, inp, torch.nn.functional.conv2d(g, weight))
+            else:
+                autograd_terms.append((inp, out, _like_layout(g, out)))
+        if autograd_terms:
+            grads = torch.autograd.grad(
+                [o for _, o, _ in autograd_terms], [i for i, _, _ in autograd_terms],
+                grad_outputs=[g for _, _, g in autograd_terms],
+                retain_graph=True, create_graph=out_grad.requires_grad,
+            )
+            for (inp, _, _), grad in zip(autograd_terms, grads):
+                relevance = _accumulate(relevance, inp, grad)
+        if relevance is None:
+            relevance = torch.zeros_like(self.stored_tensors["input"][0])
         return tuple(relevance if original.shape == relevance.shape else None for original in grad_input)
 
 
-def _like_layout(grad: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
-    """Give a gradient the memory layout of the output it belongs to: mixed layouts send CPU
-    convolution backward down a slow generic path."""
-    if grad.ndim == 4 and output.ndim == 4 and output.is_contiguous(memory_format=torch.channels_last):
+def _accumulate(total, inp: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    term = inp * _like_layout(grad, inp)
+    return term if total is None else total + term
+
+
+def _like_layout(grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Give a gradient the memory layout of the tensor it pairs with: mixed layouts send CPU
+    convolution backward and elementwise products down slow generic paths."""
+    if grad.ndim == 4 and like.ndim == 4 and like.is_contiguous(memory_format=torch.channels_last):
         return grad.contiguous(memory_format=torch.channels_last)
     return grad
 
@@ -108,13 +108,3 @@ def cached(hook):
     clone = hook.copy()
     clone.__class__ = _CACHED_CLASSES[cls]
     return clone
-
-
-def sum_present(inputs, gradients) -> torch.Tensor:
-    """Reducer: sum of input × gradient over the terms that were computed."""
-    total = None
-    for inp, grad in zip(inputs, gradients):
-        if grad is not None:
-            term = inp * _like_layout(grad, inp)
-            total = term if total is None else total + term
-    return total

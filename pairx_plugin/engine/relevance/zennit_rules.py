@@ -10,8 +10,9 @@ rules hand it to the unit's inputs evenly (the "flat" rule, for those units only
 conserving.
 
 Everything that depends only on the forward — the modified outputs, the stabilised
-denominators, the dead-unit mask — is computed once per forward (see :mod:`.cached_hooks`);
-each back-projected seed then costs one elementwise product and the transposed operations.
+denominators, the dead-unit mask — is computed once per forward (see :mod:`.cached_hooks`), and
+terms that cannot contribute are never built; each back-projected seed then costs one elementwise
+product and the transposed operations.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import torch
 from zennit.core import BasicHook, ParamMod
 from zennit.rules import ClampMod, NoMod
 
-from .cached_hooks import CachedForwardHook, sum_present
+from .cached_hooks import CachedForwardHook
 from .lrp_functions import stabilize
 
 DEAD = 1e-12
@@ -33,7 +34,7 @@ class _Ones(ParamMod):
 
 
 class _FlatFallbackRule(CachedForwardHook, BasicHook):
-    """Common part: ``n_terms`` contribution passes plus one counting pass used for dead units."""
+    """``n_terms`` contribution terms plus a counting term used only for dead units."""
 
     n_terms = 1
 
@@ -43,48 +44,41 @@ class _FlatFallbackRule(CachedForwardHook, BasicHook):
             input_modifiers=[*input_modifiers, torch.ones_like],
             param_modifiers=[*param_modifiers, _Ones()],
             output_modifiers=[lambda out: out] * (len(input_modifiers) + 1),
-            gradient_mapper=self._map_gradient,
-            reducer=sum_present,
         )
 
     def copy(self):
         return type(self)(stabilizer=self.stabilizer)
 
-    def prepare(self, outputs):
-        """Per-forward constants: 1/stabilised denominator (0 at dead units), flat share, any dead."""
-        z = sum(outputs[: self.n_terms])
+    def used_terms(self, module) -> list[int]:
+        return list(range(self.n_terms))
+
+    def _denominators(self, module):
+        """1/stabilised bias-free pre-activation (0 at dead units) and the flat share (or None)."""
+        z = sum(self.term(module, t)[1] for t in self.used_terms(module)).detach()
         dead = z.abs() <= DEAD
         inverse = 1.0 / stabilize(z, self.stabilizer)
         if not bool(dead.any()):
             return inverse, None
+        count = self.term(module, self.n_terms)[1].detach()
         inverse = torch.where(dead, torch.zeros_like(inverse), inverse)
-        flat = dead.to(z.dtype) / outputs[self.n_terms].clamp(min=1)
-        return inverse, flat
+        return inverse, dead.to(z.dtype) / count.clamp(min=1)
 
-    def term_used(self, term: int) -> bool:
-        return True
-
-    def _map_gradient(self, out_grad, outputs):
-        inverse, flat = self.prepared(outputs)
+    def map_gradient(self, module, out_grad):
+        inverse, flat = self.once("denominators", lambda: self._denominators(module))
         live = out_grad * inverse
-        terms = [live if self.term_used(t) else None for t in range(self.n_terms)]
-        return terms + [None if flat is None else out_grad * flat]
+        grads = {t: live for t in self.used_terms(module)}
+        if flat is not None:
+            grads[self.n_terms] = out_grad * flat
+        return grads
 
 
 class ZPlusRule(_FlatFallbackRule):
     """Term 0: positive inputs × positive weights; term 1: negative inputs × negative weights.
 
-    After a ReLU the input has no negative entry, so term 1 is zero and its backward is skipped.
+    After a ReLU the input has no negative entry, so term 1 is zero and is never built.
     """
 
     n_terms = 2
-
-    def term_used(self, term: int) -> bool:
-        if term == 0:
-            return True
-        if "has_negative_input" not in self.stored_tensors:
-            self.stored_tensors["has_negative_input"] = bool((self.stored_tensors["input"][0] < 0).any())
-        return self.stored_tensors["has_negative_input"]
 
     def __init__(self, stabilizer: float = 1e-6):
         super().__init__(
@@ -92,6 +86,10 @@ class ZPlusRule(_FlatFallbackRule):
             param_modifiers=[ClampMod(min=0.0, zero_params=["bias"]), ClampMod(max=0.0, zero_params=["bias"])],
             stabilizer=stabilizer,
         )
+
+    def used_terms(self, module) -> list[int]:
+        negative = self.once("negative", lambda: bool((self.stored_tensors["input"][0] < 0).any()))
+        return [0, 1] if negative else [0]
 
 
 class EpsilonRule(_FlatFallbackRule):
