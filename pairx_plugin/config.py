@@ -55,7 +55,7 @@ class PairXConfig(BaseModel):
     mode: Literal["conservative", "parity"] = Field(
         "conservative", description="conservative: LRP rules of the project; parity: as the PAIR-X reference."
     )
-    backend: Literal["auto", "zennit-lrp", "gradient-x-input"] = Field(
+    backend: Literal["auto", "zennit-lrp", "gradient-x-input", "gradient-x-input-gamma"] = Field(
         "auto", description="Relevance backend; auto chooses by inspecting the model."
     )
     device: str = Field(

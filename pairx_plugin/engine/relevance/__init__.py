@@ -16,6 +16,7 @@ from .base import RelevanceBackend
 BACKEND_NAMES: dict[str, str] = {
     "zennit-lrp": "pairx_plugin.engine.relevance.zennit_lrp:ZennitLRP",
     "gradient-x-input": "pairx_plugin.engine.relevance.gradient_x_input:GradientXInput",
+    "gradient-x-input-gamma": "pairx_plugin.engine.relevance.gradient_x_input:GradientXInputGamma",
 }
 
 
@@ -47,7 +48,7 @@ def choose_backend(model: nn.Module, mode: str = "conservative", name: str = "au
     raise UnsupportedModelError(
         f"no relevance backend supports model class {type(model).__name__}. Supported: torchvision/timm "
         "ResNet, timm EfficientNet/EfficientNetV2 (also wrapped as .backbone), and (gradient-x-input) timm "
-        f"Swin/SwinV2/ViT/ConvNeXt. Backends tried: {tried}"
+        f"Swin/SwinV2/ViT/DeiT/DINOv2, timm/torchvision ConvNeXt, torchvision Swin, GroupNorm ResNets (BiT). Backends tried: {tried}"
     )
 
 
