@@ -352,3 +352,12 @@ def test_line_scoring_reports_unreadable_artifacts_and_foreign_pairs(tmp_path):
     (tmp_path / "artifacts" / "none" / "explanation.json").write_text("{}")
     with pytest.raises(ArtifactError, match="to score its lines"):
         score_lines(result("animal_00_s0", "animal_01_s1"), synthetic)
+
+
+def test_without_self_matches_masks_only_same_ids():
+    from pairx_wildlife_tools.pipeline import without_self_matches
+
+    sim = np.array([[0.9, 0.5, 0.7], [0.4, 0.8, 0.6]], dtype=np.float32)
+    masked = without_self_matches(sim, ["b", "x"], ["a", "b", "c"])
+    assert masked.dtype == np.float64 and sim[0, 1] == 0.5  # a copy; the host's matrix is untouched
+    assert np.isneginf(masked[0, 1]) and np.isfinite(np.delete(masked.ravel(), 1)).all()

@@ -158,6 +158,17 @@ def _device(config: PairXConfig) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def without_self_matches(similarity: Any, query_ids: list[str], database_ids: list[str]) -> np.ndarray:
+    """A float64 copy of ``similarity`` with ``-inf`` where the query and database image are the same.
+
+    With no split every image is in both sets; ``-inf`` keeps ``KnnClassifier`` from predicting an
+    image's own label from itself (and the top-k never returns ``-inf`` entries).
+    """
+    matrix = np.array(similarity, dtype=np.float64)
+    matrix[np.asarray(query_ids)[:, None] == np.asarray(database_ids)[None, :]] = -np.inf
+    return matrix
+
+
 def default_run_name(prefix: str = "run") -> str:
     return f"{prefix}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}"
 
@@ -205,7 +216,7 @@ def run_pipeline(images_dir: str | Path, metadata: str | Path | pd.DataFrame, se
     query_ds = WildlifeDataset(query_rows, str(images_dir), transform=transform, img_load=img_load)
     same_sets = query_rows is database_rows
     database_ds = query_ds if same_sets else WildlifeDataset(database_rows, str(images_dir), transform=transform, img_load=img_load)
-    image_ids(query_ds), image_ids(database_ds)  # fail early on duplicate ids
+    query_ids, database_ids = image_ids(query_ds), image_ids(database_ds)  # fails early on duplicate ids
 
     extractor = DeepFeatures(bundle.model, batch_size=settings.batch_size, num_workers=0, device=_device(settings.pairx))
     try:
@@ -219,12 +230,7 @@ def run_pipeline(images_dir: str | Path, metadata: str | Path | pd.DataFrame, se
     timings["features_s"] = time.perf_counter() - start
 
     similarity = CosineSimilarity()(query_features, database_features)["cosine"]
-    matrix = np.array(similarity, dtype=np.float64)
-    query_id_list, database_id_list = image_ids(query_ds), image_ids(database_ds)
-    for q, image_id in enumerate(query_id_list):  # an image must not match itself
-        for d, other in enumerate(database_id_list):
-            if image_id == other:
-                matrix[q, d] = -np.inf
+    matrix = without_self_matches(similarity, query_ids, database_ids)
 
     run_name = run_name or default_run_name()
     out_dir = Path(out_dir)
