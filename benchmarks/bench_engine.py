@@ -226,7 +226,7 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 def format_table(report: BenchReport) -> str:
     head = (f"PAIR-X engine benchmark - {report.date_utc} - {report.host} ({report.cpu}, {report.cpu_count} cores)"
-            f" - torch {report.torch_version} - device {report.device} ({report.device_name}) - threads "
+            f" - torch {report.torch_version} - pairx_plugin {report.engine_revision} - device {report.device} ({report.device_name}) - threads "
             f"{report.threads} - repeats {report.repeats} (runs column: timed pairs/queries) - mode {report.mode}"
             f" - load avg "
             f"{report.load_average_start[0]:.1f} -> {report.load_average_end[0]:.1f}")
@@ -269,6 +269,18 @@ def _grid(cols: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def engine_revision() -> str:
+    """``git`` commit of the checkout, ``+dirty`` when ``pairx_plugin/`` has uncommitted changes."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "pairx_plugin"], cwd=REPO,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (commit or "unknown") + ("+dirty" if dirty else "")
+
+
 def _cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -289,12 +301,13 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --device cuda but torch.cuda.is_available() is False; run with --device cpu", file=sys.stderr)
         return 2
     load_start = list(os.getloadavg())
+    revision = engine_revision()  # read before the runs: the code they import
     names = args.only or list(CONFIGS)
     results = [run_config(args, name) for name in names]
     report = BenchReport(
         date_utc=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         host=platform.node(), cpu=_cpu_name(), cpu_count=os.cpu_count() or 1,
-        torch_version=torch.__version__, device=args.device,
+        torch_version=torch.__version__, engine_revision=revision, device=args.device,
         device_name=torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu",
         threads=args.threads, repeats=args.repeats, mode=args.mode,
         load_average_start=load_start, load_average_end=list(os.getloadavg()), results=results,

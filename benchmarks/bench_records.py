@@ -61,6 +61,7 @@ class BenchReport(BaseModel):
     cpu: str
     cpu_count: int
     torch_version: str
+    engine_revision: str = Field(description="git commit of the measured code, '+dirty' with local changes")
     device: str
     device_name: str
     threads: str

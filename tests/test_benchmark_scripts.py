@@ -63,7 +63,7 @@ def test_bench_engine_prints_table_and_writes_json(tmp_path, shared_dir):
     assert "lite0_224" in table and "pair s (median)" in table and "seconds per stage" in table
     report = json.loads(out.read_text())
     assert report["repeats"] == 1 and report["device"] == "cpu" and report["threads"] == "1"
-    assert report["torch_version"] and report["cpu_count"] >= 1
+    assert report["torch_version"] and report["cpu_count"] >= 1 and report["engine_revision"] != "unknown"
     assert len(report["results"]) == 1
     result = report["results"][0]
     _check_result(result, 64)
