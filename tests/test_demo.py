@@ -66,8 +66,11 @@ def test_demo_leaves_artifacts_manifest_summary_and_review_page(small_demo):
     assert all(r.explanation is not None for r in records), [r.explanation_error for r in records]
     manifest = (out / "runs" / "demo.jsonl").read_text().splitlines()
     assert len(manifest) == len(records) == 24
+    assert result.pipeline.review_page == out / "review.html"  # where the README points
     html = result.pipeline.review_page.read_text()
     assert len(re.findall(r'<article class="card', html)) == 24 and html.count('<section class="query"') == 12
+    links = set(re.findall(r'(?:href|src)="([^"]+)"', html)) - {"data:,"}
+    assert links and all((out / link).is_file() for link in links)
     summary = json.loads((out / "demo_summary.json").read_text())
     assert summary["accuracy"] == result.accuracy and len(summary["per_match"]) == 24
 

@@ -128,7 +128,8 @@ def run_demo(out_dir: str | Path, *, animals: int = DEFAULT_ANIMALS, sightings: 
                           **({"render": render} if render is not None else {})),
     )
     pipeline = run_pipeline(out_dir / "data", synthetic.metadata, settings, out_dir,
-                            run_name=DEMO_RUN_NAME, progress=progress, model=model)
+                            run_name=DEMO_RUN_NAME, progress=progress, model=model,
+                            review_path=out_dir / "review.html")
     line_scores = score_lines(pipeline, synthetic)
     result = DemoResult(pipeline, synthetic, line_scores, summarise(line_scores), time.perf_counter() - start)
     summary = {

@@ -175,10 +175,11 @@ def default_run_name(prefix: str = "run") -> str:
 
 def run_pipeline(images_dir: str | Path, metadata: str | Path | pd.DataFrame, settings: RunSettings,
                  out_dir: str | Path, *, run_name: str | None = None, progress: bool = True,
-                 model: Any = None) -> PipelineResult:
-    """Run the pipeline and write artifacts, ``runs/<run_name>.jsonl`` and ``review/<run_name>.html``.
+                 model: Any = None, review_path: str | Path | None = None) -> PipelineResult:
+    """Run the pipeline and write artifacts, ``runs/<run_name>.jsonl`` and the review page.
 
-    ``model`` (a ``ModelBundle``) skips loading ``settings.model``, e.g. to reuse one across runs.
+    ``model`` (a ``ModelBundle``) skips loading ``settings.model``, e.g. to reuse one across runs;
+    ``review_path`` places the page (default ``<out_dir>/review/<run_name>.html``).
     """
     import torchvision.transforms as T
     from wildlife_tools.data import WildlifeDataset
@@ -245,6 +246,6 @@ def run_pipeline(images_dir: str | Path, metadata: str | Path | pd.DataFrame, se
     query_labels = np.asarray(query_ds.labels_string)
     predictions = np.asarray(predictions)
     accuracy = float(np.mean(predictions.astype(str) == query_labels.astype(str)))
-    review = write_review_page(out_dir, run_name) if settings.pairx.enabled else None
+    review = write_review_page(out_dir, run_name, output=review_path) if settings.pairx.enabled else None
     timings["total_s"] = time.perf_counter() - start
     return PipelineResult(records, predictions, query_labels, accuracy, matrix, run_name, out_dir, review, timings)
