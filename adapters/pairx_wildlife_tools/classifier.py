@@ -80,7 +80,10 @@ class PairXKnnClassifier:
         matrix = similarity_matrix(similarity)
         if self.config.enabled:
             self._check_bound()
-        predictions = self.classifier(matrix)
+        with warnings.catch_warnings():
+            # wildlife-tools 0.0.9's KnnClassifier calls pandas' deprecated fillna(method=...): not the user's to fix
+            warnings.filterwarnings("ignore", message="DataFrame.fillna with 'method'", category=FutureWarning)
+            predictions = self.classifier(matrix)
         if not self.config.enabled:
             self.records = []
             return ExplainedPredictions(predictions, [])
