@@ -361,3 +361,11 @@ def test_without_self_matches_masks_only_same_ids():
     masked = without_self_matches(sim, ["b", "x"], ["a", "b", "c"])
     assert masked.dtype == np.float64 and sim[0, 1] == 0.5  # a copy; the host's matrix is untouched
     assert np.isneginf(masked[0, 1]) and np.isfinite(np.delete(masked.ravel(), 1)).all()
+
+
+def test_image_source_refuses_feature_datasets(turtle_metadata):
+    from wildlife_tools.data import FeatureDataset
+
+    features = FeatureDataset(np.zeros((4, 8), np.float32), turtle_metadata)
+    with pytest.raises(InvalidInputError, match="pass the image datasets .* not the features"):
+        pw.DatasetImageSource([features]).load("image_1")

@@ -142,7 +142,8 @@ class DatasetImageSource:
             if array is None:
                 raise InvalidInputError(
                     f"{type(entry.dataset).__name__} returned {type(item).__name__} for {image_id!r} "
-                    "with its transform off; the adapter needs a PIL image or an HxWx3 array there"
+                    "with its transform off, not an image; pass the image datasets (WildlifeDataset / "
+                    "ImageDataset) the features were computed from, not the features"
                 )
             item = Image.fromarray(array)
         return item
