@@ -87,7 +87,13 @@ class _Pass:
     emb: torch.Tensor  # (n, D)
     native: dict[str, torch.Tensor]  # layer outputs in the model's own layout
     layouts: dict[str, Layout]
+    layer_tick: int = 0  # backend clock when the deepest explained layer finished its forward
     maps: dict[str, torch.Tensor] = field(default_factory=dict)  # detached NCHW maps
+
+    def drop_above_layers(self, backend) -> None:
+        """Relevance has reached the layers: free the graph and caches between them and the embedding."""
+        self.emb = self.emb.detach()
+        backend.release_after(self.layer_tick)
 
     def nchw(self, key: str) -> torch.Tensor:
         if key not in self.maps:
@@ -240,8 +246,15 @@ class PairX:
         # on a fast path in this layout; values are identical
         x = torch.cat([img.detach() for img in images]).contiguous(memory_format=torch.channels_last)
         x = x.clone(memory_format=torch.channels_last).requires_grad_(True)
-        with torch.enable_grad(), capture_outputs(self.layer_modules) as outputs:
-            emb = runner(x)
+        ticks: list[int] = []
+        tick_hooks = [m.register_forward_hook(lambda *_: ticks.append(self.backend.clock()))
+                      for m in self.layer_modules.values()]
+        try:
+            with torch.enable_grad(), capture_outputs(self.layer_modules) as outputs:
+                emb = runner(x)
+        finally:
+            for handle in tick_hooks:
+                handle.remove()
         if not isinstance(emb, torch.Tensor):
             raise InvalidInputError(f"the model must return a (B, D) embedding tensor, got {type(emb).__name__}")
         if emb.ndim > 2:
@@ -276,7 +289,8 @@ class PairX:
                     "which is not a feature map layout pairx understands (NCHW, NHWC stage, or tokens)"
                 )
             layouts[key] = layout
-        return _Pass(x=x, emb=emb, native={k: outputs[k] for k in self.layer_modules}, layouts=layouts)
+        return _Pass(x=x, emb=emb, native={k: outputs[k] for k in self.layer_modules}, layouts=layouts,
+                     layer_tick=max(ticks, default=0))
 
     def _layer_relevance(self, p: _Pass, relevance_at_emb: torch.Tensor) -> dict[str, torch.Tensor]:
         """(n, h, w) relevance per layer: LRP from the embedding to the layer, |R| summed over channels."""
@@ -345,6 +359,7 @@ class PairX:
         seeds += [torch.cat([seed_q[j:j + 1], torch.zeros_like(seed_c)]) for j in range(1, n)]
         with _stage("relevance"):
             rel = [self._layer_relevance(p, s) for s in seeds]
+        p.drop_above_layers(self.backend)
         rel_q = [{k: rel[j][k][0] for k in self.layer_keys} for j in range(n)]
         rel_c = {k: rel[0][k][1:] for k in self.layer_keys}
         timings["relevance"] = time.perf_counter() - start

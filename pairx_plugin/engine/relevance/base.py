@@ -47,6 +47,13 @@ class RelevanceBackend(abc.ABC):
         """Relevance at a tensor, from the gradient autograd computed there."""
         return grad
 
+    def clock(self) -> int:
+        """A position in the current forward (backends that cache per module use it to free memory)."""
+        return 0
+
+    def release_after(self, tick: int) -> None:
+        """Free what the backend keeps for modules that ran after ``tick`` (default: nothing kept)."""
+
 
 @contextlib.contextmanager
 def nothing_to_install(model: nn.Module) -> Iterator[nn.Module]:

@@ -14,8 +14,31 @@ built. zennit's own rules keep their ``gradient_mapper`` and build all terms.
 """
 from __future__ import annotations
 
+import itertools
+import weakref
+
 import torch
 from zennit.core import BasicHook, ParamMod
+
+_CLOCK = itertools.count()
+_LIVE: "weakref.WeakSet[CachedForwardHook]" = weakref.WeakSet()
+
+
+def clock() -> int:
+    """A counter that increases with every hooked module's forward (orders modules in a pass)."""
+    return next(_CLOCK)
+
+
+def release_after(tick: int) -> None:
+    """Free the cached tensors of every hook whose module ran after ``tick``.
+
+    Once relevance has reached the deepest explained layer, the modules above it are never
+    needed again for this forward (back-projections start at the layer), so their inputs and
+    modified forwards can go.
+    """
+    for hook in list(_LIVE):
+        if hook.stored_tensors.get("tick", -1) > tick:
+            hook.stored_tensors.clear()
 
 
 class CachedForwardHook:
@@ -25,6 +48,8 @@ class CachedForwardHook:
         self.stored_tensors.clear()
         self.stored_tensors["input"] = input
         self.stored_tensors["terms"] = {}
+        self.stored_tensors["tick"] = clock()
+        _LIVE.add(self)
 
     def term(self, module, t: int):
         """(modified input, modified output, modified weight or None) of term ``t``.

@@ -26,6 +26,7 @@ from zennit.types import Activation
 
 from ...errors import UnsupportedModelError
 from .base import RelevanceBackend
+from . import cached_hooks
 from .cached_hooks import cached
 from .canonizers import conserving_canonization
 from .zennit_rules import EpsilonRule, ZPlusRule
@@ -104,6 +105,12 @@ class ZennitLRP(RelevanceBackend):
     def supports(cls, model: nn.Module) -> bool:
         has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
         return has_conv and not _has_norm_or_attention(model)
+
+    def clock(self) -> int:
+        return cached_hooks.clock()
+
+    def release_after(self, tick: int) -> None:
+        cached_hooks.release_after(tick)
 
     def context(self, model: nn.Module) -> contextlib.AbstractContextManager[nn.Module]:
         if self.mode == "parity":

@@ -54,14 +54,25 @@ class _FlatFallbackRule(CachedForwardHook, BasicHook):
 
     def _denominators(self, module):
         """1/stabilised bias-free pre-activation (0 at dead units) and the flat share (or None)."""
-        z = sum(self.term(module, t)[1] for t in self.used_terms(module)).detach()
+        used = self.used_terms(module)
+        z = sum(self.term(module, t)[1] for t in used).detach()
+        self._forget_outputs(used)
         dead = z.abs() <= DEAD
         inverse = 1.0 / stabilize(z, self.stabilizer)
         if not bool(dead.any()):
             return inverse, None
         count = self.term(module, self.n_terms)[1].detach()
+        self._forget_outputs([self.n_terms])
         inverse = torch.where(dead, torch.zeros_like(inverse), inverse)
         return inverse, dead.to(z.dtype) / count.clamp(min=1)
+
+    def _forget_outputs(self, terms) -> None:
+        """Directly transposed terms need their modified outputs only for the denominators."""
+        store = self.stored_tensors["terms"]
+        for t in terms:
+            inp, out, weight = store[t]
+            if weight is not None:
+                store[t] = (inp, None, weight)
 
     def map_gradient(self, module, out_grad):
         inverse, flat = self.once("denominators", lambda: self._denominators(module))
@@ -70,6 +81,11 @@ class _FlatFallbackRule(CachedForwardHook, BasicHook):
         if flat is not None:
             grads[self.n_terms] = out_grad * flat
         return grads
+
+
+def _positive_part(x: torch.Tensor) -> torch.Tensor:
+    """x⁺, without a copy when x has no negative entry (the usual case after a ReLU)."""
+    return x.clamp(min=0) if bool((x < 0).any()) else x
 
 
 class ZPlusRule(_FlatFallbackRule):
@@ -82,7 +98,7 @@ class ZPlusRule(_FlatFallbackRule):
 
     def __init__(self, stabilizer: float = 1e-6):
         super().__init__(
-            input_modifiers=[lambda x: x.clamp(min=0), lambda x: x.clamp(max=0)],
+            input_modifiers=[_positive_part, lambda x: x.clamp(max=0)],
             param_modifiers=[ClampMod(min=0.0, zero_params=["bias"]), ClampMod(max=0.0, zero_params=["bias"])],
             stabilizer=stabilizer,
         )
