@@ -54,6 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mode", default="conservative", choices=["conservative", "parity"])
     parser.add_argument("--k-lines", type=int, default=20)
     parser.add_argument("--k-colors", type=int, default=10)
+    parser.add_argument("--max-batch-images", type=int, default=None,
+                        help="PairX max_batch_images (candidates forwarded together; default: the engine's)")
     parser.add_argument("--size", type=int, default=None, help="override every configuration's input size")
     parser.add_argument("--shared-dir", type=Path, default=None,
                         help="folder holding data/seaturtle_sample (default: $PAIRX_SHARED_DIR, ./shared, ../shared)")
@@ -76,6 +78,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         problems.append(f"--size must be at least 32 pixels, got {args.size}")
     if args.threads != "all" and not (args.threads.isdigit() and int(args.threads) >= 1):
         problems.append(f"--threads must be a positive integer or 'all', got {args.threads!r}")
+    if args.max_batch_images is not None and args.max_batch_images < 1:
+        problems.append(f"--max-batch-images must be at least 1, got {args.max_batch_images}")
     if args.timeout is not None and args.timeout <= 0:
         problems.append(f"--timeout must be positive, got {args.timeout}")
     if problems:
@@ -96,8 +100,8 @@ def _median_stages(timings: list[dict[str, float]]) -> dict[str, float]:
     return {k: statistics.median(t.get(k, 0.0) for t in timings) for k in keys}
 
 
-def run_worker(args: argparse.Namespace) -> ConfigResult:
-    """Measure one configuration in this process."""
+def run_worker(args: argparse.Namespace, report=None) -> ConfigResult:
+    """Measure one configuration in this process; ``report(result)`` gets the pair numbers early."""
     import torch
     from tqdm import tqdm
 
@@ -127,7 +131,9 @@ def run_worker(args: argparse.Namespace) -> ConfigResult:
     model, images = build(config, size, args.shared_dir or default_shared_dir())
     model = model.to(device)
     x = [images[i:i + 1].contiguous().to(device) for i in range(images.shape[0])]
-    engine = PairX(model, [config.layer], k_lines=args.k_lines, k_colors=args.k_colors, mode=args.mode)
+    batch = {} if args.max_batch_images is None else {"max_batch_images": args.max_batch_images}
+    engine = PairX(model, [config.layer], k_lines=args.k_lines, k_colors=args.k_colors, mode=args.mode, **batch)
+    result.max_batch_images = engine.max_batch_images
     sync()
     result.setup_s = time.perf_counter() - start
     result.peak_rss_setup_mb = memory.peak_rss_mb()
@@ -151,6 +157,11 @@ def run_worker(args: argparse.Namespace) -> ConfigResult:
     layer = explained.layers[config.layer]
     result.pair_match_count = layer.metrics.match_count
     result.pair_cosine = explained.cosine
+    result.pair_median_s = statistics.median(result.pair_s)
+    result.pair_cpu_median_s = statistics.median(result.pair_cpu_s)
+    result.pair_stages_s = _median_stages(pair_stages)
+    if report is not None:  # kept by the parent if the query phase dies (e.g. out of memory)
+        report(ConfigResult.model_validate(result.model_dump()))
 
     q, cands = x[QUERY[0]], [x[i] for i in QUERY[1]]
     memory.reset()
@@ -167,19 +178,18 @@ def run_worker(args: argparse.Namespace) -> ConfigResult:
         result.peak_rss_query_mb = memory.peak_rss_mb()
         result.peak_gpu_query_mb = memory.peak_gpu_mb()
 
-    result.pair_median_s = statistics.median(result.pair_s)
-    result.pair_cpu_median_s = statistics.median(result.pair_cpu_s)
     if result.query_s:
         result.query_median_s = statistics.median(result.query_s)
         result.query_cpu_median_s = statistics.median(result.query_cpu_s)
-    result.pair_stages_s = _median_stages(pair_stages)
     result.query_stages_s = _median_stages(query_stages)
     return ConfigResult.model_validate(result.model_dump())
 
 
 def worker_main(args: argparse.Namespace) -> int:
-    result = run_worker(args)
-    print(RESULT_MARK + result.model_dump_json(), flush=True)
+    def report(result: ConfigResult) -> None:
+        print(RESULT_MARK + result.model_dump_json(), flush=True)
+
+    report(run_worker(args, report=report))
     return 0
 
 
@@ -192,6 +202,8 @@ def _worker_command(args: argparse.Namespace, name: str) -> list[str]:
            "--k-lines", str(args.k_lines), "--k-colors", str(args.k_colors)]
     if args.size is not None:
         cmd += ["--size", str(args.size)]
+    if args.max_batch_images is not None:
+        cmd += ["--max-batch-images", str(args.max_batch_images)]
     if args.shared_dir is not None:
         cmd += ["--shared-dir", str(args.shared_dir)]
     return cmd
@@ -214,7 +226,11 @@ def run_config(args: argparse.Namespace, name: str) -> ConfigResult:
         return ConfigResult(**placeholder, error=f"timed out after {args.timeout} s")
     for line in reversed(done.stdout.splitlines()):
         if line.startswith(RESULT_MARK):
-            return ConfigResult.model_validate_json(line[len(RESULT_MARK):])
+            result = ConfigResult.model_validate_json(line[len(RESULT_MARK):])
+            if done.returncode != 0:  # only the pair numbers made it out
+                result.error = (f"worker exited with code {done.returncode} during the top-5 query "
+                                "(-9: killed, often out of memory); pair numbers kept")
+            return result
     tail = done.stdout.strip().splitlines()[-3:]
     return ConfigResult(**placeholder, error=f"worker exited with code {done.returncode} and no result "
                                               f"(see its stderr above) {' | '.join(tail)}".strip())
@@ -237,7 +253,7 @@ def format_table(report: BenchReport) -> str:
         cols += ["GPU pair MB", "GPU query MB"]
     rows = []
     for r in report.results:
-        if r.error:
+        if r.error and not r.pair_s:
             rows.append([r.name, r.layer, str(r.size), "-", "ERROR: " + r.error])
             continue
         query_range = f"{min(r.query_s):.3f}-{max(r.query_s):.3f}" if r.query_s else "-"
@@ -255,7 +271,8 @@ def format_table(report: BenchReport) -> str:
             if stages:
                 stage_rows.append([r.name, label] + [_fmt(stages.get(s)) for s in STAGES]
                                   + [_fmt(sum(stages.values()))])
-    return "\n".join([head, "", _grid(cols, rows), "", "seconds per stage (engine timings, medians):",
+    notes = [f"ERROR {r.name}: {r.error}" for r in report.results if r.error and r.pair_s]
+    return "\n".join([head, "", _grid(cols, rows), *notes, "", "seconds per stage (engine timings, medians):",
                       _grid(stage_cols, stage_rows)])
 
 

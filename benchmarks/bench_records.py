@@ -27,6 +27,7 @@ class ConfigResult(BaseModel):
     warmup: int
     k_lines: int
     k_colors: int
+    max_batch_images: Optional[int] = None
     setup_s: Optional[Seconds] = None
     pair_s: list[Seconds] = Field(default_factory=list, description="wall seconds of each timed explain_pair")
     query_s: list[Seconds] = Field(default_factory=list, description="wall seconds of each timed top-5 explain_query")

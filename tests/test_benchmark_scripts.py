@@ -51,6 +51,7 @@ def _check_result(result: dict, size: int) -> None:
     assert 200 < result["peak_rss_pair_mb"] < 6000
     assert result["pair_match_count"] >= 1 and -1.0 <= result["pair_cosine"] <= 1.0 + 1e-6
     assert result["peak_gpu_pair_mb"] is None  # CPU run
+    assert result["max_batch_images"] >= 1
 
 
 @pytest.mark.slow
@@ -94,6 +95,7 @@ def test_bench_engine_reports_a_failing_configuration_without_losing_the_table(t
         (["--size", "16"], "--size must be at least 32"),
         (["--threads", "two"], "--threads must be a positive integer or 'all'"),
         (["--timeout", "0"], "--timeout must be positive"),
+        (["--max-batch-images", "0"], "--max-batch-images must be at least 1"),
         (["--only", "lite0_999"], "invalid choice: 'lite0_999'"),
         (["--mode", "fast"], "invalid choice: 'fast'"),
     ],
