@@ -13,6 +13,8 @@ _EXPORTS = {
     "ManifestEntry": "schema",
     "ArtifactStore": "store",
     "fingerprint_state_dict": "store",
+    "render_pair": "render",
+    "write_review_page": "review",
 }
 
 
