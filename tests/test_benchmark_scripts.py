@@ -140,3 +140,42 @@ def test_bench_gpu_script_without_images_says_where_to_put_them(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "sea-turtle sample not found" in done.stderr and "PAIRX_SHARED_DIR" in done.stderr
+
+
+def test_pair_numbers_survive_a_worker_killed_during_the_query(monkeypatch):
+    """The worker prints its pair numbers before the query phase; a kill (OOM) keeps them, flagged."""
+    bench_engine = _import_bench_engine()
+    args = bench_engine.parse_args(["--only", "lite0_224", "--repeats", "2"])
+    partial = bench_engine.ConfigResult(
+        name="lite0_224", model="m", weights="w", size=224, layer="blocks.3", device="cpu",
+        mode="conservative", threads=1, repeats=2, query_repeats=2, warmup=1, k_lines=20, k_colors=10,
+        pair_s=[1.5, 1.7], pair_cpu_s=[1.4, 1.6], pair_median_s=1.6, pair_cpu_median_s=1.5,
+        peak_rss_pair_mb=1400.0,
+    )
+    killed = subprocess.CompletedProcess(args=[], returncode=-9,
+                                         stdout="noise\n" + bench_engine.RESULT_MARK + partial.model_dump_json() + "\n")
+    monkeypatch.setattr(bench_engine.subprocess, "run", lambda *a, **k: killed)
+    result = bench_engine.run_config(args, "lite0_224")
+    assert result.pair_median_s == 1.6 and result.query_s == []
+    assert "code -9 during the top-5 query" in result.error and "pair numbers kept" in result.error
+    report = bench_engine.BenchReport(
+        date_utc="d", host="h", cpu="c", cpu_count=2, torch_version="t", engine_revision="r", device="cpu",
+        device_name="cpu", threads="1", repeats=2, mode="conservative", load_average_start=[0.0, 0.0, 0.0],
+        load_average_end=[0.0, 0.0, 0.0], results=[result],
+    )
+    table = bench_engine.format_table(report)
+    assert "1.600" in table and "ERROR lite0_224: worker exited with code -9" in table
+
+    nothing = subprocess.CompletedProcess(args=[], returncode=1, stdout="Traceback ...\n")
+    monkeypatch.setattr(bench_engine.subprocess, "run", lambda *a, **k: nothing)
+    failed = bench_engine.run_config(args, "lite0_224")
+    assert failed.pair_s == [] and "exited with code 1 and no result" in failed.error
+
+
+def test_bench_records_refuse_non_finite_or_non_positive_times():
+    bench_engine = _import_bench_engine()
+    base = dict(name="x", model="m", weights="w", size=64, layer="l", device="cpu", mode="conservative",
+                threads=1, repeats=1, query_repeats=1, warmup=0, k_lines=1, k_colors=1)
+    for bad in (float("nan"), float("inf"), 0.0, -1.0):
+        with pytest.raises(ValueError):
+            bench_engine.ConfigResult(**base, pair_s=[bad])
