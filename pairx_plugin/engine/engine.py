@@ -33,6 +33,7 @@ from .layers import default_layer_key, resolve_layers
 from .layouts import Layout, detect_layout
 from .matching import mutual_nearest_neighbours
 from .metrics import pair_metrics
+from .modelinfo import model_device, model_dtype
 from .relevance import choose_backend
 from .results import LayerExplanation, Match, PairExplanation
 from .seeds import SEEDS, cosine
@@ -62,21 +63,6 @@ def _check_positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
         raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter (or buffer); CPU for a parameterless model."""
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
-
-
-def model_dtype(model: nn.Module) -> torch.dtype:
-    for tensor in model.parameters():
-        return tensor.dtype
-    return torch.float32
 
 
 @dataclass

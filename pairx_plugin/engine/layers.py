@@ -18,6 +18,7 @@ from torch import nn
 from ..errors import InvalidInputError, LayerNotFoundError
 from .hooks import capture_outputs
 from .layouts import detect_layout
+from .modelinfo import model_device
 
 _STAGE_NAME = re.compile(r"(^|\.)layer\d+$")
 _CONTAINERS = (nn.Sequential, nn.ModuleList)
@@ -75,14 +76,6 @@ def _candidate_keys(model: nn.Module) -> list[str]:
     return sorted(shallow, key=lambda k: order.get(k, 0))
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
-
-
 def list_layers(model: nn.Module, input_size: int | tuple[int, int] = 224) -> list[LayerInfo]:
     """Candidate layers with their NCHW output shape and stride for an input of ``input_size``.
 
@@ -95,7 +88,7 @@ def list_layers(model: nn.Module, input_size: int | tuple[int, int] = 224) -> li
     model.eval()
     try:
         with torch.no_grad(), capture_outputs(modules) as outputs:
-            model(torch.zeros(1, 3, h, w, device=_model_device(model)))
+            model(torch.zeros(1, 3, h, w, device=model_device(model)))
     finally:
         model.train(was_training)
     infos = []

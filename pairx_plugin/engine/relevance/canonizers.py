@@ -26,6 +26,7 @@ from zennit.canonizers import MergeBatchNorm
 
 from zennit.types import Activation
 
+from ..modelinfo import model_device
 from .lrp_functions import PassThrough, PowerMeanPoolRule, SignalOnlyGate, SumRule
 
 _LINEAR = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -39,10 +40,6 @@ class _PairMerge(MergeBatchNorm):
 
     def apply(self, root_module):  # pairs are found by tracing, not by zennit's search
         return []
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next(iter(model.parameters())).device
 
 
 def _bn_pairs(model: nn.Module, sample: torch.Tensor) -> list[tuple[nn.Module, nn.modules.batchnorm._BatchNorm]]:
@@ -174,7 +171,7 @@ class RunWithMode(nn.Module):
 @contextlib.contextmanager
 def conserving_canonization(model: nn.Module, sample_size: int = 64) -> Iterator[nn.Module]:
     """Apply the conserving canonization to ``model``; yield the callable to run it with."""
-    sample = torch.zeros(1, 3, sample_size, sample_size, device=_device(model))
+    sample = torch.zeros(1, 3, sample_size, sample_size, device=model_device(model))
     pairs = _bn_pairs(model, sample)
     merged = {id(bn) for _, bn in pairs}
     with contextlib.ExitStack() as stack:
