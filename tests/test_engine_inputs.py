@@ -61,7 +61,7 @@ def test_empty_and_non_list_candidates(engine, x):
         engine.explain_query(x, x)
 
 
-@pytest.mark.parametrize("field", ["k_lines", "k_colors", "max_batch_images"])
+@pytest.mark.parametrize("field", ["k_lines", "k_colors", "max_batch_images", "max_batch_pixels"])
 @pytest.mark.parametrize("value", [0, -3, 2.5, True])
 def test_bad_k_values(lite0_imagenet, field, value):
     with pytest.raises(InvalidInputError, match=field):

@@ -109,3 +109,20 @@ def test_several_layers_in_one_forward(lite0_imagenet, turtles):
 
 def test_default_layer_is_chosen(lite0_imagenet):
     assert PairX(lite0_imagenet).layer_keys == ["blocks.3"]
+
+
+def test_pixel_budget_bounds_each_batch(lite0_imagenet, turtles):
+    """Large inputs get smaller batches: query + chunk never exceeds max_batch_pixels."""
+    small = torch.nn.functional.interpolate(turtles, size=(96, 96), mode="bilinear", align_corners=False)
+    engine = PairX(lite0_imagenet, layer_keys=["blocks.3"], k_lines=4, k_colors=1,
+                   max_batch_images=8, max_batch_pixels=3 * 96 * 96)
+    seen = []
+    handle = lite0_imagenet.register_forward_pre_hook(
+        lambda m, args: seen.append(args[0].shape[0]) if args[0].shape[-1] == 96 else None)
+    try:
+        results = engine.explain_query(small[:1], [small[i:i + 1] for i in (1, 2, 3, 4, 5)])
+    finally:
+        handle.remove()
+    assert seen == [3, 3, 2]  # query + 2, query + 2, query + 1
+    alone = engine.explain_pair(small[:1], small[5:6])
+    assert results[4].cosine == pytest.approx(alone.cosine, abs=1e-6)

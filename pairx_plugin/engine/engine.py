@@ -99,6 +99,9 @@ class PairX:
     mode: ``"conservative"`` (relevance-conserving LRP) or ``"parity"`` (the published PAIR-X).
     backend: ``"auto"`` or a relevance backend name (``"zennit-lrp"``, ``"gradient-x-input"``).
     max_batch_images: most candidate images forwarded together.
+    max_batch_pixels: most input pixels in one forward batch (query included); bounds memory for
+        large inputs. The default, 8 × 224², lets 7 candidates ride with a 224-px query but only one
+        with a 440-px query (a 440-px EfficientNetV2 pair already peaks near 6 GB on CPU).
     input_size: input size used to pick the default layer when ``layer_keys`` is None.
     """
 
@@ -111,6 +114,7 @@ class PairX:
         mode: str = "conservative",
         backend: str = "auto",
         max_batch_images: int = 8,
+        max_batch_pixels: int = 8 * 224 * 224,
         input_size: int | tuple[int, int] = 224,
     ) -> None:
         if not isinstance(model, nn.Module):
@@ -122,6 +126,7 @@ class PairX:
         self.k_lines = _check_positive_int("k_lines", k_lines)
         self.k_colors = _check_positive_int("k_colors", k_colors)
         self.max_batch_images = _check_positive_int("max_batch_images", max_batch_images)
+        self.max_batch_pixels = _check_positive_int("max_batch_pixels", max_batch_pixels)
         self.backend = choose_backend(model, mode=mode, name=backend)
         if layer_keys is None or layer_keys == "auto":
             layer_keys = [default_layer_key(model, input_size)]
@@ -181,7 +186,7 @@ class PairX:
                 same_as[i] = twin
         with model_guard(self.model), self.backend.context(self.model) as runner:
             query_pixel_cache: dict[tuple[str, int], np.ndarray] = {}
-            pending = self._chunks(distinct)
+            pending = self._chunks(distinct, int(query.shape[-2] * query.shape[-1]))
             while pending:
                 chunk = pending.pop(0)
                 try:
@@ -222,8 +227,10 @@ class PairX:
         if not torch.isfinite(x).all():
             raise InvalidInputError(f"{name} contains NaN or infinite values")
 
-    def _chunks(self, indices: list[int]) -> list[list[int]]:
-        step = self.max_batch_images
+    def _chunks(self, indices: list[int], image_pixels: int) -> list[list[int]]:
+        """Candidate chunks: at most ``max_batch_images``, and query + chunk within the pixel budget."""
+        by_pixels = self.max_batch_pixels // max(1, image_pixels) - 1
+        step = max(1, min(self.max_batch_images, by_pixels))
         return [indices[start:start + step] for start in range(0, len(indices), step)]
 
     # ------------------------------------------------------------------ passes
