@@ -135,7 +135,6 @@ class PairX:
         self.layer_modules = resolve_layers(model, list(layer_keys))
         self.layer_keys = list(self.layer_modules)
         self._seed = SEEDS[mode]
-        self.pixel_batching = "loop"
 
     # ------------------------------------------------------------------ public API
     def explain_pair(self, x0: torch.Tensor, x1: torch.Tensor) -> PairExplanation:
@@ -319,12 +318,11 @@ class PairX:
                     seeds[k, i, :, y, x] = fm[i, :, y, x]
         native_seeds = torch.stack([p.layouts[key].from_nchw(s, native) for s in seeds])
         grad_seeds = self.backend.seed(native_seeds, native.detach().unsqueeze(0))
-        if self.pixel_batching == "vmap":
-            (grads,) = torch.autograd.grad(native, p.x, grad_outputs=grad_seeds, retain_graph=True,
-                                           is_grads_batched=True)
-        else:
-            grads = torch.stack([torch.autograd.grad(native, p.x, grad_outputs=g, retain_graph=True)[0]
-                                 for g in grad_seeds])
+        # one backward per seed index, each covering every image of the batch; the rule hooks reuse
+        # the modified forwards built on the first one. (Seeds as a vmapped batch dimension,
+        # ``is_grads_batched``, measured slower on CPU: 3.5 s vs 2.6 s per lite0@224 pair.)
+        grads = torch.stack([torch.autograd.grad(native, p.x, grad_outputs=g, retain_graph=True)[0]
+                             for g in grad_seeds])
         return list(self.backend.relevance(grads, p.x.detach().unsqueeze(0)).sum(dim=2).abs())
 
     def _explain_chunk(self, runner, query, candidates, chunk: list[int], query_pixel_cache) -> dict:
