@@ -41,8 +41,33 @@ def release_after(tick: int) -> None:
             hook.stored_tensors.clear()
 
 
+class _Bypass(torch.autograd.Function):
+    """The module's output, whose backward skips the module's own (discarded) gradient.
+
+    zennit replaces the gradient a rule-hooked module passes to its input with the rule's
+    relevance, but autograd still computes the module's ordinary input gradient first (a full
+    convolution backward per module and seed) and throws it away. Routing the output through this
+    function makes that gradient a cheap zero tensor; zennit's hook then supplies the relevance.
+    """
+
+    @staticmethod
+    def forward(ctx, inp: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        ctx.input_shape, ctx.input_dtype = inp.shape, inp.dtype
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad.new_zeros(ctx.input_shape, dtype=ctx.input_dtype), None
+
+
 class CachedForwardHook:
     """Mixin placed before ``BasicHook`` in the MRO of a rule class."""
+
+    def post_forward(self, module, input, output):
+        inp = input[0] if isinstance(input, tuple) else input
+        if isinstance(output, torch.Tensor) and isinstance(inp, torch.Tensor) and inp.requires_grad:
+            output = _Bypass.apply(inp, output.detach())
+        return super().post_forward(module, input, output)
 
     def forward(self, module, input, output):
         self.stored_tensors.clear()
@@ -118,12 +143,12 @@ def boxed_conv_relevance(module: torch.nn.Conv2d, terms, like: torch.Tensor) -> 
     (sh, sw), (ph, pw) = module.stride, module.padding
     H, W = like.shape[-2:]
     relevance = torch.zeros_like(like)
-    support = sum(g.detach().abs() for _, _, g in terms).amax(dim=1)  # (N, Ho, Wo)
+    support = terms[0][2].detach().ne(0).any(dim=1)  # (N, Ho, Wo); every term's grad shares it
     for b in range(like.shape[0]):
-        rows = support[b].amax(dim=1).nonzero()
+        rows = support[b].any(dim=1).nonzero()
         if rows.numel() == 0:
             continue
-        cols = support[b].amax(dim=0).nonzero()
+        cols = support[b].any(dim=0).nonzero()
         y0, y1 = int(rows[0]), int(rows[-1]) + 1
         x0, x1 = int(cols[0]), int(cols[-1]) + 1
         iy, ix = y0 * sh - ph, x0 * sw - pw  # input position of the transposed map's first row/col
