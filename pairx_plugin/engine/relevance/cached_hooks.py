@@ -7,10 +7,11 @@ LRP rules are linear in the incoming relevance once the forward is fixed, so the
 first use after a forward, keep its graph, and reuse it (``retain_graph``) for every further seed.
 Results are identical; each extra seed costs only the transposed operations.
 
-Rules written for this (see :mod:`.zennit_rules`) implement ``map_gradient(module, out_grad)``
-returning ``{term: grad_output}`` for the terms that contribute, building terms lazily through
-``self.term(module, t)``; a term that is not needed (no negative input, no dead unit) is never
-built. zennit's own rules keep their ``gradient_mapper`` and build all terms.
+Rules written for this (see :mod:`.zennit_rules`) implement ``term_scales(module)`` returning
+``{term: scale}`` (the gradient of term t is the incoming relevance times scale_t) for the terms
+that contribute, building terms lazily through ``self.term(module, t)``; a term that is not needed
+(no negative input, no dead unit) is never built. zennit's own rules keep their
+``gradient_mapper`` and build all terms.
 """
 from __future__ import annotations
 
@@ -101,24 +102,25 @@ class CachedForwardHook:
 
     def backward(self, module, grad_input, grad_output):
         out_grad = grad_output[0]
-        if hasattr(self, "map_gradient"):
-            grad_outputs = self.map_gradient(module, out_grad)
-        else:
+        if hasattr(self, "term_scales"):  # our rules: grad of term t = out_grad * scale_t
+            scaled = {t: (None, scale) for t, scale in self.term_scales(module).items()}
+        else:  # zennit's own rules: their gradient mapper on all terms
             outputs = [self.term(module, t)[1] for t in range(len(self.input_modifiers))]
             mapped = self.gradient_mapper(out_grad, outputs)
             mapped = [mapped] if isinstance(mapped, torch.Tensor) else mapped
-            grad_outputs = {t: g for t, g in enumerate(mapped) if g is not None}
+            scaled = {t: (g, None) for t, g in enumerate(mapped) if g is not None}
         relevance = None
         autograd_terms = []
         direct_terms = []
-        for t, g in grad_outputs.items():
+        for t, (grad, scale) in scaled.items():
             inp, out, weight = self.term(module, t)
             if weight is not None:
-                direct_terms.append((inp, weight, g))
+                direct_terms.append((inp, weight, grad, scale))
             else:
-                autograd_terms.append((inp, out, _like_layout(g, out)))
+                grad = out_grad * scale if grad is None else grad
+                autograd_terms.append((inp, out, _like_layout(grad, out)))
         if direct_terms:
-            relevance = boxed_conv_relevance(module, direct_terms, self.stored_tensors["input"][0])
+            relevance = boxed_conv_relevance(module, direct_terms, out_grad, self.stored_tensors["input"][0])
         if autograd_terms:
             grads = torch.autograd.grad(
                 [o for _, o, _ in autograd_terms], [i for i, _, _ in autograd_terms],
@@ -132,18 +134,21 @@ class CachedForwardHook:
         return tuple(relevance if original.shape == relevance.shape else None for original in grad_input)
 
 
-def boxed_conv_relevance(module: torch.nn.Conv2d, terms, like: torch.Tensor) -> torch.Tensor:
-    """Σ_t input_t ⊙ convᵀ(grad_t, weight_t), computed per image on the box where the grads are non-zero.
+def boxed_conv_relevance(module: torch.nn.Conv2d, terms, out_grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Σ_t input_t ⊙ convᵀ(grad_t, weight_t), computed per image on the box where out_grad is non-zero.
 
     A seed at one feature cell reaches only that cell's receptive field, so during a
-    back-projection most of every map is zero; computing the transposed convolution on the
-    non-zero box (plus the kernel's reach) gives the same numbers for a fraction of the work.
-    ``terms`` holds ``(input_t, weight_t, grad_t)``; the result has ``like``'s shape.
+    back-projection most of every map is zero (and a whole image is zero when only another image
+    of the batch is being back-projected); computing on the non-zero box (plus the kernel's reach)
+    gives the same numbers for a fraction of the work. ``terms`` holds ``(input_t, weight_t,
+    grad_t, scale_t)`` with either the full grad or a scale (grad_t = out_grad · scale_t, then only
+    multiplied on the box). The result has ``like``'s shape.
     """
     (sh, sw), (ph, pw) = module.stride, module.padding
     H, W = like.shape[-2:]
     relevance = torch.zeros_like(like)
-    support = terms[0][2].detach().ne(0).any(dim=1)  # (N, Ho, Wo); every term's grad shares it
+    g_all = out_grad.detach()
+    support = (g_all.amax(dim=1) != 0) | (g_all.amin(dim=1) != 0)  # (N, Ho, Wo); the fastest test on CPU
     for b in range(like.shape[0]):
         rows = support[b].any(dim=1).nonzero()
         if rows.numel() == 0:
@@ -152,10 +157,11 @@ def boxed_conv_relevance(module: torch.nn.Conv2d, terms, like: torch.Tensor) -> 
         y0, y1 = int(rows[0]), int(rows[-1]) + 1
         x0, x1 = int(cols[0]), int(cols[-1]) + 1
         iy, ix = y0 * sh - ph, x0 * sw - pw  # input position of the transposed map's first row/col
+        box = (slice(b, b + 1), slice(None), slice(y0, y1), slice(x0, x1))
         acc = None
-        for inp, weight, g in terms:
-            part = torch.nn.functional.conv_transpose2d(
-                g[b:b + 1, :, y0:y1, x0:x1], weight, stride=module.stride, groups=module.groups)
+        for inp, weight, grad, scale in terms:
+            g = grad[box] if grad is not None else out_grad[box] * scale[box]
+            part = torch.nn.functional.conv_transpose2d(g, weight, stride=module.stride, groups=module.groups)
             if acc is None:  # clip the transposed map to the input once its size is known
                 ty0, tx0 = max(0, -iy), max(0, -ix)
                 ty1, tx1 = min(part.shape[-2], H - iy), min(part.shape[-1], W - ix)

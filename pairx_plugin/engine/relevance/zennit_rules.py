@@ -74,13 +74,13 @@ class _FlatFallbackRule(CachedForwardHook, BasicHook):
             if weight is not None:
                 store[t] = (inp, None, weight)
 
-    def map_gradient(self, module, out_grad):
+    def term_scales(self, module) -> dict:
+        """{term: scale}: the gradient for term t is the incoming relevance times scale_t."""
         inverse, flat = self.once("denominators", lambda: self._denominators(module))
-        live = out_grad * inverse
-        grads = {t: live for t in self.used_terms(module)}
+        scales = {t: inverse for t in self.used_terms(module)}
         if flat is not None:
-            grads[self.n_terms] = out_grad * flat
-        return grads
+            scales[self.n_terms] = flat
+        return scales
 
 
 def _positive_part(x: torch.Tensor) -> torch.Tensor:
