@@ -61,6 +61,16 @@ class _Bypass(torch.autograd.Function):
         return grad.new_zeros(ctx.input_shape, dtype=ctx.input_dtype), None
 
 
+class _ModifiedInput:
+    """``modifier(original)`` computed only on the slice asked for (saves a full copy per term)."""
+
+    def __init__(self, modifier, original: torch.Tensor):
+        self.modifier, self.original = modifier, original
+
+    def __getitem__(self, index) -> torch.Tensor:
+        return self.modifier(self.original[index])
+
+
 class CachedForwardHook:
     """Mixin placed before ``BasicHook`` in the MRO of a rule class."""
 
@@ -88,10 +98,13 @@ class CachedForwardHook:
             original = self.stored_tensors["input"][0].detach()
             direct = _is_plain_conv(module)
             inp = self.input_modifiers[t](original).requires_grad_(not direct)
-            with ParamMod.ensure(self.param_modifiers[t])(module) as modified, torch.autograd.enable_grad():
+            grad_mode = torch.no_grad() if direct else torch.enable_grad()
+            with ParamMod.ensure(self.param_modifiers[t])(module) as modified, grad_mode:
                 out = self.output_modifiers[t](modified.forward(inp))
                 weight = modified.weight.detach().clone() if direct else None
-            terms[t] = (inp, out.detach() if direct else out, weight)
+            if direct:  # keep no modified copy of the input: rebuild it on each box when needed
+                inp = _ModifiedInput(self.input_modifiers[t], original)
+            terms[t] = (inp, out, weight)
         return terms[t]
 
     def once(self, key: str, compute):
