@@ -102,7 +102,7 @@ class CachedForwardHook:
             with ParamMod.ensure(self.param_modifiers[t])(module) as modified, grad_mode:
                 out = self.output_modifiers[t](modified.forward(inp))
                 weight = modified.weight.detach().clone() if direct else None
-            if direct:  # keep no modified copy of the input: rebuild it on each box when needed
+            if direct and inp is not original:  # keep no modified copy: rebuild it on each box
                 inp = _ModifiedInput(self.input_modifiers[t], original)
             terms[t] = (inp, out, weight)
         return terms[t]
