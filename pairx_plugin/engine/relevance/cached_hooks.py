@@ -21,6 +21,10 @@ import weakref
 import torch
 from zennit.core import BasicHook, ParamMod
 
+#: False runs the straightforward path (modified forwards rebuilt in every backward, ordinary
+#: backward of hooked modules computed, transposes over the whole map); tests compare the two.
+OPTIMISED = True
+
 _CLOCK = itertools.count()
 _LIVE: "weakref.WeakSet[CachedForwardHook]" = weakref.WeakSet()
 
@@ -76,7 +80,7 @@ class CachedForwardHook:
 
     def post_forward(self, module, input, output):
         inp = input[0] if isinstance(input, tuple) else input
-        if isinstance(output, torch.Tensor) and isinstance(inp, torch.Tensor) and inp.requires_grad:
+        if OPTIMISED and isinstance(output, torch.Tensor) and isinstance(inp, torch.Tensor) and inp.requires_grad:
             output = _Bypass.apply(inp, output.detach())
         return super().post_forward(module, input, output)
 
@@ -115,6 +119,10 @@ class CachedForwardHook:
 
     def backward(self, module, grad_input, grad_output):
         out_grad = grad_output[0]
+        if not OPTIMISED:  # rebuild every per-forward quantity, as zennit's own hooks do
+            for key in [k for k in self.stored_tensors if k not in ("input", "tick", "grad_output")]:
+                del self.stored_tensors[key]
+            self.stored_tensors["terms"] = {}
         if hasattr(self, "term_scales"):  # our rules: grad of term t = out_grad * scale_t
             scaled = {t: (None, scale) for t, scale in self.term_scales(module).items()}
         else:  # zennit's own rules: their gradient mapper on all terms
@@ -162,6 +170,8 @@ def boxed_conv_relevance(module: torch.nn.Conv2d, terms, out_grad: torch.Tensor,
     relevance = torch.zeros_like(like)
     g_all = out_grad.detach()
     support = (g_all.amax(dim=1) != 0) | (g_all.amin(dim=1) != 0)  # (N, Ho, Wo); the fastest test on CPU
+    if not OPTIMISED:
+        support = torch.ones_like(support)
     for b in range(like.shape[0]):
         rows = support[b].any(dim=1).nonzero()
         if rows.numel() == 0:
