@@ -126,3 +126,38 @@ def test_pixel_budget_bounds_each_batch(lite0_imagenet, turtles):
     assert seen == [3, 3, 2]  # query + 2, query + 2, query + 1
     alone = engine.explain_pair(small[:1], small[5:6])
     assert results[4].cosine == pytest.approx(alone.cosine, abs=1e-6)
+
+
+def test_two_models_explained_in_parallel_threads(lite0_imagenet, turtles):
+    """Per-forward caches are per thread: concurrent explanations of two models do not interfere."""
+    import threading
+
+    import timm
+
+    torch.manual_seed(0)
+    other = timm.create_model("resnet18", num_classes=0).eval()
+    jobs = {
+        "lite0": PairX(lite0_imagenet, layer_keys=["blocks.3"], k_lines=6, k_colors=3),
+        "resnet": PairX(other, layer_keys=["layer3"], k_lines=6, k_colors=3),
+    }
+    alone = {name: e.explain_pair(turtles[:1], turtles[1:2]) for name, e in jobs.items()}
+    together, errors = {}, []
+
+    def run(name):
+        try:
+            for _ in range(2):
+                together[name] = jobs[name].explain_pair(turtles[:1], turtles[1:2])
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for name in jobs:
+        a, b = alone[name], together[name]
+        key = jobs[name].layer_keys[0]
+        assert np.array_equal(a.layers[key].pixel_relevance_query, b.layers[key].pixel_relevance_query)
+        assert np.array_equal(a.layers[key].relevance_candidate, b.layers[key].relevance_candidate)

@@ -16,6 +16,7 @@ that contribute, building terms lazily through ``self.term(module, t)``; a term 
 from __future__ import annotations
 
 import itertools
+import threading
 import weakref
 
 import torch
@@ -26,7 +27,14 @@ from zennit.core import BasicHook, ParamMod
 OPTIMISED = True
 
 _CLOCK = itertools.count()
-_LIVE: "weakref.WeakSet[CachedForwardHook]" = weakref.WeakSet()
+_LOCAL = threading.local()  # hooks that ran a forward in this thread (explanations of other models
+                            # may run in other threads at the same time)
+
+
+def _live() -> "weakref.WeakSet[CachedForwardHook]":
+    if not hasattr(_LOCAL, "hooks"):
+        _LOCAL.hooks = weakref.WeakSet()
+    return _LOCAL.hooks
 
 
 def clock() -> int:
@@ -41,7 +49,7 @@ def release_after(tick: int) -> None:
     needed again for this forward (back-projections start at the layer), so their inputs and
     modified forwards can go.
     """
-    for hook in list(_LIVE):
+    for hook in list(_live()):
         if hook.stored_tensors.get("tick", -1) > tick:
             hook.stored_tensors.clear()
 
@@ -89,7 +97,7 @@ class CachedForwardHook:
         self.stored_tensors["input"] = input
         self.stored_tensors["terms"] = {}
         self.stored_tensors["tick"] = clock()
-        _LIVE.add(self)
+        _live().add(self)
 
     def term(self, module, t: int):
         """(modified input, modified output, modified weight or None) of term ``t``.
