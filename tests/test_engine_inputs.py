@@ -112,3 +112,18 @@ def test_parity_mode_rejects_families_the_published_code_lacks(x):
 
 def test_all_errors_share_one_base(engine):
     assert issubclass(InvalidInputError, PairXError) and issubclass(UnsupportedModelError, PairXError)
+
+
+def test_cnn_with_a_fixed_size_head_is_canonized_at_its_size():
+    """A model that rejects small inputs (flatten + Linear for 224 px) still gets its BN merged."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=4, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, stride=4, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Flatten(), nn.Linear(8 * 14 * 14, 16),
+    ).eval()
+    from pairx_plugin.engine.conservation import conservation
+
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    c0, c1 = conservation(model, x[:1], x[1:], "3")
+    assert 0.98 <= c0 <= 1.02 and 0.98 <= c1 <= 1.02

@@ -169,10 +169,19 @@ class RunWithMode(nn.Module):
 
 
 @contextlib.contextmanager
-def conserving_canonization(model: nn.Module, sample_size: int = 64) -> Iterator[nn.Module]:
-    """Apply the conserving canonization to ``model``; yield the callable to run it with."""
-    sample = torch.zeros(1, 3, sample_size, sample_size, device=model_device(model))
-    pairs = _bn_pairs(model, sample)
+def conserving_canonization(model: nn.Module, sample_sizes: tuple[int, ...] = (64, 224)) -> Iterator[nn.Module]:
+    """Apply the conserving canonization to ``model``; yield the callable to run it with.
+
+    The BatchNorm pairs are traced with a small zero image; a model that only accepts a larger
+    input (a fixed-size classifier head, say) is traced at the next size.
+    """
+    for size in sample_sizes:
+        try:
+            pairs = _bn_pairs(model, torch.zeros(1, 3, size, size, device=model_device(model)))
+            break
+        except RuntimeError:
+            if size == sample_sizes[-1]:
+                raise
     merged = {id(bn) for _, bn in pairs}
     with contextlib.ExitStack() as stack:
         for linear, bn in pairs:
