@@ -6,7 +6,7 @@ import types
 
 import pytest
 
-from wbia_standin import controller_inject, graph, installed, miewid
+from wbia_standin import controller_inject, graph, installed, miewid, modules_replaced
 from wbia_standin.env import PLUGIN_MODULE, fresh_plugin_import
 
 
@@ -20,16 +20,8 @@ def miewid_plugin_module():
     plugin.MiewIdConfig = miewid.MiewIdConfig
     plugin.read_config_and_load_model = miewid.read_config_and_load_model
     package._plugin = plugin
-    saved = {k: sys.modules.get(k) for k in ("wbia_miew_id", "wbia_miew_id._plugin")}
-    sys.modules.update({"wbia_miew_id": package, "wbia_miew_id._plugin": plugin})
-    try:
+    with modules_replaced({"wbia_miew_id": package, "wbia_miew_id._plugin": plugin}):
         yield plugin
-    finally:
-        for name, module in saved.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
 
 
 def test_import_attaches_to_miewid_and_remove_restores_it(miewid_plugin_module, seaturtle_dir, tmp_path):

@@ -17,7 +17,22 @@ import types
 
 from . import annotmatch, controller_inject, dtool
 
-__all__ = ["installed", "annotmatch", "controller_inject", "dtool"]
+__all__ = ["installed", "modules_replaced", "annotmatch", "controller_inject", "dtool"]
+
+
+@contextlib.contextmanager
+def modules_replaced(modules: dict):
+    """Put ``modules`` into ``sys.modules`` for the block; restore what was there on exit."""
+    saved = {name: sys.modules.get(name) for name in modules}
+    sys.modules.update(modules)
+    try:
+        yield
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
 
 
 @contextlib.contextmanager
@@ -41,13 +56,5 @@ def installed():
         "wbia.dtool": dtool,
         "wbia.constants": constants,
     }
-    saved = {name: sys.modules.get(name) for name in names}
-    sys.modules.update(names)
-    try:
+    with modules_replaced(names):
         yield wbia
-    finally:
-        for name, module in saved.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
