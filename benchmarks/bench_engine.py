@@ -94,6 +94,21 @@ def thread_count(threads: str) -> int:
 
 
 # ---------------------------------------------------------------------------------------- worker
+def _timed(call, repeats: int, label: str, sync, wall: list, cpu: list) -> list:
+    """Run ``call`` ``repeats`` times, appending wall and CPU seconds (device-synchronised)."""
+    from tqdm import tqdm  # worker-only import, like the engine's
+
+    outputs = []
+    for _ in tqdm(range(repeats), desc=label, file=sys.stderr, leave=False):
+        sync()
+        start, cpu_start = time.perf_counter(), time.process_time()
+        outputs.append(call())
+        sync()
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - cpu_start)
+    return outputs
+
+
 def _median_stages(timings: list[dict[str, float]]) -> dict[str, float]:
     keys = [k for k in STAGES if any(k in t for t in timings)]
     keys += sorted({k for t in timings for k in t} - set(keys))
@@ -143,15 +158,10 @@ def run_worker(args: argparse.Namespace, report=None) -> ConfigResult:
     memory.reset()
     for _ in range(args.warmup):
         engine.explain_pair(query, candidate)
-    pair_stages = []
-    for _ in tqdm(range(args.repeats), desc=f"{config.name} pair", file=sys.stderr, leave=False):
-        sync()
-        start, cpu_start = time.perf_counter(), time.process_time()
-        explained = engine.explain_pair(query, candidate)
-        sync()
-        result.pair_s.append(time.perf_counter() - start)
-        result.pair_cpu_s.append(time.process_time() - cpu_start)
-        pair_stages.append(explained.timings)
+    outputs = _timed(lambda: engine.explain_pair(query, candidate), args.repeats, f"{config.name} pair",
+                     sync, result.pair_s, result.pair_cpu_s)
+    explained = outputs[-1]
+    pair_stages = [out.timings for out in outputs]
     result.peak_rss_pair_mb = memory.peak_rss_mb()
     result.peak_gpu_pair_mb = memory.peak_gpu_mb()
     layer = explained.layers[config.layer]
@@ -165,15 +175,9 @@ def run_worker(args: argparse.Namespace, report=None) -> ConfigResult:
 
     q, cands = x[QUERY[0]], [x[i] for i in QUERY[1]]
     memory.reset()
-    query_stages = []
-    for _ in tqdm(range(args.query_repeats), desc=f"{config.name} top-5 query", file=sys.stderr, leave=False):
-        sync()
-        start, cpu_start = time.perf_counter(), time.process_time()
-        explained_all = engine.explain_query(q, cands)
-        sync()
-        result.query_s.append(time.perf_counter() - start)
-        result.query_cpu_s.append(time.process_time() - cpu_start)
-        query_stages.append(explained_all[0].timings)
+    outputs = _timed(lambda: engine.explain_query(q, cands), args.query_repeats, f"{config.name} top-5 query",
+                     sync, result.query_s, result.query_cpu_s)
+    query_stages = [out[0].timings for out in outputs]
     if result.query_s:
         result.peak_rss_query_mb = memory.peak_rss_mb()
         result.peak_gpu_query_mb = memory.peak_gpu_mb()
