@@ -118,7 +118,6 @@ def _median_stages(timings: list[dict[str, float]]) -> dict[str, float]:
 def run_worker(args: argparse.Namespace, report=None) -> ConfigResult:
     """Measure one configuration in this process; ``report(result)`` gets the pair numbers early."""
     import torch
-    from tqdm import tqdm
 
     from bench_configs import PAIR, QUERY, build, default_shared_dir, get_config
     from bench_memory import PeakMemory
