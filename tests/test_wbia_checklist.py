@@ -397,7 +397,7 @@ def test_checklist_10_top_k_selection_skips_self_and_handles_inf_and_empty(env, 
     order = np.argsort(-cm_run.annot_score_list, kind="stable")
     expected = [int(cm_run.daid_list[i]) for i in order[:2]]
     explained = [int(d) for d in cm_run.daid_list
-                 if (e := env.runtime.lookup(env.ibs, QUERY, int(d), _xpx())) is not None]
+                 if env.runtime.lookup(env.ibs, QUERY, int(d), _xpx()) is not None]
     assert set(expected) <= set(explained)
 
     # the hook on an empty daid_list: nothing to explain, nothing fails, the cm comes back
