@@ -13,11 +13,15 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:  # torch is imported only when a device is actually resolved
+    import torch
+    from torch import nn
 
 PanelKind = Literal["composite", "only_lines", "only_colors", "heatmaps", "overlays", "display"]
 
@@ -31,7 +35,9 @@ ALL_PANELS: tuple[str, ...] = ("composite", "only_lines", "only_colors", "heatma
 #: share artifacts).
 DIGEST_FIELDS: tuple[str, ...] = ("k_lines", "k_colors", "mode", "backend", "render", "keep_arrays")
 
-_DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+#: Every accepted device name: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+_DEVICE_PATTERN = DEVICE_PATTERN
 
 
 class PairXConfig(BaseModel):
@@ -251,3 +257,42 @@ def _select_section(document: Mapping[str, Any], section: str) -> Mapping[str, A
 
 
 __all__ = ["PairXConfig", "PanelKind", "ALL_PANELS", "DIGEST_FIELDS", "load_config", "format_validation_error"]
+
+
+def resolve_device(name: str, model: nn.Module | None = None, *, key: str = "pairx.device") -> torch.device:
+    """The one place a device name (``auto``, ``cpu``, ``cuda``, ``cuda:N``) becomes a torch device.
+
+    * With ``model`` (a host's model, which PAIR-X never moves): ``auto`` is the model's own device;
+      any other name must be the device the model is on.
+    * Without ``model`` (a caller that is about to build and place a model itself): ``auto`` is the
+      first GPU when there is one, else the CPU.
+
+    ``key`` names the setting in error messages (``pairx.device``, ``--device``, ...).
+    """
+    import torch
+
+    text = str(name).strip().lower()
+    if not DEVICE_PATTERN.match(text):
+        raise ConfigError(f"{key}: expected auto, cpu, cuda or cuda:N, got {str(name)[:60]!r}")
+    model_device = None
+    if model is not None:
+        parameter = next(iter(model.parameters()), None)
+        model_device = parameter.device if parameter is not None else torch.device("cpu")
+        if text == "auto":
+            return model_device
+    elif text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    wanted = torch.device(text)
+    if wanted.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{key}: {name!r} but CUDA is not available on this machine; use auto or cpu")
+        if wanted.index is not None and wanted.index >= torch.cuda.device_count():
+            raise ConfigError(f"{key}: {name!r} but this machine has {torch.cuda.device_count()} GPU(s) "
+                              "(cuda:0 ...); pick one of them")
+    if model_device is not None:
+        same = wanted.type == model_device.type and (wanted.index is None or wanted.index == model_device.index)
+        if not same:
+            raise ConfigError(f"{key}: {name!r} but the model is on {model_device}; PAIR-X never moves the "
+                              f"model, so move it first (model.to({text!r})) or use auto")
+        return model_device
+    return wanted
