@@ -11,7 +11,7 @@ import importlib
 from .engine import PairX, PairExplanation, default_layer_key, list_layers
 from .errors import PairXError
 
-__version__ = "0.1.0"
+from .versions import __version__
 
 _LAZY = {
     "PairXConfig": "pairx_plugin.config",

@@ -7,7 +7,7 @@ import torch
 
 from pairx_plugin import PairX
 from pairx_plugin.engine import engine as engine_module
-from pairx_plugin.reference_models import seaturtle_batch
+from benchmarks.reference_models import seaturtle_batch
 from engine_support import assert_same_state, model_state, randomise_norms_and_biases
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from pairx_plugin import PairX
 from pairx_plugin.engine.relevance import cached_hooks
-from pairx_plugin.reference_models import seaturtle_batch
+from benchmarks.reference_models import seaturtle_batch
 
 
 def _r(a, b) -> float:

@@ -1,4 +1,4 @@
-"""Reference models and inputs for benchmarks and tests: a MiewID-like re-ID model, sea-turtle tensors.
+"""Reference models and inputs for benchmarks and tests (not part of the installed package): a MiewID-like re-ID model, sea-turtle tensors.
 
 MiewID (Wild Me's multi-species re-identification model) is timm ``efficientnetv2_rw_m`` with
 GeM pooling and a BatchNorm1d neck. Its trained weights are not reachable here, so
@@ -11,19 +11,30 @@ a trained model, which is what the engine's cost and behaviour depend on.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .errors import InvalidInputError
-from .images import load_image, prepare_image
-from .pretrained import IMAGENET_MEAN, IMAGENET_STD
+from pairx_plugin.errors import InvalidInputError
+from pairx_plugin.images import load_image, prepare_image
+from pairx_plugin.pretrained import IMAGENET_MEAN, IMAGENET_STD
 
 MIEWID_BACKBONE = "efficientnetv2_rw_m"
 SEATURTLE_SUBDIR = Path("data") / "seaturtle_sample"
+
+
+@contextlib.contextmanager
+def _seeded_init(seed: int) -> Iterator[None]:
+    """Module initialisers draw from torch's global CPU generator; seed it inside a fork, so the
+    caller's random state is exactly as it was afterwards (the models stay deterministic per seed)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 class GeM(nn.Module):
@@ -114,7 +125,7 @@ def miewid_like(seed: int = 0, calibration_images: torch.Tensor | None = None) -
     """A MiewID-like embedding model (2152-d for ``efficientnetv2_rw_m``), in eval mode.
 
     timm ``efficientnetv2_rw_m`` (``pretrained=False, num_classes=0, global_pool=""``, initialised
-    after ``torch.manual_seed(seed)``) as ``.backbone``, GeM (p=3) as ``.pooling``, BatchNorm1d as
+    from ``seed`` without touching the caller's random state) as ``.backbone``, GeM (p=3) as ``.pooling``, BatchNorm1d as
     ``.bn``; layer keys look like ``backbone.blocks.3``. With ``calibration_images`` (B >= 2,
     normalised (B, 3, H, W)) every BatchNorm's running statistics are set from that batch (see
     :func:`calibrate_batchnorm`); without them the raw init's activations blow up.
@@ -125,17 +136,31 @@ def miewid_like(seed: int = 0, calibration_images: torch.Tensor | None = None) -
         raise InvalidInputError(f"seed must be an int, got {seed!r}")
     if calibration_images is not None:
         _check_image_batch(calibration_images, "calibration_images", min_batch=2)
-    torch.manual_seed(seed)
-    backbone = timm.create_model(MIEWID_BACKBONE, pretrained=False, num_classes=0, global_pool="")
-    model = MiewIdLike(backbone, backbone.num_features)
+    with _seeded_init(seed):
+        backbone = timm.create_model(MIEWID_BACKBONE, pretrained=False, num_classes=0, global_pool="")
+        model = MiewIdLike(backbone, backbone.num_features)
     model.eval()
     if calibration_images is not None:
         calibrate_batchnorm(model, calibration_images)
     return model
 
 
+def miewid_shaped_lite0() -> MiewIdLike:
+    """The MiewID layout (``.backbone``, ``.pooling``, ``.bn``) around the built-in ImageNet EfficientNet-Lite0.
+
+    Small and with real weights, for tests of hosts that name MiewID layers (``backbone.blocks.3``),
+    e.g. the explain service configured under ``miewid-msv4.1``. Spec:
+    ``benchmarks.reference_models:miewid_shaped_lite0``.
+    """
+    from pairx_plugin.pretrained import efficientnet_lite0_imagenet
+
+    backbone = efficientnet_lite0_imagenet()
+    backbone.reset_classifier(0, global_pool="")  # the feature map, pooled by GeM as in MiewID
+    return MiewIdLike(backbone, backbone.num_features).eval()
+
+
 def resnet50_random(seed: int = 0, calibration_images: torch.Tensor | None = None) -> nn.Module:
-    """torchvision ResNet-50 (random init after ``torch.manual_seed(seed)``), head removed: 2048-d embedding.
+    """torchvision ResNet-50 (random init from ``seed``; the caller's random state is untouched), head removed: 2048-d embedding.
 
     ``fc`` is replaced by identity so the model returns the pooled features, as a re-ID backbone
     would. BatchNorm statistics are calibrated like :func:`miewid_like` when ``calibration_images``
@@ -147,8 +172,8 @@ def resnet50_random(seed: int = 0, calibration_images: torch.Tensor | None = Non
         raise InvalidInputError(f"seed must be an int, got {seed!r}")
     if calibration_images is not None:
         _check_image_batch(calibration_images, "calibration_images", min_batch=2)
-    torch.manual_seed(seed)
-    model = resnet50(weights=None)
+    with _seeded_init(seed):
+        model = resnet50(weights=None)
     model.fc = nn.Identity()
     model.eval()
     if calibration_images is not None:

@@ -1,9 +1,11 @@
-"""``pairx-plugin serve``: run the Wildbook-compatible explain service (see docs/service.md)."""
+"""``pairx-plugin serve``: run the explain service (contributed through ``pairx_plugin.commands``)."""
 from __future__ import annotations
 
 import argparse
 
-from . import EXIT_OK
+from pairx_plugin.commands import EXIT_OK
+
+from .config import ServiceConfig
 
 
 def _port(text: str) -> int:
@@ -16,13 +18,14 @@ def _port(text: str) -> int:
     return value
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
+def register_serve(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
         "serve",
-        help="run the Wildbook-compatible PAIR-X explain service (POST /explain/)",
-        description="Serve POST /explain/ (Wildbook's PAIR-X request) and GET /artifacts/{id}. Image URIs "
-                    "must lie under an --image-root (or the config's image_roots); http(s) images only "
-                    "when the config enables them.",
+        help="run the PAIR-X explain service (ml-service's POST /explain/)",
+        description="Serve POST /explain/ (WildMe ml-service's PAIR-X request, as Wildbook sends it), "
+                    "GET /artifacts/{id} and GET /health. Image URIs must lie under an --image-root (or "
+                    "the config's image_roots); http(s) images only when the config enables them. Models "
+                    "(miewid-msv3, miewid-msv4.1, ...) are configured under 'models:' in --config.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
@@ -31,25 +34,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", metavar="FILE", help="service settings (YAML/JSON), see docs/service.md")
     parser.add_argument("--output-dir", metavar="DIR", help="artifact store root (overrides the config)")
     parser.set_defaults(handler=run)
+    return parser
 
 
-def build_config(args: argparse.Namespace):
+def build_config(args: argparse.Namespace) -> ServiceConfig:
     """The ``ServiceConfig`` from ``--config`` plus the command-line options."""
-    from ..service import ServiceConfig
-
     base = ServiceConfig.load(args.config) if args.config else ServiceConfig()
-    roots = list(base.image_roots) + list(args.image_roots or [])
-    overrides = {"image_roots": roots}
+    data = base.model_dump()
+    data["image_roots"] = list(base.image_roots) + list(args.image_roots or [])
     if args.output_dir:
-        overrides["output_dir"] = args.output_dir
-    return ServiceConfig.load({**base.model_dump(), **overrides})
+        data["output_dir"] = args.output_dir
+    return ServiceConfig.load(data)
 
 
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from ..service import create_app
+    from .app import create_app
 
     app = create_app(build_config(args))
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return EXIT_OK
+
+
+__all__ = ["register_serve", "build_config", "run"]
