@@ -328,7 +328,10 @@ def test_crop_is_checked_against_max_pixels_before_allocating():
     for box in ([1e308, 0, 10, 10], [0, 0, 1e308, 1e308], [-1e308, 5, 10, 10]):
         with pytest.raises(InvalidInputError, match=r"box \[") as caught:
             crop_rotated(image, box, 0.3, max_pixels=50_000_000)
-        assert "OpenCV(" not in str(caught.value)
+        assert "OpenCV(" not in str(caught.value) and len(str(caught.value)) < 400
+    with pytest.raises(InvalidInputError, match=r"box \[0, 0, 5000, 4000\] \(theta 0.2\).*5000x4000 = 20000000 pixels"):
+        crop_rotated(image, [0, 0, 5000, 4000], 0.2, max_pixels=1_000_000)
+    assert crop_rotated(image, [0, 0, 5000, 4000], 0.0, max_pixels=1_000_000).shape == image.shape  # clipped
 
 
 # ------------------------------------------------------------------------------ config and command

@@ -23,6 +23,10 @@ def _describe(bbox: Sequence[float], theta: float) -> str:
     return f"box [{values}] (theta {theta:.6g})"
 
 
+def _count(value: float) -> str:
+    return str(int(value)) if value < 1e15 else f"{value:.3g}"
+
+
 def crop_rotated(rgb: np.ndarray, bbox: Sequence[float] | None, theta: float | None,
                  max_pixels: int | None = None) -> np.ndarray:
     """The ``(x, y, w, h)`` box with its rotation ``theta`` (radians, about the box centre) removed.
@@ -45,13 +49,13 @@ def crop_rotated(rgb: np.ndarray, bbox: Sequence[float] | None, theta: float | N
     label = _describe(bbox, angle)
     if not all(math.isfinite(v) for v in (x, y, w, h)) or w < 1 or h < 1:
         raise InvalidInputError(f"{label}: values must be finite and the size at least 1x1 px")
-    out_w, out_h = int(round(w)), int(round(h))
+    out_w, out_h = float(round(w)), float(round(h))
     if abs(angle) < ANGLE_EPS:  # a plain crop is clipped to the image: at most the image's pixels
-        out_w, out_h = min(out_w, width), min(out_h, height)
+        out_w, out_h = min(out_w, float(width)), min(out_h, float(height))
     if max_pixels is not None and out_w * out_h > max_pixels:
         raise InvalidInputError(
-            f"{label}: the crop would be {out_w}x{out_h} = {out_w * out_h} pixels, above max_image_pixels="
-            f"{max_pixels}; send a smaller box"
+            f"{label}: the crop would be {_count(out_w)}x{_count(out_h)} = {_count(out_w * out_h)} pixels, above "
+            f"max_image_pixels={max_pixels}; send a smaller box"
         )
     if abs(angle) < ANGLE_EPS:
         return crop_box(rgb, bbox)
@@ -67,9 +71,9 @@ def crop_rotated(rgb: np.ndarray, bbox: Sequence[float] | None, theta: float | N
     if not np.isfinite(matrix).all() or np.abs(matrix).max() > 2**31:
         raise InvalidInputError(f"{label}: the box lies too far outside any image to be cropped")
     try:
-        return cv2.warpAffine(rgb, matrix, (out_w, out_h), flags=cv2.INTER_LINEAR,
+        return cv2.warpAffine(rgb, matrix, (int(out_w), int(out_h)), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=(255, 255, 255))
-    except cv2.error as exc:
+    except (cv2.error, OverflowError, ValueError) as exc:  # OverflowError: a size beyond C int
         reason = " ".join(str(exc).split())[-160:]
         raise InvalidInputError(f"{label}: OpenCV could not crop it ({reason}); send a box inside the image") from None
 
