@@ -1,11 +1,11 @@
-"""Reference models and inputs for benchmarks and tests (not part of the installed package): a MiewID-like re-ID model, sea-turtle tensors.
+"""Reference models and inputs for benchmarks and tests (not installed): a MiewID-like re-ID model, sea-turtle tensors.
 
 MiewID (Wild Me's multi-species re-identification model) is timm ``efficientnetv2_rw_m`` with
 GeM pooling and a BatchNorm1d neck. Its trained weights are not reachable here, so
 :func:`miewid_like` builds the same architecture from a seeded random init. With the raw init the
 activations grow by orders of magnitude through the blocks (the embedding reaches ~1e8 on the
-sea-turtle images) and the feature maps degenerate, so mutual nearest-neighbour matching finds only a handful of matches and
-a benchmark would understate the real work. Setting every BatchNorm's running statistics from one
+sea-turtle images) and the feature maps degenerate, so mutual nearest-neighbour matching finds only a handful
+of matches and a benchmark would understate the real work. Setting every BatchNorm's running statistics from one
 batch of real images (``calibration_images``) makes each layer's output roughly unit-scale, as in
 a trained model, which is what the engine's cost and behaviour depend on.
 """
@@ -112,7 +112,7 @@ def calibrate_batchnorm(model: nn.Module, images: torch.Tensor) -> nn.Module:
         model(images)
         done = True
     finally:
-        for m, momentum, buffers in zip(norms, momenta, saved):
+        for m, momentum, buffers in zip(norms, momenta, saved, strict=True):
             m.momentum = momentum
             if not done:  # a failed forward leaves the statistics as they were
                 for name, value in buffers.items():
@@ -125,7 +125,8 @@ def miewid_like(seed: int = 0, calibration_images: torch.Tensor | None = None) -
     """A MiewID-like embedding model (2152-d for ``efficientnetv2_rw_m``), in eval mode.
 
     timm ``efficientnetv2_rw_m`` (``pretrained=False, num_classes=0, global_pool=""``, initialised
-    from ``seed`` without touching the caller's random state) as ``.backbone``, GeM (p=3) as ``.pooling``, BatchNorm1d as
+    from ``seed`` without touching the caller's random state) as ``.backbone``, GeM (p=3) as ``.pooling``,
+    BatchNorm1d as
     ``.bn``; layer keys look like ``backbone.blocks.3``. With ``calibration_images`` (B >= 2,
     normalised (B, 3, H, W)) every BatchNorm's running statistics are set from that batch (see
     :func:`calibrate_batchnorm`); without them the raw init's activations blow up.
@@ -160,7 +161,7 @@ def miewid_shaped_lite0() -> MiewIdLike:
 
 
 def resnet50_random(seed: int = 0, calibration_images: torch.Tensor | None = None) -> nn.Module:
-    """torchvision ResNet-50 (random init from ``seed``; the caller's random state is untouched), head removed: 2048-d embedding.
+    """torchvision ResNet-50 (random init from ``seed``, the caller's random state untouched), no head: 2048-d.
 
     ``fc`` is replaced by identity so the model returns the pooled features, as a re-ID backbone
     would. BatchNorm statistics are calibrated like :func:`miewid_like` when ``calibration_images``

@@ -5,6 +5,7 @@ cases are restated here in our words, plus every other rule of its router, our U
 and per-pair errors. A MiewID-shaped model (the built-in EfficientNet-Lite0 as ``.backbone`` with
 GeM and a BatchNorm neck, so ``backbone.blocks.3`` exists) is configured under ``miewid-msv4.1``.
 """
+
 from __future__ import annotations
 
 import base64
@@ -26,14 +27,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
-from pairx_plugin.errors import ConfigError, InvalidInputError
-from pairx_plugin.images import crop_box
 from pairx_service.config import ServiceConfig
 from pairx_service.crops import crop_rotated
 from pairx_service.request import ExplainRequest
 from pairx_service.uris import UriNotAllowedError, resolve_uri
+from PIL import Image
+
+from pairx_plugin.errors import ConfigError, InvalidInputError
+from pairx_plugin.images import crop_box
 
 REPO = Path(__file__).resolve().parents[1]
 MIEWID_SPEC = "benchmarks.reference_models:miewid_shaped_lite0"
@@ -61,8 +62,12 @@ def roots(tmp_path_factory, seaturtle_dir):
 @pytest.fixture(scope="module")
 def config(roots):
     torch.set_num_threads(1)
-    return ServiceConfig(image_roots=[str(roots["root"])], output_dir=str(roots["base"] / "store"), device="cpu",
-                         models={"miewid-msv4.1": {"spec": MIEWID_SPEC, "input_size": 224}})
+    return ServiceConfig(
+        image_roots=[str(roots["root"])],
+        output_dir=str(roots["base"] / "store"),
+        device="cpu",
+        models={"miewid-msv4.1": {"spec": MIEWID_SPEC, "input_size": 224}},
+    )
 
 
 def _free_port() -> int:
@@ -76,12 +81,12 @@ class Server:
 
     def __init__(self, config: ServiceConfig) -> None:
         import uvicorn
-
         from pairx_service.app import create_app
 
         self.port = _free_port()
-        self.server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=self.port,
-                                                    log_level="warning"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(create_app(config), host="127.0.0.1", port=self.port, log_level="warning")
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> Server:
@@ -105,8 +110,14 @@ class Server:
 
     def post(self, body: dict | bytes, path: str = "/explain/") -> tuple[int, dict, dict]:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        return self._open(urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data,
-                                                 headers={"Content-Type": "application/json"}, method="POST"))
+        return self._open(
+            urllib.request.Request(
+                f"http://127.0.0.1:{self.port}{path}",
+                data=data,
+                headers={"Content-Type": "application/json"},
+                method="POST",
+            )
+        )
 
     def get(self, path: str) -> tuple[int, dict, dict]:
         return self._open(urllib.request.Request(f"http://127.0.0.1:{self.port}{path}"))
@@ -128,10 +139,20 @@ def _png(b64: str) -> Image.Image:
 
 def _mlservice_body(**change) -> dict:
     """The body ml-service's bad-request tests start from (no ``algorithm``: it defaults to pairx)."""
-    body = {"image1_uris": ["Images/img1.png"], "bb1": [[1, 2, 3, 4]], "theta1": [0.0],
-            "image2_uris": ["Images/img2.png"], "bb2": [[2, 3, 4, 5]], "theta2": [0.0],
-            "model_id": "miewid-msv4.1", "crop_bbox": False, "visualization_type": "lines_and_colors",
-            "layer_key": "backbone.blocks.3", "k_lines": 20, "k_colors": 5}
+    body = {
+        "image1_uris": ["Images/img1.png"],
+        "bb1": [[1, 2, 3, 4]],
+        "theta1": [0.0],
+        "image2_uris": ["Images/img2.png"],
+        "bb2": [[2, 3, 4, 5]],
+        "theta2": [0.0],
+        "model_id": "miewid-msv4.1",
+        "crop_bbox": False,
+        "visualization_type": "lines_and_colors",
+        "layer_key": "backbone.blocks.3",
+        "k_lines": 20,
+        "k_colors": 5,
+    }
     body.update(change)
     return body
 
@@ -140,9 +161,18 @@ def _mlservice_body(**change) -> dict:
 @pytest.mark.slow
 def test_mlservice_good_requests_get_visualizations_and_count(http):
     # one pair, whole images (the [0, 0, 0, 0] box means no crop), no 'algorithm' field
-    body = {"image1_uris": ["Images/img1.png"], "bb1": [[0, 0, 0, 0]], "image2_uris": ["Images/img2.png"],
-            "bb2": [[0, 0, 0, 0]], "model_id": "miewid-msv4.1", "crop_bbox": False,
-            "visualization_type": "lines_and_colors", "layer_key": "backbone.blocks.3", "k_lines": 20, "k_colors": 5}
+    body = {
+        "image1_uris": ["Images/img1.png"],
+        "bb1": [[0, 0, 0, 0]],
+        "image2_uris": ["Images/img2.png"],
+        "bb2": [[0, 0, 0, 0]],
+        "model_id": "miewid-msv4.1",
+        "crop_bbox": False,
+        "visualization_type": "lines_and_colors",
+        "layer_key": "backbone.blocks.3",
+        "k_lines": 20,
+        "k_colors": 5,
+    }
     status, reply, _ = http.post(body)
     assert status == 200, reply
     assert reply["response"] == "visualizations" and reply["count"] == 1 and reply["errors"] == [None]
@@ -156,26 +186,33 @@ def test_mlservice_good_requests_get_visualizations_and_count(http):
     assert reply["images"][0] != reply["images"][1]  # img1-img2 and img1-img1 are different pictures
 
 
-@pytest.mark.parametrize("change, detail", [
-    # ml-service's own cases
-    ({"bb1": [[1, 2, 3]]}, "Each bounding box should have 4 values"),
-    ({"bb2": [[2, 3, 4]]}, "400: Each bounding box should have 4 values"),
-    ({"model_id": "unknown", "algorithm": "pairx"}, "Unsupported model for pairx."),
-    ({"model_id": "msv3", "visualization_type": "unknown"}, "Unsupported visualization type."),
-    ({"layer_key": "backbone.blasdf"}, "Invalid layer key"),
-    ({"k_lines": -3}, "K Lines must be positive"),
-    ({"k_lines": 1000}, "K Lines must be less than 100"),
-    ({"k_colors": -3}, "K Colors must be positive"),
-    ({"k_colors": 100}, "K Colors must be less than 100"),
-    # the other rules of its router
-    ({"algorithm": "gradcam"}, "Unsupported algorithm."),
-    ({"bb1": [[1, -2, 3, 4]]}, "Bounding box values should be positive"),
-    ({"bb2": [[2, 3, -4, 5]]}, "400: Bounding box values should be positive"),
-    ({"image1_uris": ["Images/img1.png"] * 2, "image2_uris": ["Images/img2.png"] * 3},
-     "Either provide only one image 1 or the same number of image1s and image2s."),
-    ({"image1_uris": ["Images/img1.png"] * 17, "image2_uris": ["Images/img2.png"] * 17},
-     "Batch exceeded max size of 16"),
-])
+@pytest.mark.parametrize(
+    "change, detail",
+    [
+        # ml-service's own cases
+        ({"bb1": [[1, 2, 3]]}, "Each bounding box should have 4 values"),
+        ({"bb2": [[2, 3, 4]]}, "400: Each bounding box should have 4 values"),
+        ({"model_id": "unknown", "algorithm": "pairx"}, "Unsupported model for pairx."),
+        ({"model_id": "msv3", "visualization_type": "unknown"}, "Unsupported visualization type."),
+        ({"layer_key": "backbone.blasdf"}, "Invalid layer key"),
+        ({"k_lines": -3}, "K Lines must be positive"),
+        ({"k_lines": 1000}, "K Lines must be less than 100"),
+        ({"k_colors": -3}, "K Colors must be positive"),
+        ({"k_colors": 100}, "K Colors must be less than 100"),
+        # the other rules of its router
+        ({"algorithm": "gradcam"}, "Unsupported algorithm."),
+        ({"bb1": [[1, -2, 3, 4]]}, "Bounding box values should be positive"),
+        ({"bb2": [[2, 3, -4, 5]]}, "400: Bounding box values should be positive"),
+        (
+            {"image1_uris": ["Images/img1.png"] * 2, "image2_uris": ["Images/img2.png"] * 3},
+            "Either provide only one image 1 or the same number of image1s and image2s.",
+        ),
+        (
+            {"image1_uris": ["Images/img1.png"] * 17, "image2_uris": ["Images/img2.png"] * 17},
+            "Batch exceeded max size of 16",
+        ),
+    ],
+)
 def test_mlservice_bad_requests_get_400_and_its_exact_detail(http, change, detail):
     status, reply, headers = http.post(_mlservice_body(**change))
     assert status == 400
@@ -184,9 +221,9 @@ def test_mlservice_bad_requests_get_400_and_its_exact_detail(http, change, detai
 
 
 def test_mlservice_model_ids_are_case_insensitive_and_unconfigured_ones_name_the_key(http):
-    status, reply, headers = http.post(_mlservice_body(model_id="MiewID-MSv4.1", layer_key="backbone.blasdf"))
+    status, reply, _ = http.post(_mlservice_body(model_id="MiewID-MSv4.1", layer_key="backbone.blasdf"))
     assert (status, reply) == (400, {"detail": "Invalid layer key"})  # the id was accepted
-    status, reply, headers = http.post(_mlservice_body(model_id="miewid-msv3"))
+    status, reply, _ = http.post(_mlservice_body(model_id="miewid-msv3"))
     assert status == 400 and "models.miewid-msv3" in reply["detail"] and "service config" in reply["detail"]
 
 
@@ -210,15 +247,30 @@ def test_body_that_is_not_the_request_shape_gets_422_naming_the_field(http):
 
 
 def test_request_defaults_and_padding_are_mlservices():
-    request = ExplainRequest.model_validate({"image1_uris": ["q"], "bb1": [[1, 2, 3, 4]],
-                                             "image2_uris": ["a", "b", "c"], "bb2": [[5, 6, 7, 8]], "name1": "x"})
-    assert (request.algorithm, request.model_id, request.visualization_type) == ("pairx", "miewid-msv4.1", "only_colors")
-    assert (request.k_lines, request.k_colors, request.crop_bbox) == (20, 5, False)
+    request = ExplainRequest.model_validate(
+        {
+            "image1_uris": ["q"],
+            "bb1": [[1, 2, 3, 4]],
+            "image2_uris": ["a", "b", "c"],
+            "bb2": [[5, 6, 7, 8]],
+            "name1": "x",
+        }
+    )
+    assert (request.algorithm, request.model_id) == ("pairx", "miewid-msv4.1")
+    assert request.visualization_type == "only_colors"
+    assert (request.k_lines, request.k_colors) == (20, 5) and request.crop_bbox is False
     assert request.boxes(2) == [(5, 6, 7, 8), (0, 0, 0, 0), (0, 0, 0, 0)]
     assert request.thetas(2) == [0.0, 0.0, 0.0] and request.thetas(1) == [0.0]
     assert request.pairs() == [(0, 0), (0, 1), (0, 2)]
-    many = ExplainRequest.model_validate({"image1_uris": ["q", "r"], "image2_uris": ["a", "b"], "bb1": [],
-                                          "bb2": [[1, 1, 2, 2], [1, 1, 2, 2], [9, 9, 9, 9]], "theta2": 0.5})
+    many = ExplainRequest.model_validate(
+        {
+            "image1_uris": ["q", "r"],
+            "image2_uris": ["a", "b"],
+            "bb1": [],
+            "bb2": [[1, 1, 2, 2], [1, 1, 2, 2], [9, 9, 9, 9]],
+            "theta2": 0.5,
+        }
+    )
     assert many.pairs() == [(0, 0), (1, 1)] and many.boxes(1) == [(0, 0, 0, 0)] * 2
     assert many.boxes(2) == [(1, 1, 2, 2)] * 2 and many.thetas(2) == [0.5, 0.5]  # extra entries ignored
 
@@ -226,10 +278,17 @@ def test_request_defaults_and_padding_are_mlservices():
 # ------------------------------------------------------------------------------ our additions
 @pytest.mark.slow
 def test_one_bad_pair_gets_its_own_error_and_the_others_are_explained(http, roots):
-    body = {"image1_uris": ["Images/img1.png"], "image2_uris": ["Images/img2.png", "missing.jpg", "broken.jpg",
-                                                                  "b3.jpg"],
-            "bb2": [[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [1e308, 1e308, 1e308, 1e308]], "theta2": [0, 0, 0, 0.3],
-            "crop_bbox": True, "k_lines": 5, "k_colors": 2, "theta1": [-10.0], "return_artifacts": True}
+    body = {
+        "image1_uris": ["Images/img1.png"],
+        "image2_uris": ["Images/img2.png", "missing.jpg", "broken.jpg", "b3.jpg"],
+        "bb2": [[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [1e308, 1e308, 1e308, 1e308]],
+        "theta2": [0, 0, 0, 0.3],
+        "crop_bbox": True,
+        "k_lines": 5,
+        "k_colors": 2,
+        "theta1": [-10.0],
+        "return_artifacts": True,
+    }
     status, reply, _ = http.post(body)
     assert status == 200, reply
     assert reply["count"] == 4 and len(reply["errors"]) == 4
@@ -244,9 +303,16 @@ def test_one_bad_pair_gets_its_own_error_and_the_others_are_explained(http, root
 
 
 def test_uri_policy_refuses_traversal_symlinks_and_foreign_schemes_with_403(http, roots):
-    refused = ["../secret.jpg", "Images/../../secret.jpg", str(roots["secret"]), "file://" + str(roots["secret"]),
-               "escape.jpg", "http://example.org/x.jpg", "ftp://example.org/x.jpg",
-               "file://otherhost" + str(roots["root"] / "b3.jpg")]
+    refused = [
+        "../secret.jpg",
+        "Images/../../secret.jpg",
+        str(roots["secret"]),
+        "file://" + str(roots["secret"]),
+        "escape.jpg",
+        "http://example.org/x.jpg",
+        "ftp://example.org/x.jpg",
+        "file://otherhost" + str(roots["root"] / "b3.jpg"),
+    ]
     for uri in refused:
         status, reply, _ = http.post(_mlservice_body(image2_uris=[uri]))
         assert status == 403, (uri, reply)
@@ -359,7 +425,7 @@ def test_service_config_errors_name_the_key(tmp_path):
 
 
 def test_serve_command_comes_from_the_adapter_and_starts_uvicorn(roots, tmp_path):
-    import pairx_plugin.cli as cli
+    from pairx_plugin import cli
 
     assert "serve" not in cli.BUILTIN_COMMANDS  # contributed through the pairx_plugin.commands entry point
     config_file = tmp_path / "service.yaml"
@@ -367,9 +433,25 @@ def test_serve_command_comes_from_the_adapter_and_starts_uvicorn(roots, tmp_path
     port = _free_port()
     env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{REPO / 'adapters'}")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pairx_plugin.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--image-root", str(roots["root"]), "--output-dir", str(tmp_path / "store"), "--config", str(config_file)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "pairx_plugin.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--image-root",
+            str(roots["root"]),
+            "--output-dir",
+            str(tmp_path / "store"),
+            "--config",
+            str(config_file),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline, health = time.time() + 60, None
@@ -396,6 +478,8 @@ def test_serve_command_bad_root_exits_2_with_message(capsys, tmp_path):
 
 
 def test_core_imports_no_web_framework():
-    code = ("import sys, pairx_plugin, pairx_plugin.cli, pairx_plugin.hook; "
-            "assert not {'fastapi', 'uvicorn', 'pairx_service'} & set(sys.modules), sorted(sys.modules)")
+    code = (
+        "import sys, pairx_plugin, pairx_plugin.cli, pairx_plugin.hook; "
+        "assert not {'fastapi', 'uvicorn', 'pairx_service'} & set(sys.modules), sorted(sys.modules)"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

@@ -13,6 +13,7 @@ Modules, one job each:
 
 Names are imported on first use, so reading the configuration does not import FastAPI.
 """
+
 from __future__ import annotations
 
 import importlib

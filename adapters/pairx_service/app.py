@@ -5,6 +5,7 @@ hint (which field, what to do) is in the ``X-PairX-Hint`` header. Statuses of ou
 ``{"detail": ..., "hint": ...}`` (and the header): 413 (body too large), 403 (URI policy), 422 (a body
 that is not the request's shape), 500 (an internal failure).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -76,8 +77,9 @@ def create_app(config: ServiceConfig | dict[str, Any] | None = None) -> FastAPI:
         try:
             parsed = ExplainRequest.model_validate_json(body)
         except ValidationError as exc:
-            return _error(422, format_validation_error(exc, section=""),
-                          "send ml-service's /explain/ body (see docs/service.md)")
+            return _error(
+                422, format_validation_error(exc, section=""), "send ml-service's /explain/ body (see docs/service.md)"
+            )
         try:
             result = await run_in_threadpool(service.explain, parsed)
         except RequestRejected as exc:
@@ -105,11 +107,13 @@ def create_app(config: ServiceConfig | dict[str, Any] | None = None) -> FastAPI:
             "status": "healthy",
             "service": "running",
             "device": config.device,
-            "models": {model_id: {"spec": entry.spec, "loaded": service.models.is_loaded(model_id)}
-                       for model_id, entry in sorted(config.models.items())},
+            "models": {
+                model_id: {"spec": entry.spec, "loaded": service.models.is_loaded(model_id)}
+                for model_id, entry in sorted(config.models.items())
+            },
         }
 
     return app
 
 
-__all__ = ["create_app", "RequestTooLargeError", "HINT_HEADER"]
+__all__ = ["HINT_HEADER", "RequestTooLargeError", "create_app"]

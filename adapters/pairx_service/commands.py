@@ -1,4 +1,5 @@
 """``pairx-plugin serve``: run the explain service (contributed through ``pairx_plugin.commands``)."""
+
 from __future__ import annotations
 
 import argparse
@@ -23,14 +24,20 @@ def register_serve(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
         "serve",
         help="run the PAIR-X explain service (ml-service's POST /explain/)",
         description="Serve POST /explain/ (WildMe ml-service's PAIR-X request, as Wildbook sends it), "
-                    "GET /artifacts/{id} and GET /health. Image URIs must lie under an --image-root (or "
-                    "the config's image_roots); http(s) images only when the config enables them. Models "
-                    "(miewid-msv3, miewid-msv4.1, ...) are configured under 'models:' in --config.",
+        "GET /artifacts/{id} and GET /health. Image URIs must lie under an --image-root (or "
+        "the config's image_roots); http(s) images only when the config enables them. Models "
+        "(miewid-msv3, miewid-msv4.1, ...) are configured under 'models:' in --config.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
-    parser.add_argument("--image-root", action="append", dest="image_roots", default=[], metavar="DIR",
-                        help="directory image URIs may point into (repeatable; added to the config's roots)")
+    parser.add_argument(
+        "--image-root",
+        action="append",
+        dest="image_roots",
+        default=[],
+        metavar="DIR",
+        help="directory image URIs may point into (repeatable; added to the config's roots)",
+    )
     parser.add_argument("--config", metavar="FILE", help="service settings (YAML/JSON), see docs/service.md")
     parser.add_argument("--output-dir", metavar="DIR", help="artifact store root (overrides the config)")
     parser.set_defaults(handler=run)
@@ -39,7 +46,7 @@ def register_serve(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
 
 def build_config(args: argparse.Namespace) -> ServiceConfig:
     """The ``ServiceConfig`` from ``--config`` plus the command-line options."""
-    base = ServiceConfig.load(args.config) if args.config else ServiceConfig()
+    base = ServiceConfig.load(args.config)
     data = base.model_dump()
     data["image_roots"] = list(base.image_roots) + list(args.image_roots or [])
     if args.output_dir:
@@ -57,4 +64,4 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-__all__ = ["register_serve", "build_config", "run"]
+__all__ = ["build_config", "register_serve", "run"]

@@ -1,4 +1,5 @@
 """Settings of the explain service (the YAML/JSON file given to ``pairx-plugin serve --config``)."""
+
 from __future__ import annotations
 
 import os
@@ -27,8 +28,9 @@ class ModelEntry(BaseModel):
     spec: str = Field("builtin", description="A model spec (see pairx_plugin.models.load_model_spec).")
     weights: str | None = Field(None, description="Optional state-dict file for the spec.")
     layer_key: str | None = Field(
-        None, description="Layer explained when a request sends no layer_key (default: ml-service's "
-        "'backbone.blocks.3'). A layer_key the request sends is always used, and checked against the model."
+        None,
+        description="Layer explained when a request sends no layer_key (default: ml-service's "
+        "'backbone.blocks.3'). A layer_key the request sends is always used, and checked against the model.",
     )
     input_size: int | None = Field(None, ge=32, description="Square input size in pixels (default: the spec's).")
 
@@ -45,8 +47,9 @@ class ServiceConfig(BaseModel):
     )
     http_timeout_s: float = Field(10.0, gt=0)
     max_image_bytes: int = Field(20_000_000, ge=1, description="Largest image download, in bytes.")
-    max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=64,
-                                  description="Largest decoded image and largest crop, in pixels.")
+    max_image_pixels: int = Field(
+        DEFAULT_MAX_PIXELS, ge=64, description="Largest decoded image and largest crop, in pixels."
+    )
     max_pairs: int = Field(MLSERVICE_MAX_PAIRS, ge=1, le=256)
     max_body_bytes: int = Field(256_000, ge=1024, description="Largest request body, in bytes (413 above).")
     device: str = Field("auto", description="Where configured models run: auto (a GPU when there is one), cpu, cuda:N.")
@@ -121,4 +124,4 @@ class ServiceConfig(BaseModel):
             raise ConfigError(format_validation_error(exc, section="service")) from None
 
 
-__all__ = ["ServiceConfig", "ModelEntry", "MLSERVICE_MAX_PAIRS", "MLSERVICE_MODEL_IDS", "MLSERVICE_LAYER_KEY"]
+__all__ = ["MLSERVICE_LAYER_KEY", "MLSERVICE_MAX_PAIRS", "MLSERVICE_MODEL_IDS", "ModelEntry", "ServiceConfig"]

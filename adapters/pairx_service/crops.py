@@ -5,6 +5,7 @@ ml-service's conventions: a box ``[x, y, w, h]`` with ``w`` or ``h`` zero (its p
 sees the crop. Every crop's output size is checked against ``max_image_pixels`` before OpenCV
 allocates it, and OpenCV's own errors become an :class:`InvalidInputError` naming the box.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,8 +28,9 @@ def _count(value: float) -> str:
     return str(int(value)) if value < 1e15 else f"{value:.3g}"
 
 
-def crop_rotated(rgb: np.ndarray, bbox: Sequence[float] | None, theta: float | None,
-                 max_pixels: int | None = None) -> np.ndarray:
+def crop_rotated(
+    rgb: np.ndarray, bbox: Sequence[float] | None, theta: float | None, max_pixels: int | None = None
+) -> np.ndarray:
     """The ``(x, y, w, h)`` box with its rotation ``theta`` (radians, about the box centre) removed.
 
     Without a box (``None`` or zero width/height) the whole image, rotated when ``|theta|`` is not
@@ -71,11 +73,17 @@ def crop_rotated(rgb: np.ndarray, bbox: Sequence[float] | None, theta: float | N
     if not np.isfinite(matrix).all() or np.abs(matrix).max() > 2**31:
         raise InvalidInputError(f"{label}: the box lies too far outside any image to be cropped")
     try:
-        return cv2.warpAffine(rgb, matrix, (int(out_w), int(out_h)), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=(255, 255, 255))
+        return cv2.warpAffine(
+            rgb,
+            matrix,
+            (int(out_w), int(out_h)),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=(255, 255, 255),
+        )
     except (cv2.error, OverflowError, ValueError) as exc:  # OverflowError: a size beyond C int
         reason = " ".join(str(exc).split())[-160:]
         raise InvalidInputError(f"{label}: OpenCV could not crop it ({reason}); send a box inside the image") from None
 
 
-__all__ = ["crop_rotated", "ANGLE_EPS"]
+__all__ = ["ANGLE_EPS", "crop_rotated"]

@@ -3,6 +3,7 @@
 Explanations of one model are serialised by the engine's per-model lock
 (:func:`pairx_plugin.engine.locks.model_lock`); different models run in parallel.
 """
+
 from __future__ import annotations
 
 import threading
@@ -56,4 +57,4 @@ class ModelRegistry:
             return loaded
 
 
-__all__ = ["ModelRegistry", "LoadedModel"]
+__all__ = ["LoadedModel", "ModelRegistry"]

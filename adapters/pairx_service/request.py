@@ -9,6 +9,7 @@ Box errors of the candidate side (and of every image in an N-to-N request) carry
 prefix that ml-service's batch path adds when it re-raises an image's error; the query image of a
 1-to-N request gets the plain text (as ml-service's own tests expect).
 """
+
 from __future__ import annotations
 
 import math
@@ -44,6 +45,10 @@ def batch_prefixed(detail: str, prefixed: bool) -> str:
     return f"400: {detail}" if prefixed else detail
 
 
+def _no_angle() -> list[float | None]:
+    return [0.0]  # ml-service's default for theta1 and theta2
+
+
 class ExplainRequest(BaseModel):
     """ml-service's ``/explain/`` body, with its defaults. Unknown fields are ignored, as there.
 
@@ -55,10 +60,10 @@ class ExplainRequest(BaseModel):
 
     image1_uris: list[str]
     bb1: list[list[float] | None] | Box | None = None
-    theta1: list[float | None] | float | None = Field(default_factory=lambda: [0.0])
+    theta1: list[float | None] | float | None = Field(default_factory=_no_angle)
     image2_uris: list[str]
     bb2: list[list[float] | None] | Box | None = None
-    theta2: list[float | None] | float | None = Field(default_factory=lambda: [0.0])
+    theta2: list[float | None] | float | None = Field(default_factory=_no_angle)
     model_id: str = "miewid-msv4.1"
     crop_bbox: bool = False
     visualization_type: str = "only_colors"
@@ -127,13 +132,15 @@ def check_request(request: ExplainRequest, configured: list[str], max_pairs: int
         if value > K_MAX:
             raise RequestRejected(f"{label} must be less than 100", f"{name} is {value}; send 0 to {K_MAX}")
     if request.visualization_type not in VISUALIZATION_PANELS:
-        raise RequestRejected("Unsupported visualization type.",
-                              f"visualization_type {request.visualization_type[:60]!r}: send one of "
-                              f"{sorted(VISUALIZATION_PANELS)}")
+        raise RequestRejected(
+            "Unsupported visualization type.",
+            f"visualization_type {request.visualization_type[:60]!r}: send one of {sorted(VISUALIZATION_PANELS)}",
+        )
     model_id = request.model_id.lower()
     if model_id not in MLSERVICE_MODEL_IDS and model_id not in configured:
-        raise RequestRejected("Unsupported model for pairx.",
-                              f"model_id {request.model_id[:60]!r}: configured here: {sorted(configured)}")
+        raise RequestRejected(
+            "Unsupported model for pairx.", f"model_id {request.model_id[:60]!r}: configured here: {sorted(configured)}"
+        )
     if model_id not in configured:
         raise RequestRejected(
             f"Model {model_id} is not configured on this service: set models.{model_id} in the service config",
@@ -142,31 +149,41 @@ def check_request(request: ExplainRequest, configured: list[str], max_pairs: int
         )
     n1, n2 = len(request.image1_uris), len(request.image2_uris)
     if n1 == 0 or (n1 != 1 and n1 != n2):
-        raise RequestRejected("Either provide only one image 1 or the same number of image1s and image2s.",
-                              f"image1_uris has {n1} and image2_uris {n2} entries; send one query image (1-to-N) "
-                              "or equally long lists (N-to-N)")
+        raise RequestRejected(
+            "Either provide only one image 1 or the same number of image1s and image2s.",
+            f"image1_uris has {n1} and image2_uris {n2} entries; send one query image (1-to-N) "
+            "or equally long lists (N-to-N)",
+        )
     pairs = len(request.pairs())
     if pairs > max_pairs:
-        raise RequestRejected(f"Batch exceeded max size of {max_pairs}",
-                              f"{pairs} pairs requested; split the request into batches of at most {max_pairs}")
+        raise RequestRejected(
+            f"Batch exceeded max size of {max_pairs}",
+            f"{pairs} pairs requested; split the request into batches of at most {max_pairs}",
+        )
     for side in (1, 2):
         prefixed = not (side == 1 and request.one_to_n)
         for index, box in enumerate(request.boxes(side)):
             field = f"bb{side}[{index}]"
             if len(box) != 4:
-                raise RequestRejected(batch_prefixed("Each bounding box should have 4 values", prefixed),
-                                      f"{field} has {len(box)} values; send [x, y, w, h] in pixels")
+                raise RequestRejected(
+                    batch_prefixed("Each bounding box should have 4 values", prefixed),
+                    f"{field} has {len(box)} values; send [x, y, w, h] in pixels",
+                )
             if any(v < 0 for v in box):
-                raise RequestRejected(batch_prefixed("Bounding box values should be positive", prefixed),
-                                      f"{field} = {_short(box)}; send non-negative [x, y, w, h]")
+                raise RequestRejected(
+                    batch_prefixed("Bounding box values should be positive", prefixed),
+                    f"{field} = {_short(box)}; send non-negative [x, y, w, h]",
+                )
             if not all(math.isfinite(v) for v in box):
-                raise RequestRejected(batch_prefixed("Bounding box values should be positive", prefixed),
-                                      f"{field} = {_short(box)} is not finite; send finite pixel values")
+                raise RequestRejected(
+                    batch_prefixed("Bounding box values should be positive", prefixed),
+                    f"{field} = {_short(box)} is not finite; send finite pixel values",
+                )
 
 
 def _short(value: Any, limit: int = 120) -> str:
     text = repr(list(value)) if isinstance(value, tuple) else repr(value)
-    return text if len(text) <= limit else f"{text[:limit // 2]}...{text[-limit // 2:]}"
+    return text if len(text) <= limit else f"{text[: limit // 2]}...{text[-limit // 2 :]}"
 
 
-__all__ = ["ExplainRequest", "RequestRejected", "check_request", "VISUALIZATION_PANELS", "NO_BOX", "batch_prefixed"]
+__all__ = ["NO_BOX", "VISUALIZATION_PANELS", "ExplainRequest", "RequestRejected", "batch_prefixed", "check_request"]

@@ -13,6 +13,7 @@ In order:
    If no pair was explained and every failure was an image that could not be loaded, the request
    answers as ml-service does: 400 ``"Error loading image: ..."``.
 """
+
 from __future__ import annotations
 
 import base64
@@ -32,6 +33,7 @@ from .crops import crop_rotated
 from .registry import LoadedModel, ModelRegistry
 from .request import VISUALIZATION_PANELS, ExplainRequest, RequestRejected, batch_prefixed, check_request
 from .uris import ImageLocation, client_message, fetch_http, resolve_uri, short_uri
+
 
 class _PreparedImages:
     """``ImageSource`` over the request's distinct images (a failure is raised when loaded)."""
@@ -67,8 +69,9 @@ class ExplainService:
             handle.flush()
             return load_image(handle.name, max_pixels=self.config.max_image_pixels)
 
-    def _prepare(self, location: ImageLocation, box: tuple[float, ...], theta: float,
-                 model: LoadedModel) -> LoadedImage:
+    def _prepare(
+        self, location: ImageLocation, box: tuple[float, ...], theta: float, model: LoadedModel
+    ) -> LoadedImage:
         try:
             rgb = self._read_rgb(location)
         except Exception as exc:  # noqa: BLE001 - costs only the pairs using this image
@@ -87,14 +90,18 @@ class ExplainService:
         check_request(request, self.models.configured, self.config.max_pairs)
         pairs = request.pairs()
         # the URI policy for every image first: nothing is read if any URI is refused
-        sides = {side: [resolve_uri(u, self.config) for u in uris]
-                 for side, uris in ((1, request.image1_uris), (2, request.image2_uris))}
+        sides = {
+            side: [resolve_uri(u, self.config) for u in uris]
+            for side, uris in ((1, request.image1_uris), (2, request.image2_uris))
+        }
         model = self.models.get(request.model_id)
         layer = request.layer_key or model.default_layer
         if not model.has_layer(layer):
-            raise RequestRejected("Invalid layer key",
-                                  f"layer_key {layer[:120]!r} is not a module of model {model.model_id!r}; "
-                                  "list them with 'pairx-plugin layers --model SPEC'")
+            raise RequestRejected(
+                "Invalid layer key",
+                f"layer_key {layer[:120]!r} is not a module of model {model.model_id!r}; "
+                "list them with 'pairx-plugin layers --model SPEC'",
+            )
         if not pairs:
             return {"response": "visualizations", "images": [], "count": 0, "errors": []}
 
@@ -126,23 +133,38 @@ class ExplainService:
             unique_pairs[pair] = len(records)
             records.append(MatchRecord(query_id=pair[0], candidate_id=pair[1], rank=rank, score=float("nan")))
         panel = VISUALIZATION_PANELS[request.visualization_type]
-        config = PairXConfig(**{
-            **self.config.pairx.model_dump(),
-            "layer_keys": [layer],
-            # ml-service accepts 0 (nothing drawn); the engine draws at least one
-            "k_colors": max(1, request.k_colors),
-            "k_lines": max(1, request.k_lines),
-            "top_k": max(per_query_rank.values()),
-            "render": [panel],
-        })
+        config = PairXConfig(
+            **{
+                **self.config.pairx.model_dump(),
+                "layer_keys": [layer],
+                # ml-service accepts 0 (nothing drawn); the engine draws at least one
+                "k_colors": max(1, request.k_colors),
+                "k_lines": max(1, request.k_lines),
+                "top_k": max(per_query_rank.values()),
+                "render": [panel],
+            }
+        )
         with model_lock(model.bundle.model):
-            explained = explain_matches(records=records, images=source, model=model.bundle.model, config=config,
-                                        store=self.store, progress=False)
+            explained = explain_matches(
+                records=records,
+                images=source,
+                model=model.bundle.model,
+                config=config,
+                store=self.store,
+                progress=False,
+            )
         return self._reply(request, pairs, ids, unique_pairs, explained, panel, source)
 
-    def _reply(self, request: ExplainRequest, pairs: list[tuple[int, int]], ids: dict[int, list[str]],
-               unique_pairs: dict[tuple[str, str], int], explained: list[MatchRecord], panel: str,
-               source: _PreparedImages) -> dict[str, Any]:
+    def _reply(
+        self,
+        request: ExplainRequest,
+        pairs: list[tuple[int, int]],
+        ids: dict[int, list[str]],
+        unique_pairs: dict[tuple[str, str], int],
+        explained: list[MatchRecord],
+        panel: str,
+        source: _PreparedImages,
+    ) -> dict[str, Any]:
         images: list[str | None] = []
         errors: list[dict[str, Any] | None] = []
         artifact_ids: list[str | None] = []
@@ -152,32 +174,37 @@ class ExplainService:
                 info = record.explanation_error
                 images.append(None)
                 artifact_ids.append(None)
-                errors.append({"type": info.type if info else "PairXError",
-                               "message": info.message if info else "not explained",
-                               "stage": info.stage if info else None})
+                errors.append(
+                    {
+                        "type": info.type if info else "PairXError",
+                        "message": info.message if info else "not explained",
+                        "stage": info.stage if info else None,
+                    }
+                )
                 continue
             try:
                 png = (self.store.root / record.explanation.images[panel]).read_bytes()
             except (OSError, KeyError):
                 images.append(None)
                 artifact_ids.append(None)
-                errors.append({"type": "ArtifactError", "message": "the stored picture could not be read",
-                               "stage": "store"})
+                errors.append(
+                    {"type": "ArtifactError", "message": "the stored picture could not be read", "stage": "store"}
+                )
                 continue
             images.append(base64.b64encode(png).decode("ascii"))
             artifact_ids.append(record.explanation.artifact_id)
             errors.append(None)
         if all(image is None for image in images):
             self._raise_if_no_image_loaded(request, pairs, ids, source)
-        out: dict[str, Any] = {"response": "visualizations", "images": images, "count": len(images),
-                               "errors": errors}
+        out: dict[str, Any] = {"response": "visualizations", "images": images, "count": len(images), "errors": errors}
         if request.return_artifacts:
             out["artifact_ids"] = artifact_ids
         return out
 
     @staticmethod
-    def _raise_if_no_image_loaded(request: ExplainRequest, pairs: list[tuple[int, int]],
-                                  ids: dict[int, list[str]], source: _PreparedImages) -> None:
+    def _raise_if_no_image_loaded(
+        request: ExplainRequest, pairs: list[tuple[int, int]], ids: dict[int, list[str]], source: _PreparedImages
+    ) -> None:
         """ml-service's answer when images cannot be loaded: 400 ``Error loading image: ...`` (first one)."""
         for i, j in pairs:
             for side, index in ((1, i), (2, j)):
@@ -186,11 +213,13 @@ class ExplainService:
                     prefixed = not (side == 1 and request.one_to_n)
                     detail = batch_prefixed(f"Error loading image: {item}", prefixed)
                     raise RequestRejected(detail, f"image{side}_uris[{index}]: {item}")
-        return None  # some pair failed for another reason: the per-pair errors say why
+        # some pair failed for another reason: the per-pair errors say why
 
     def artifact(self, artifact_id: str) -> dict[str, Any]:
-        if not isinstance(artifact_id, str) or len(artifact_id) != 64 or not all(
-            c in "0123456789abcdef" for c in artifact_id
+        if (
+            not isinstance(artifact_id, str)
+            or len(artifact_id) != 64
+            or not all(c in "0123456789abcdef" for c in artifact_id)
         ):
             raise InvalidInputError(f"artifact id {artifact_id[:80]!r} is not a 64-character lowercase hex sha256")
         try:

@@ -6,6 +6,7 @@
   credentials, no redirects, at most ``max_image_bytes``.
 * Any other scheme is refused. Refusals raise :class:`UriNotAllowedError` before any file is read.
 """
+
 from __future__ import annotations
 
 import os
@@ -143,4 +144,4 @@ def client_message(exc: Exception, location: ImageLocation, config: ServiceConfi
     return message
 
 
-__all__ = ["ImageLocation", "UriNotAllowedError", "resolve_uri", "fetch_http", "client_message", "short_uri"]
+__all__ = ["ImageLocation", "UriNotAllowedError", "client_message", "fetch_http", "resolve_uri", "short_uri"]
