@@ -205,15 +205,26 @@ class ExplainService:
     def _raise_if_no_image_loaded(
         request: ExplainRequest, pairs: list[tuple[int, int]], ids: dict[int, list[str]], source: _PreparedImages
     ) -> None:
-        """ml-service's answer when images cannot be loaded: 400 ``Error loading image: ...`` (first one)."""
+        """ml-service's answer when images cannot be loaded: 400 ``Error loading image: ...`` (the first one).
+
+        Only when every pair failed because of one of its images (read or crop); if some pair failed in
+        the engine instead, the reply keeps the per-pair errors.
+        """
+        first: tuple[int, int, Exception] | None = None
         for i, j in pairs:
-            for side, index in ((1, i), (2, j)):
-                item = source.items[ids[side][index]]
-                if isinstance(item, Exception):  # every failed image is a load or crop failure
-                    prefixed = not (side == 1 and request.one_to_n)
-                    detail = batch_prefixed(f"Error loading image: {item}", prefixed)
-                    raise RequestRejected(detail, f"image{side}_uris[{index}]: {item}")
-        # some pair failed for another reason: the per-pair errors say why
+            failed = [
+                (side, index, item)
+                for side, index in ((1, i), (2, j))
+                if isinstance(item := source.items[ids[side][index]], Exception)
+            ]
+            if not failed:
+                return  # this pair's images were fine: its own error says what went wrong
+            first = first or failed[0]
+        if first is not None:
+            side, index, error = first
+            prefixed = not (side == 1 and request.one_to_n)
+            detail = batch_prefixed(f"Error loading image: {error}", prefixed)
+            raise RequestRejected(detail, f"image{side}_uris[{index}]: {error}")
 
     def artifact(self, artifact_id: str) -> dict[str, Any]:
         if (
