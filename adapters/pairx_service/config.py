@@ -33,6 +33,9 @@ class ModelEntry(BaseModel):
         "'backbone.blocks.3'). A layer_key the request sends is always used, and checked against the model.",
     )
     input_size: int | None = Field(None, ge=32, description="Square input size in pixels (default: the spec's).")
+    trust_remote_code: bool = Field(
+        False, description="Let a 'transformers:' model's own Python code run (MiewID's hub format needs it)."
+    )
 
 
 class ServiceConfig(BaseModel):

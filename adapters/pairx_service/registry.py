@@ -48,7 +48,9 @@ class ModelRegistry:
             loaded = self._loaded.get(key)
             if loaded is None:
                 device = resolve_device(self.config.device, key="service.device")  # before the slow load
-                bundle = load_model_spec(entry.spec, entry.weights)
+                # only passed when set, so specs that predate the option keep loading the same way
+                options = {"trust_remote_code": True} if entry.trust_remote_code else {}
+                bundle = load_model_spec(entry.spec, entry.weights, **options)
                 if entry.input_size is not None:
                     bundle = replace(bundle, input_size=entry.input_size)
                 bundle.model.to(device).eval()
