@@ -334,19 +334,19 @@ def utc_now() -> datetime:
 
 
 __all__ = [
-    "DECISION_SCHEMA_VERSION",
-    "DECISION_SCHEMA_NAME",
     "DECISION_KINDS",
+    "DECISION_SCHEMA_NAME",
+    "DECISION_SCHEMA_VERSION",
     "Decision",
     "IdentityPlan",
-    "parse_decisions",
-    "read_decisions",
-    "decisions_text",
-    "latest_decisions",
-    "store_decisions",
-    "plan_identity_updates",
     "apply_to_metadata_csv",
-    "write_pairs_csv",
     "decision_json_schema",
     "decision_schema_text",
+    "decisions_text",
+    "latest_decisions",
+    "parse_decisions",
+    "plan_identity_updates",
+    "read_decisions",
+    "store_decisions",
+    "write_pairs_csv",
 ]

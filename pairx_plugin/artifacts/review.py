@@ -238,8 +238,8 @@ def _palette() -> dict[str, Any]:
     """The renderer's colours, so the page's SVG and swatches match the PNG layers."""
     dark = [colormaps.SEQUENTIAL[name][-1][1] for name in colormaps.SEQUENTIAL_ORDER]
     return {
-        "lines": ["#%02x%02x%02x" % colour for colour in colormaps.LINE_PALETTE],
-        "maps": ["#%02x%02x%02x" % tuple(round(v * 255) for v in rgb) for rgb in dark],
+        "lines": ["#{:02x}{:02x}{:02x}".format(*colour) for colour in colormaps.LINE_PALETTE],
+        "maps": ["#{:02x}{:02x}{:02x}".format(*(round(v * 255) for v in rgb)) for rgb in dark],
         "map_names": list(colormaps.SEQUENTIAL_ORDER),
     }
 
@@ -313,6 +313,25 @@ def render_review_html(entries: Sequence[ManifestEntry], root: str | Path, page_
     )
 
 
+_DATA_BLOCK = re.compile(r'<script type="application/json" id="review-data">(.*?)</script>', re.DOTALL)
+
+
+def read_page_data(html: str) -> dict[str, Any]:
+    """The data block of a review page (``queries`` -> ``records``), e.g. for a test or a tool that checks a page."""
+    found = _DATA_BLOCK.search(html)
+    if found is None:
+        raise InvalidInputError("the text is not a pairx review page (no review-data block); write it with "
+                                "write_review_page")
+    data: dict[str, Any] = json.loads(found.group(1))
+    return data
+
+
+def page_links(data: dict[str, Any]) -> list[str]:
+    """Every relative file link of a page's records (panels, overlay layers, explanation.json)."""
+    return [href for query in data["queries"] for record in query["records"]
+            for href in [*record["files"].values(), record["json"]] if href]
+
+
 def write_review_page(root: str | Path, run_name: str, output: str | Path | None = None,
                       title: str | None = None, *, decisions_url: str | None = None) -> Path:
     """Write the review page of ``runs/<run_name>.jsonl`` under ``root``; returns the page's path.
@@ -341,4 +360,4 @@ def write_review_page(root: str | Path, run_name: str, output: str | Path | None
     return page
 
 
-__all__ = ["write_review_page", "render_review_html", "build_sections", "read_manifest"]
+__all__ = ["build_sections", "page_links", "read_manifest", "read_page_data", "render_review_html", "write_review_page"]

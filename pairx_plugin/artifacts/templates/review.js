@@ -535,7 +535,7 @@
     var table = el('table', {'class': 'matches'});
     table.appendChild(el('caption', null, matches.length ? 'Top ' + matches.length + ' matches, most relevant first' : 'No matches stored'));
     var head = el('tr');
-    ['#', 'line', 'pixel colour', 'relevance share', 'query cell', 'candidate cell'].forEach(function (name) { head.appendChild(el('th', {scope: 'col'}, name)); });
+    ['#', 'line', 'pixel colour', 'relevance share', 'query point', 'candidate point'].forEach(function (name) { head.appendChild(el('th', {scope: 'col'}, name)); });
     table.appendChild(head);
     var total = matches.reduce(function (sum, m) { return sum + (m.relevance > 0 ? m.relevance : 0); }, 0);
     matches.forEach(function (m) {
