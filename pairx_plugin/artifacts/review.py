@@ -103,9 +103,19 @@ class QuerySection:
     cards: list[Card]
 
 
-def _href(root: Path, page_dir: Path, relative: str) -> str:
-    target = os.path.relpath(root / relative, page_dir)
-    return "/".join(quote(part, safe="") for part in Path(target).as_posix().split("/"))
+_PLAIN_SEGMENT = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def _root_prefix(root: Path, page_dir: Path) -> list[str]:
+    """Path segments from the page's folder to the store root ([] when they are the same)."""
+    relative = Path(os.path.relpath(root.absolute(), page_dir.absolute())).as_posix()
+    return [] if relative == "." else relative.split("/")
+
+
+def _href(prefix: list[str], relative: str) -> str:
+    """Relative link from the page to ``root/relative``, percent-encoded per segment (never a scheme)."""
+    parts = [*prefix, *relative.replace("\\", "/").split("/")]
+    return "/".join(part if _PLAIN_SEGMENT.match(part) else quote(part, safe="") for part in parts)
 
 
 def _finite(value: float | None) -> float | None:
@@ -164,7 +174,7 @@ def _geometry(card: Card, document: dict[str, Any]) -> None:
         card.sizes, card.matches, card.stride = {}, [], {}  # an older or foreign document: images only
 
 
-def _card(entry: ManifestEntry, root: Path, page_dir: Path, reader: _ArtifactReader) -> Card:
+def _card(entry: ManifestEntry, root: Path, prefix: list[str], reader: _ArtifactReader) -> Card:
     record = entry.record
     same = None
     if record.query_label is not None and record.candidate_label is not None:
@@ -187,8 +197,8 @@ def _card(entry: ManifestEntry, root: Path, page_dir: Path, reader: _ArtifactRea
         "irm": _finite(ref.metrics.irm), "mc": _finite(ref.metrics.mc),
         "inlier_ratio": _finite(ref.metrics.inlier_ratio), "match_count": ref.metrics.match_count,
     }
-    if (root / ref.json_path).is_file():
-        card.json_href = _href(root, page_dir, ref.json_path)
+    if os.path.isfile(os.path.join(root, ref.json_path)):
+        card.json_href = _href(prefix, ref.json_path)
         document = reader.document(ref.json_path)
         if document is not None:
             _geometry(card, document)
@@ -196,10 +206,10 @@ def _card(entry: ManifestEntry, root: Path, page_dir: Path, reader: _ArtifactRea
         card.missing_files.append(ref.json_path)
     for role in sorted(ref.images, key=_role_key):
         relative = ref.images[role]
-        if not (root / relative).is_file():  # a broken <img> would be a console error; say it instead
+        if not os.path.isfile(os.path.join(root, relative)):  # a broken <img> would be a console error; say it instead
             card.missing_files.append(relative)
             continue
-        card.files[role] = _href(root, page_dir, relative)
+        card.files[role] = _href(prefix, relative)
         if not role.startswith(_LAYER_PREFIX):
             card.panels.append(Panel(role=role, href=card.files[role]))
     return card
@@ -209,13 +219,14 @@ def build_sections(entries: Iterable[ManifestEntry], root: str | Path, page_dir:
     """Group entries by query (first appearance order), cards sorted by rank then manifest index."""
     root, page_dir = Path(root), Path(page_dir)
     reader = _ArtifactReader(root)
+    prefix = _root_prefix(root, page_dir)
     sections: dict[str, QuerySection] = {}
     for entry in entries:
         record = entry.record
         section = sections.get(record.query_id)
         if section is None:
             section = sections[record.query_id] = QuerySection(record.query_id, record.query_label, [])
-        section.cards.append(_card(entry, root, page_dir, reader))
+        section.cards.append(_card(entry, root, prefix, reader))
     for section in sections.values():
         section.cards.sort(key=lambda c: (c.rank, c.index))
     return list(sections.values())
