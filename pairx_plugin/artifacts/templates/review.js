@@ -320,7 +320,8 @@
       }
       var share = mcShare(rec);
       if (share !== null) {
-        item(share >= 1 ? 'match relevance: highest in this run' : 'match relevance above ' + Math.round(share * 100) + '% of this run\'s pairs', 'MC: mean relevance of the top matches (raw ' +
+        item(share >= 1 ? 'match relevance: highest in this run' : (share <= 0 ? 'match relevance: lowest in this run' :
+          'match relevance above ' + Math.round(share * 100) + '% of this run\'s pairs'), 'MC: mean relevance of the top matches (raw ' +
           rec.metrics.mc.toExponential(2) + '). Its scale depends on the model, so it is shown against the other pairs of this run.');
       }
       item(rec.metrics.match_count + ' matches', 'Mutual nearest-neighbour matches between the two feature maps.');
