@@ -433,6 +433,14 @@ def test_keyboard_decisions_survive_reload_export_and_apply_to_both_hosts(real_r
         assert badges[:4] == [["0", "\u2717 different"], ["1", "\u2713 same individual"], ["2", "? unsure"],
                               ["3", "undecided"]]
         assert driver.find_element(By.ID, "decided-count").text == "3 of 6 decided"
+        # a stored decision made on another run of the same name (other ids at that index) is not shown
+        driver.execute_script("""
+            const key = 'pairx-review/v1/real', stored = JSON.parse(localStorage.getItem(key));
+            stored['3'] = {decision: 'same', note: '', decided_at: '2026-01-01T00:00:00Z', q: '9', c: '8'};
+            localStorage.setItem(key, JSON.stringify(stored));""")
+        driver.refresh()
+        _wait(driver, "return window.pairxReview && window.pairxReview.ready")
+        assert driver.find_element(By.ID, "decided-count").text == "3 of 6 decided"
         # the URL remembers the record; its pair view shows the decision in words and the note as text
         assert driver.find_element(By.CSS_SELECTOR, "#pair-view h2 .cid").text == "3"
         driver.find_element(By.CSS_SELECTOR, 'button.row[data-record-index="2"]').click()

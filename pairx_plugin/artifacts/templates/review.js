@@ -58,7 +58,7 @@
     return below / (mcSorted.length - 1);
   }
   function disagreement(rec) {
-    var d = decisions[rec.i];
+    var d = decisionOf(rec);
     if (rec.same === null) { return false; }
     if (d && d.decision !== 'unsure') { return (d.decision === 'same') !== rec.same; }
     return rec.rank === 0 && rec.same === false;  // the model's best guess has another label
@@ -109,6 +109,12 @@
     }
   }
   var decisions = loadDecisions();
+  // a stored decision counts only for the record it was made on (same index, query and candidate id):
+  // file:// pages share one storage, and another store may hold a run of the same name
+  function decisionOf(rec) {
+    var d = decisions[rec.i];
+    return d && d.q === rec.q && d.c === rec.c ? d : null;
+  }
   var saveStatus = document.getElementById('save-status');
 
   function saveDecisions() {
@@ -127,12 +133,12 @@
     };
   }
   function exportText() {
-    return records.filter(function (rec) { var d = decisions[rec.i]; return d && d.decision; })
-      .map(function (rec) { return JSON.stringify(decisionLine(rec, decisions[rec.i])) + '\n'; }).join('');
+    return records.filter(function (rec) { var d = decisionOf(rec); return d && d.decision; })
+      .map(function (rec) { return JSON.stringify(decisionLine(rec, decisionOf(rec))) + '\n'; }).join('');
   }
   function postDecision(rec) {
     if (!DATA.post_url || typeof fetch !== 'function') { return; }
-    var body = JSON.stringify(decisionLine(rec, decisions[rec.i])) + '\n';
+    var body = JSON.stringify(decisionLine(rec, decisionOf(rec))) + '\n';
     fetch(DATA.post_url, {method: 'POST', headers: {'Content-Type': 'application/x-ndjson'}, body: body})
       .then(function (response) {
         saveStatus.textContent = response.ok ? 'Saved to the server.' : 'The server refused the decision (' + response.status + ').';
@@ -140,22 +146,22 @@
       .catch(function () { saveStatus.textContent = 'Not saved to the server; it stays in this browser.'; });
   }
   function decide(rec, kind) {
-    var previous = decisions[rec.i] || {};
-    decisions[rec.i] = {decision: kind, note: previous.note || '', decided_at: new Date().toISOString()};
+    var previous = decisionOf(rec) || {};
+    decisions[rec.i] = {decision: kind, note: previous.note || '', decided_at: new Date().toISOString(), q: rec.q, c: rec.c};
     saveDecisions();
     postDecision(rec);
     refreshRow(rec);
     if (current === rec) { showDecision(rec); }
   }
   function setNote(rec, note) {
-    var d = decisions[rec.i] || {decision: null, note: '', decided_at: null};
+    var d = decisionOf(rec) || {decision: null, note: '', decided_at: null, q: rec.q, c: rec.c};
     d.note = note;
     if (d.decision) { d.decided_at = new Date().toISOString(); }
     decisions[rec.i] = d;
     saveDecisions();
   }
   function updateCount() {
-    var n = records.filter(function (rec) { var d = decisions[rec.i]; return d && d.decision; }).length;
+    var n = records.filter(function (rec) { var d = decisionOf(rec); return d && d.decision; }).length;
     document.getElementById('decided-count').textContent = n + ' of ' + records.length + ' decided';
   }
   document.getElementById('export').addEventListener('click', function () {
@@ -178,7 +184,7 @@
   var current = null;
 
   function decisionBadge(rec) {
-    var d = decisions[rec.i];
+    var d = decisionOf(rec);
     return d && d.decision ? KINDS[d.decision].icon + ' ' + KINDS[d.decision].text : 'undecided';
   }
   function rowFor(rec) {
@@ -215,7 +221,7 @@
     var onlyLow = document.getElementById('f-low').checked;
     var onlyUndecided = document.getElementById('f-undecided').checked;
     var out = records.filter(function (rec) {
-      var d = decisions[rec.i];
+      var d = decisionOf(rec);
       return (!onlyDisagree || disagreement(rec)) && (!onlyLow || lowEvidence(rec)) &&
         (!onlyUndecided || !(d && d.decision));
     });
@@ -299,7 +305,7 @@
   var stageParts = null;  // {stage, figures, svg, info, table} of the shown record
 
   function showDecision(rec) {
-    var d = decisions[rec.i];
+    var d = decisionOf(rec);
     pairView.querySelectorAll('.decide button').forEach(function (button) {
       button.setAttribute('aria-pressed', d && d.decision === button.getAttribute('data-kind') ? 'true' : 'false');
     });
@@ -357,7 +363,7 @@
     });
     var noteLabel = el('label', {'class': 'note'}, 'Note (e): ');
     var note = el('textarea', {rows: '2', cols: '40', id: 'note', maxlength: '4000'});
-    note.value = (decisions[rec.i] && decisions[rec.i].note) || '';
+    note.value = (decisionOf(rec) && decisionOf(rec).note) || '';
     note.addEventListener('input', function () { setNote(rec, note.value); });
     noteLabel.appendChild(note);
     decide.appendChild(noteLabel);
