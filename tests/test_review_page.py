@@ -520,3 +520,53 @@ def test_a_thousand_records_load_in_seconds(real_run, tmp_path):
         _wait(driver, f"return document.querySelectorAll('button.row').length > {rows}")
     print(f"1000 records: page built in {build_s:.2f} s, loaded in {load_s:.2f} s, {page.stat().st_size} bytes")
     assert load_s < 3.0 and build_s < 10.0
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_served_page_posts_each_decision_beside_the_run(real_run, tmp_path):
+    """Served over HTTP with a decisions URL, the page POSTs every decision; store_decisions keeps it."""
+    import functools
+    import http.server
+    import threading
+
+    from pairx_plugin.decisions import read_decisions, store_decisions
+
+    root, _ = real_run
+    page = write_review_page(root, "real", output=root / "review" / "served.html", decisions_url="/decisions")
+    statuses: list[int] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"])).decode("utf-8")
+            try:
+                store_decisions(root / "runs", body)
+                status = 204
+            except InvalidInputError:
+                status = 400
+            statuses.append(status)
+            self.send_response(status)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    stored = root / "runs" / "real.decisions.jsonl"
+    stored.unlink(missing_ok=True)
+    try:
+        with _browser(tmp_path) as driver:
+            driver.get(f"http://127.0.0.1:{server.server_address[1]}/review/{page.name}")
+            _wait(driver, "return window.pairxReview && window.pairxReview.ready")
+            _keys(driver, "jyjn")
+            _wait(driver, "return document.getElementById('save-status').textContent === 'Saved to the server.'")
+            deadline = time.monotonic() + 10
+            while len(statuses) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert statuses == [204, 204]
+    assert [(d.record_index, d.decision) for d in read_decisions(stored)] == [(0, "same"), (1, "different")]
