@@ -238,3 +238,8 @@ def test_wbia_decisions_refuse_foreign_ids_before_writing(tmp_path, seaturtle_di
     with pytest.raises(InvalidInputError, match=r"candidate_id 'image_1', not a WBIA annotation id"):
         apply_decisions(ibs, [_decision(0, "2", "image_1", "same")])
     assert ibs.get_annotmatch_rowid_from_undirected_superkey([1], [2]) == [None]
+
+
+def test_decisions_without_an_action_prints_help(capsys):
+    assert main(["decisions"]) == 2
+    assert "apply" in capsys.readouterr().err
