@@ -11,8 +11,9 @@ available, else CPU. All explaining on one instance happens under the engine's p
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
