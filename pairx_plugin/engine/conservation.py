@@ -13,6 +13,7 @@ from .guard import model_guard
 from .hooks import capture_outputs
 from .layers import resolve_layers
 from .layouts import detect_layout
+from .locks import model_lock
 from .relevance import choose_backend
 from .seeds import SEEDS
 
@@ -24,7 +25,7 @@ def conservation(
     """sum(relevance at ``layer_key``) / sum(relevance seeded at the embedding), per image."""
     chooser = choose_backend(model, mode=mode, name=backend)
     modules = resolve_layers(model, [layer_key])
-    with model_guard(model), chooser.context(model) as runner, capture_outputs(modules) as outputs:
+    with model_lock(model), model_guard(model), chooser.context(model) as runner, capture_outputs(modules) as outputs:
         x = torch.cat([x0, x1]).detach().clone().requires_grad_(True)
         emb = runner(x).flatten(1)
         e = emb.detach()

@@ -10,7 +10,7 @@ import importlib
 from torch import nn
 
 from ...errors import ConfigError, UnsupportedModelError
-from .base import RelevanceBackend
+from .base import RelevanceBackend, RelevanceRun
 
 #: name -> "module:Class"; imported lazily so an optional backend cannot break the others
 BACKEND_NAMES: dict[str, str] = {
@@ -27,7 +27,8 @@ def backend_class(name: str) -> type[RelevanceBackend]:
     return getattr(importlib.import_module(module_name), class_name)
 
 
-def choose_backend(model: nn.Module, mode: str = "conservative", name: str = "auto") -> RelevanceBackend:
+def choose_backend(model: nn.Module, mode: str = "conservative", name: str = "auto",
+                   optimised: bool = True) -> RelevanceBackend:
     """The backend instance that explains ``model`` (by inspection unless ``name`` is given)."""
     if name != "auto":
         cls = backend_class(name)
@@ -35,7 +36,7 @@ def choose_backend(model: nn.Module, mode: str = "conservative", name: str = "au
             raise UnsupportedModelError(
                 f"relevance backend {name!r} does not support {type(model).__name__}; use backend='auto'"
             )
-        return cls(mode=mode)
+        return cls(mode=mode, optimised=optimised)
     tried = []
     for candidate in BACKEND_NAMES:
         try:
@@ -44,7 +45,7 @@ def choose_backend(model: nn.Module, mode: str = "conservative", name: str = "au
             continue
         tried.append(candidate)
         if cls.supports(model):
-            return cls(mode=mode)
+            return cls(mode=mode, optimised=optimised)
     raise UnsupportedModelError(
         f"no relevance backend supports model class {type(model).__name__}. Supported: torchvision/timm "
         "ResNet, timm EfficientNet/EfficientNetV2 (also wrapped as .backbone), and (gradient-x-input) timm "
@@ -52,4 +53,4 @@ def choose_backend(model: nn.Module, mode: str = "conservative", name: str = "au
     )
 
 
-__all__ = ["RelevanceBackend", "choose_backend", "backend_class", "BACKEND_NAMES"]
+__all__ = ["RelevanceBackend", "RelevanceRun", "choose_backend", "backend_class", "BACKEND_NAMES"]

@@ -49,15 +49,17 @@ class GradientXInput(RelevanceBackend):
 
     name = "gradient-x-input"
 
-    def __init__(self, mode: str = "conservative", linear_rule: str = "gradient", gamma: float = 0.25) -> None:
-        super().__init__(mode=mode)
+    def __init__(self, mode: str = "conservative", linear_rule: str = "gradient", gamma: float = 0.25,
+                 optimised: bool = True) -> None:
+        super().__init__(mode=mode, optimised=optimised)
         if linear_rule not in LINEAR_RULES:
             raise ConfigError(f"linear_rule={linear_rule!r} is not a gradient-x-input rule; use one of {LINEAR_RULES}")
         if not isinstance(gamma, (int, float)) or isinstance(gamma, bool) or not gamma >= 0 or gamma == float("inf"):
             raise ConfigError(f"gamma={gamma!r} must be a finite number >= 0 (0.25 is a good start)")
         self.linear_rule = linear_rule
         self.gamma = float(gamma)
-        #: the mode of the last ``context`` (its ``counts`` say which rules fired)
+        #: the mode of the last ``context`` (its ``counts`` say which rules fired; a diagnostic for tests
+        #: and benchmarks, never read by the engine)
         self.last_mode: GradientXInputMode | None = None
 
     @classmethod
@@ -102,5 +104,6 @@ class GradientXInputGamma(GradientXInput):
 
     name = "gradient-x-input-gamma"
 
-    def __init__(self, mode: str = "conservative", linear_rule: str = "gamma", gamma: float = 0.25) -> None:
-        super().__init__(mode=mode, linear_rule=linear_rule, gamma=gamma)
+    def __init__(self, mode: str = "conservative", linear_rule: str = "gamma", gamma: float = 0.25,
+                 optimised: bool = True) -> None:
+        super().__init__(mode=mode, linear_rule=linear_rule, gamma=gamma, optimised=optimised)

@@ -25,9 +25,8 @@ from zennit.torchvision import ResNetCanonizer
 from zennit.types import Activation
 
 from ...errors import UnsupportedModelError
-from .base import RelevanceBackend
-from . import cached_hooks
-from .cached_hooks import cached
+from .base import RelevanceBackend, RelevanceRun
+from .cached_hooks import HookSession, cached
 from .canonizers import conserving_canonization
 from .zennit_rules import EpsilonRule, ZPlusRule
 
@@ -104,34 +103,35 @@ class ZennitLRP(RelevanceBackend):
         has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
         return has_conv and not _has_norm_or_attention(model)
 
-    def clock(self) -> int:
-        return cached_hooks.clock()
-
-    def release_after(self, tick: int) -> None:
-        cached_hooks.release_after(tick)
-
     def context(self, model: nn.Module) -> contextlib.AbstractContextManager[nn.Module]:
-        if self.mode == "parity":
-            return self._parity_context(model)
-        return self._conservative_context(model)
+        return _module_of(self.run(model))
 
     @contextlib.contextmanager
-    def _conservative_context(self, model: nn.Module) -> Iterator[nn.Module]:
+    def run(self, model: nn.Module) -> Iterator[RelevanceRun]:
+        """Install the rules; the yielded run owns the hooks' session (clock, caches, ``optimised``)."""
+        session = HookSession(optimised=self.optimised)
+        if self.mode == "parity":
+            family = _family(model)
+            if family is None:
+                raise UnsupportedModelError(
+                    f"parity mode reproduces the published PAIR-X code, which supports torchvision ResNet, timm "
+                    f"ResNet and timm EfficientNet (also wrapped as .backbone); got {type(model).__name__}. "
+                    "Use mode='conservative'."
+                )
+            canonizer = ResNetCanonizer() if family == "torchvision-resnet" else SequentialMergeBatchNorm()
+            composite: EpsilonPlus = CachedEpsilonPlus(canonizers=[canonizer])
+            with composite.context(model) as modified:
+                session.attach(composite.hook_refs)
+                yield RelevanceRun(modified, session.clock, session.release_after)
+            return
         with conserving_canonization(model) as runner:
             composite = ConservingEpsilonPlus()
             with composite.context(model):
-                yield runner
+                session.attach(composite.hook_refs)
+                yield RelevanceRun(runner, session.clock, session.release_after)
 
-    @contextlib.contextmanager
-    def _parity_context(self, model: nn.Module) -> Iterator[nn.Module]:
-        family = _family(model)
-        if family is None:
-            raise UnsupportedModelError(
-                f"parity mode reproduces the published PAIR-X code, which supports torchvision ResNet, timm "
-                f"ResNet and timm EfficientNet (also wrapped as .backbone); got {type(model).__name__}. "
-                "Use mode='conservative'."
-            )
-        canonizer = ResNetCanonizer() if family == "torchvision-resnet" else SequentialMergeBatchNorm()
-        composite = CachedEpsilonPlus(canonizers=[canonizer])
-        with composite.context(model) as modified:
-            yield modified
+
+@contextlib.contextmanager
+def _module_of(run: contextlib.AbstractContextManager[RelevanceRun]) -> Iterator[nn.Module]:
+    with run as entered:
+        yield entered.module
