@@ -7,10 +7,10 @@ import copy
 import pytest
 import timm
 import torch
+from engine_support import assert_same_state, model_state
 
 from pairx_plugin import PairX
 from pairx_plugin.errors import InvalidInputError
-from engine_support import assert_same_state, model_state
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import InvalidInputError
 from .guard import model_guard
 from .hooks import capture_outputs
 from .layers import resolve_layers
@@ -34,6 +35,9 @@ def conservation(
         native = outputs[layer_key]
         (grad,) = torch.autograd.grad(emb, native, grad_outputs=chooser.seed(seed, e))
         rel = chooser.relevance(grad, native.detach())
-        rel = detect_layout(model, layer_key, modules[layer_key], native).to_nchw(rel)
+        layout = detect_layout(model, layer_key, modules[layer_key], native)
+        if layout is None:
+            raise InvalidInputError(f"layer {layer_key!r} has no feature-map layout pairx understands")
+        rel = layout.to_nchw(rel)
         sums = rel.flatten(1).sum(1) / seed.sum(1)
     return float(sums[0]), float(sums[1])

@@ -210,7 +210,9 @@ class PairX:
     # ------------------------------------------------------------------ public API
     def explain_pair(self, x0: torch.Tensor, x1: torch.Tensor) -> PairExplanation:
         """Explain one pair; ``x0``/``x1`` are (1,3,H,W) tensors exactly as fed to the model."""
-        return self.explain_query(x0, [x1])[0]
+        result = self.explain_query(x0, [x1])[0]
+        assert isinstance(result, PairExplanation)  # without return_exceptions a failure raises
+        return result
 
     def explain_query(
         self,
@@ -262,6 +264,7 @@ class PairX:
             pending = self._chunks(distinct, int(query.shape[-2] * query.shape[-1]))
             while pending:
                 chunk = pending.pop(0)
+                explained: dict[int, PairExplanation | PairXError] | None
                 try:
                     explained = self._explain_chunk(state, chunk)
                 except PairXError as exc:
@@ -409,7 +412,7 @@ class PairX:
         ``k``, an (n, H, W) map: relevance summed over colour channels, then absolute value.
         """
         fm = p.nchw(key)
-        n, c, h, w = fm.shape
+        _, _, _, w = fm.shape
         native = p.native[key]
         seeds = torch.zeros((len(cells),) + tuple(fm.shape), dtype=fm.dtype, device=fm.device)
         for k, per_image in enumerate(cells):

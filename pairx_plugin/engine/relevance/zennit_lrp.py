@@ -19,44 +19,15 @@ import contextlib
 from collections.abc import Iterator
 
 from torch import nn
-from zennit.canonizers import SequentialMergeBatchNorm
 from zennit.composites import EpsilonPlus
-from zennit.torchvision import ResNetCanonizer
 from zennit.types import Activation
 
 from ...errors import UnsupportedModelError
+from ..families import FAMILIES, family_of, has_norm_or_attention
 from .base import RelevanceBackend, RelevanceRun
 from .cached_hooks import HookSession, cached
 from .canonizers import conserving_canonization
 from .zennit_rules import EpsilonRule, ZPlusRule
-
-_UNSUPPORTED_NAMES = ("attention", "layernorm", "groupnorm", "rmsnorm", "mlpmixer", "swin", "vit", "convnext")
-
-
-def _has_norm_or_attention(model: nn.Module) -> bool:
-    for module in model.modules():
-        if isinstance(module, (nn.LayerNorm, nn.GroupNorm, nn.MultiheadAttention)):
-            return True
-        name = type(module).__name__.lower()
-        if any(tag in name for tag in _UNSUPPORTED_NAMES):
-            return True
-    return False
-
-
-def _family(model: nn.Module) -> str | None:
-    """'torchvision-resnet', 'timm-resnet', 'timm-efficientnet' (also as ``.backbone``), or None."""
-    for candidate in (model, getattr(model, "backbone", None)):
-        if candidate is None:
-            continue
-        module_path = type(candidate).__module__
-        name = type(candidate).__name__
-        if name == "ResNet" and module_path.startswith("torchvision"):
-            return "torchvision-resnet"
-        if name == "ResNet" and module_path.startswith("timm"):
-            return "timm-resnet"
-        if name in ("EfficientNet", "EfficientNetFeatures") and module_path.startswith("timm"):
-            return "timm-efficientnet"
-    return None
 
 
 class ConservingEpsilonPlus(EpsilonPlus):
@@ -101,7 +72,7 @@ class ZennitLRP(RelevanceBackend):
     @classmethod
     def supports(cls, model: nn.Module) -> bool:
         has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
-        return has_conv and not _has_norm_or_attention(model)
+        return has_conv and not has_norm_or_attention(model)
 
     def context(self, model: nn.Module) -> contextlib.AbstractContextManager[nn.Module]:
         return _module_of(self.run(model))
@@ -111,15 +82,14 @@ class ZennitLRP(RelevanceBackend):
         """Install the rules; the yielded run owns the hooks' session (clock, caches, ``optimised``)."""
         session = HookSession(optimised=self.optimised)
         if self.mode == "parity":
-            family = _family(model)
-            if family is None:
+            family = family_of(model)
+            if family is None or family.parity_canonizer is None:
+                supported = [f.description for f in FAMILIES if f.parity_canonizer is not None]
                 raise UnsupportedModelError(
-                    f"parity mode reproduces the published PAIR-X code, which supports torchvision ResNet, timm "
-                    f"ResNet and timm EfficientNet (also wrapped as .backbone); got {type(model).__name__}. "
-                    "Use mode='conservative'."
+                    f"parity mode reproduces the published PAIR-X code, which supports {', '.join(supported)} "
+                    f"(also wrapped as .backbone); got {type(model).__name__}. Use mode='conservative'."
                 )
-            canonizer = ResNetCanonizer() if family == "torchvision-resnet" else SequentialMergeBatchNorm()
-            composite: EpsilonPlus = CachedEpsilonPlus(canonizers=[canonizer])
+            composite: EpsilonPlus = CachedEpsilonPlus(canonizers=[family.parity_canonizer()])
             with composite.context(model) as modified:
                 session.attach(composite.hook_refs)
                 yield RelevanceRun(modified, session.clock, session.release_after)
