@@ -10,8 +10,8 @@ import threading
 
 import numpy as np
 import pytest
-import timm
 import torch
+from torch import nn
 from engine_support import assert_same_state, model_state, randomise_norms_and_biases
 
 from pairx_plugin import PairX
@@ -20,7 +20,25 @@ from pairx_plugin.errors import PairXError
 
 THREADS = 8
 CALLS = 25
-SIZE = 64
+SIZE = 32
+LAYER = "down"
+
+
+class TinyResNet(nn.Module):
+    """A seeded BatchNorm CNN with a residual block (BatchNorm merges, residual sums, rule hooks, as in a
+    ResNet) small enough for 400 explanations in seconds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.block = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8))
+        self.down = nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.head = nn.Sequential(nn.Conv2d(16, 16, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = torch.relu(x + self.block(x))
+        return self.head(self.down(x))
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +47,10 @@ def small_inputs() -> list[torch.Tensor]:
     return [torch.rand((1, 3, SIZE, SIZE), generator=g) for _ in range(4)]
 
 
-def _host_model() -> torch.nn.Module:
+def _host_model() -> nn.Module:
     torch.manual_seed(0)
-    model = randomise_norms_and_biases(timm.create_model("resnet18", num_classes=0)).train()
-    model.layer1.requires_grad_(False)  # a mix of frozen and trainable parameters, as a host may have
+    model = randomise_norms_and_biases(TinyResNet()).train()
+    model.stem.requires_grad_(False)  # a mix of frozen and trainable parameters, as a host may have
     return model
 
 
@@ -44,7 +62,7 @@ def _fingerprint(results) -> list[bytes]:
     """Every number an explanation carries, as bytes (exact comparison)."""
     out = []
     for pair in results:
-        layer = pair.layers["layer3"]
+        layer = pair.layers[LAYER]
         out.append(np.float64(pair.cosine).tobytes())
         for array in (layer.relevance_query, layer.relevance_candidate, layer.pixel_relevance_query,
                       layer.pixel_relevance_candidate):
@@ -84,7 +102,7 @@ def _serial(engine: PairX, inputs: list[torch.Tensor]) -> dict[int, list[bytes]]
 def test_threads_share_one_model_and_one_pairx(small_inputs):
     model = _host_model()
     before = model_state(model)
-    engine = PairX(model, layer_keys=["layer3"], k_lines=5, k_colors=2)
+    engine = PairX(model, layer_keys=[LAYER], k_lines=5, k_colors=2)
     expected = _serial(engine, small_inputs)
     assert_same_state(before, model_state(model))
     results, errors = _run_threads(engine, small_inputs)
@@ -93,13 +111,13 @@ def test_threads_share_one_model_and_one_pairx(small_inputs):
     for (t, call), got in results.items():
         assert got == expected[(t * CALLS + call) % 4], f"thread {t} call {call} differs from the serial result"
     assert_same_state(before, model_state(model))
-    assert model.training and not any(p.requires_grad for p in model.layer1.parameters())
+    assert model.training and not any(p.requires_grad for p in model.stem.parameters())
 
 
 def test_a_failure_in_one_thread_leaves_the_model_and_the_others_intact(small_inputs, monkeypatch):
     model = _host_model()
     before = model_state(model)
-    engine = PairX(model, layer_keys=["layer3"], k_lines=5, k_colors=2)
+    engine = PairX(model, layer_keys=[LAYER], k_lines=5, k_colors=2)
     expected = _serial(engine, small_inputs)
     original = engine_module.PairX._pixel_relevance
     failed_once = threading.Event()

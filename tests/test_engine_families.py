@@ -9,7 +9,12 @@ import torchvision
 from torch import nn
 
 from pairx_plugin.engine import families
-from pairx_plugin.engine.families import FAMILIES, ModelFamily, family_of, register_family
+from pairx_plugin.engine.families import (
+    FAMILIES,
+    ModelFamily,
+    family_of,
+    register_family,
+)
 from pairx_plugin.engine.layers import default_layer_key
 from pairx_plugin.engine.relevance import choose_backend
 from pairx_plugin.errors import UnsupportedModelError
@@ -44,9 +49,10 @@ def test_each_family_is_recognised_and_gets_its_backend(make, family, backend):
 
 def test_parity_canonizer_comes_from_the_registry():
     generic = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.Flatten())
-    with pytest.raises(UnsupportedModelError, match="parity mode .*torchvision ResNet, timm ResNet"):
-        with choose_backend(generic, mode="parity").run(generic):
-            pass
+    backend = choose_backend(generic, mode="parity")
+    with pytest.raises(UnsupportedModelError, match="parity mode .*torchvision ResNet, timm ResNet"), \
+            backend.run(generic):
+        pass
     assert all(f.parity_canonizer is None for f in FAMILIES if f.backend != "zennit-lrp")
 
 
