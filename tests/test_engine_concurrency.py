@@ -11,8 +11,8 @@ import threading
 import numpy as np
 import pytest
 import torch
-from torch import nn
 from engine_support import assert_same_state, model_state, randomise_norms_and_biases
+from torch import nn
 
 from pairx_plugin import PairX
 from pairx_plugin.engine import engine as engine_module
