@@ -1,19 +1,23 @@
 """pairx-plugin: PAIR-X explanations for animal re-identification matches.
 
 Public names: :class:`PairX` (the engine), :func:`list_layers`, :class:`PairXConfig`,
-:class:`MatchRecord`, :func:`explain_matches` (the post-matching hook). Names outside the engine
-are imported on first use, so ``import pairx_plugin`` stays light.
+:class:`MatchRecord`, :func:`explain_matches` (the post-matching hook). Every name is imported on
+first use (PEP 562), so ``import pairx_plugin`` — and reading a schema or a record — never imports
+torch.
 """
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
-from .engine import PairX, PairExplanation, default_layer_key, list_layers
 from .errors import PairXError
-
-__version__ = "0.1.0"
+from .versions import __version__
 
 _LAZY = {
+    "PairX": "pairx_plugin.engine",
+    "PairExplanation": "pairx_plugin.engine",
+    "default_layer_key": "pairx_plugin.engine",
+    "list_layers": "pairx_plugin.engine",
     "PairXConfig": "pairx_plugin.config",
     "load_config": "pairx_plugin.config",
     "MatchRecord": "pairx_plugin.records",
@@ -22,10 +26,16 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
     raise AttributeError(f"module 'pairx_plugin' has no attribute {name!r}")
 
 
-__all__ = ["PairX", "PairExplanation", "PairXError", "list_layers", "default_layer_key", "__version__", *_LAZY]
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
+
+__all__ = ["PairXError", "__version__", *_LAZY]

@@ -14,17 +14,75 @@ import hashlib
 import os
 import warnings
 from pathlib import Path
-from typing import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InvalidInputError
-from .hook import LoadedImage
 
 DEFAULT_MAX_PIXELS = 50_000_000  # about 7000 x 7000; larger files are refused before decoding
 MIN_SIDE = 8
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """One image as the model sees it and as people see it.
+
+    tensor: (1, 3, H, W) float tensor, exactly what is fed to the model.
+    display: (h, w, 3) uint8 RGB, the same crop as ``tensor`` before resizing/normalising, so match
+        coordinates scale linearly between the two.
+    sha256: hash of the source (file bytes or pixels), when the source knows it.
+    """
+
+    tensor: torch.Tensor
+    display: np.ndarray
+    sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        tensor, display = self.tensor, self.display
+        if not isinstance(tensor, torch.Tensor) or tensor.ndim != 4 or tensor.shape[0] != 1 or tensor.shape[1] != 3:
+            shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+            raise InvalidInputError(f"LoadedImage.tensor must be a (1, 3, H, W) tensor, got {shape}; add the batch dim with unsqueeze(0)")
+        if not tensor.is_floating_point():
+            raise InvalidInputError(f"LoadedImage.tensor must be a float tensor, got {tensor.dtype}; normalise the image first")
+        if not isinstance(display, np.ndarray) or display.ndim != 3 or display.shape[2] != 3 or display.dtype != np.uint8:
+            desc = f"{display.shape} {display.dtype}" if isinstance(display, np.ndarray) else type(display).__name__
+            raise InvalidInputError(f"LoadedImage.display must be an (h, w, 3) uint8 RGB array, got {desc}")
+        if min(display.shape[:2]) < 1:
+            raise InvalidInputError(f"LoadedImage.display is empty ({display.shape}); pass the image crop")
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return (int(self.tensor.shape[2]), int(self.tensor.shape[3]))
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        return (int(self.display.shape[0]), int(self.display.shape[1]))
+
+    def content_sha256(self) -> str:
+        """Hash of what gets explained: the input tensor, the display image and the source hash.
+
+        The tensor is part of it because the same file preprocessed differently (another input size)
+        is another explanation.
+        """
+        digest = hashlib.sha256(b"pairx-loaded-image-v1\0")
+        digest.update(f"{self.sha256 or ''}\0".encode("utf-8"))
+        tensor = self.tensor.detach().to("cpu", torch.float32).contiguous()
+        digest.update(f"{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.numpy().tobytes())
+        digest.update(f"{self.display.shape}\0".encode())
+        digest.update(np.ascontiguousarray(self.display).tobytes())
+        return digest.hexdigest()
+
+
+@runtime_checkable
+class ImageSource(Protocol):
+    """Anything that turns an image id into a :class:`LoadedImage` (and may raise for a bad id)."""
+
+    def load(self, image_id: str) -> LoadedImage: ...
 
 
 def _bad(path: Path | str, problem: str) -> InvalidInputError:

@@ -32,6 +32,9 @@ from pydantic import (
 Stage = Literal["load", "forward", "relevance", "match", "pixels", "render", "store"]
 STAGES: tuple[str, ...] = ("load", "forward", "relevance", "match", "pixels", "render", "store")
 
+#: a sha256 digest as lowercase hex (artifact ids, content hashes, fingerprints): the one pattern
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+
 _NON_FINITE_TEXT = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
@@ -85,9 +88,14 @@ class ExplanationMetrics(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    irm: float | None = Field(description="1 / (1 + mean RANSAC reprojection residual in cells); null under 4 matches.")
-    mc: float = Field(description="Mean relevance of the top matches (0 when there are none).")
-    inlier_ratio: float | None = Field(description="Share of top matches that are RANSAC inliers; null under 4.")
+    irm: float | None = Field(
+        description="1 / (1 + mean reprojection residual, in input pixels, of all mutual matches under a RANSAC "
+        "homography fitted to their cell centres); null under 4 matches or when no homography is found."
+    )
+    mc: float = Field(description="Mean relevance of the top k_lines matches (0 when there are none).")
+    inlier_ratio: float | None = Field(
+        description="Share of all mutual matches that are RANSAC inliers; null under 4 matches."
+    )
     match_count: int = Field(ge=0, description="Mutual nearest-neighbour matches before truncation to k_lines.")
 
 
@@ -96,7 +104,7 @@ class ExplanationRef(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    artifact_id: str = Field(pattern=r"^[0-9a-f]{64}$")
+    artifact_id: str = Field(pattern=SHA256_PATTERN)
     layer: str
     json_path: str = Field(description="The artifact's explanation.json, relative to the store root.")
     images: dict[str, str] = Field(default_factory=dict, description="Image role -> path relative to the store root.")

@@ -1,6 +1,8 @@
-"""Explanation artifacts: the document schema, the content-addressed store, rendering and review.
+"""Explanation artifacts: the document schema, building one, the content-addressed store, rendering, review.
 
-Submodules are imported on first use so that reading a schema never pulls in torch or pillow.
+A leaf of the package: nothing here imports the hook, and only ``build``/``render`` touch engine
+results. Submodules are imported on first use (PEP 562), so that reading a schema never pulls in
+torch or pillow (``tests/test_layering.py`` checks it).
 """
 from __future__ import annotations
 
@@ -11,8 +13,11 @@ _EXPORTS = {
     "SCHEMA_VERSION": "schema",
     "ExplanationArtifact": "schema",
     "ManifestEntry": "schema",
+    "build_artifact": "build",
+    "store_pair": "build",
     "ArtifactStore": "store",
     "fingerprint_state_dict": "store",
+    "read_manifest": "store",
     "render_pair": "render",
     "write_review_page": "review",
 }
@@ -20,8 +25,14 @@ _EXPORTS = {
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
 
 
 __all__ = list(_EXPORTS)

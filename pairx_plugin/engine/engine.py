@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..errors import InvalidInputError, PairXError
+from ..versions import ENGINE_VERSION  # bumped there when the engine's numbers change; part of artifact ids
 from .guard import model_guard
 from .hooks import capture_outputs
 from .layers import default_layer_key, resolve_layers
@@ -39,10 +40,6 @@ from .results import LayerExplanation, Match, PairExplanation
 from .seeds import SEEDS, cosine
 
 MODES = ("conservative", "parity")
-
-#: Bumped whenever the numbers the engine produces for the same inputs change, so stored
-#: artifacts made by an older engine are not served as cache hits (it is part of every artifact id).
-ENGINE_VERSION = "3"
 
 
 @contextlib.contextmanager
