@@ -427,6 +427,10 @@ class RunManifest:
         self._file: IO[str] | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self._fail(exc)
+            return
+        try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             raise ArtifactError(
