@@ -7,35 +7,22 @@ torch.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from ._lazy import lazy_attributes
 from .errors import PairXError
 from .versions import __version__
 
 _LAZY = {
-    "PairX": "pairx_plugin.engine",
-    "PairExplanation": "pairx_plugin.engine",
-    "default_layer_key": "pairx_plugin.engine",
-    "list_layers": "pairx_plugin.engine",
-    "PairXConfig": "pairx_plugin.config",
-    "load_config": "pairx_plugin.config",
-    "MatchRecord": "pairx_plugin.records",
-    "explain_matches": "pairx_plugin.hook",
-    "ArtifactStore": "pairx_plugin.artifacts.store",
+    "PairX": ".engine",
+    "PairExplanation": ".engine",
+    "default_layer_key": ".engine",
+    "list_layers": ".engine",
+    "PairXConfig": ".config",
+    "load_config": ".config",
+    "MatchRecord": ".records",
+    "explain_matches": ".hook",
+    "ArtifactStore": ".artifacts.store",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value  # later look-ups skip this function
-        return value
-    raise AttributeError(f"module 'pairx_plugin' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
-
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())
 
 __all__ = ["PairXError", "__version__", *_LAZY]

@@ -30,7 +30,7 @@ def _version() -> str:
     try:
         return metadata.version("pairx-plugin")
     except metadata.PackageNotFoundError:
-        from . import __version__
+        from .versions import __version__
 
         return __version__
 

@@ -6,33 +6,21 @@ torch or pillow (``tests/test_layering.py`` checks it).
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .._lazy import lazy_attributes
 
 _EXPORTS = {
-    "SCHEMA_VERSION": "schema",
-    "ExplanationArtifact": "schema",
-    "ManifestEntry": "schema",
-    "build_artifact": "build",
-    "store_pair": "build",
-    "ArtifactStore": "store",
-    "fingerprint_state_dict": "store",
-    "read_manifest": "store",
-    "render_pair": "render",
-    "write_review_page": "review",
+    "SCHEMA_VERSION": ".schema",
+    "ExplanationArtifact": ".schema",
+    "ManifestEntry": ".schema",
+    "build_artifact": ".build",
+    "store_pair": ".build",
+    "ArtifactStore": ".store",
+    "fingerprint_state_dict": ".store",
+    "read_manifest": ".store",
+    "render_pair": ".render",
+    "write_review_page": ".review",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
-
+__getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS, globals())
 
 __all__ = list(_EXPORTS)

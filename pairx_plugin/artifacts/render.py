@@ -30,11 +30,12 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from ..config import ALL_PANELS
 from ..engine.results import LayerExplanation, Match
 from ..errors import InvalidInputError
 from . import colormaps
 
-PANELS = frozenset({"composite", "only_lines", "only_colors", "heatmaps", "overlays", "display"})
+PANELS = frozenset(ALL_PANELS)  # the one panel list lives in config.ALL_PANELS
 HEATMAP_ALPHA = 0.4  # opacity of the jet heat map over the image in the top row
 HEATMAP_OVERLAY_MAX_ALPHA = 0.6  # opacity of the most relevant pixel in the heat map overlay
 COLOUR_STRENGTH = 0.8  # each colour map darkens the white canvas by this share of its colour
