@@ -37,7 +37,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
@@ -424,7 +424,7 @@ class RunManifest:
         self.run_name = run_name
         self.error: ArtifactError | None = None
         self.lines_written = 0
-        self._file: IO[str] | None = None
+        self._fd: int | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -440,7 +440,7 @@ class RunManifest:
         except OSError as exc:
             self._fail(exc)
             return
-        self._file = os.fdopen(fd, "w", encoding="utf-8")
+        self._fd = fd
 
     def _fail(self, exc: OSError) -> None:
         if self.error is None:
@@ -451,22 +451,22 @@ class RunManifest:
             warnings.warn(str(self.error), RuntimeWarning, stacklevel=3)
 
     def append(self, index: int, status: str, record: MatchRecord) -> None:
-        if self._file is None:
+        """Write one line with one ``write`` call and fsync it, so a killed run leaves whole lines only."""
+        if self._fd is None:
             return
         entry = ManifestEntry(run_name=self.run_name, index=index, status=status, record=record)
         try:
-            self._file.write(entry.model_dump_json() + "\n")
-            self._file.flush()
-            os.fsync(self._file.fileno())
+            _write_bytes(self._fd, (entry.model_dump_json() + "\n").encode("utf-8"))
+            os.fsync(self._fd)
             self.lines_written += 1
         except OSError as exc:
             self._fail(exc)
 
     def close(self) -> None:
-        if self._file is not None:
+        if self._fd is not None:
             with contextlib.suppress(OSError):
-                self._file.close()
-            self._file = None
+                os.close(self._fd)
+            self._fd = None
 
 
 def read_manifest(path: str | os.PathLike[str]) -> list[ManifestEntry]:
