@@ -100,7 +100,8 @@ def explain_matches(
 
     if store is None:
         if config.output_dir is None:
-            raise ConfigError("pairx.output_dir: not set and no store was passed; set output_dir or pass store=ArtifactStore(dir)")
+            raise ConfigError("pairx.output_dir: not set and no store was passed; set output_dir or pass "
+                              "store=ArtifactStore(dir)")
         store = ArtifactStore(config.output_dir)
     run_name = check_run_name(run_name) if run_name is not None else new_run_name()
     device = resolve_device(config.device, model)
@@ -125,7 +126,8 @@ def coerce_records(records: Any) -> list[MatchRecord]:
             result.append(record)
             continue
         if not isinstance(record, Mapping):
-            raise InvalidInputError(f"records[{index}] must be a MatchRecord or a mapping of its fields, got {type(record).__name__}")
+            raise InvalidInputError(f"records[{index}] must be a MatchRecord or a mapping of its fields, "
+                                    f"got {type(record).__name__}")
         try:
             result.append(MatchRecord.model_validate(record))
         except ValueError as exc:
@@ -147,6 +149,13 @@ def default_run_name() -> str:
 def _stage_of(exc: BaseException, default: str = "forward") -> str:
     stage = exc.stage if isinstance(exc, PairXError) else None
     return stage if stage in STAGES else default
+
+
+def _culprit(exc: BaseException, size: int) -> int | None:
+    """The chunk position of the one candidate a raised engine error names, from its declared fields."""
+    if not isinstance(exc, PairXError) or exc.is_query or exc.candidate_index is None:
+        return None
+    return exc.candidate_index if 0 <= exc.candidate_index < size else None
 
 
 @dataclass
@@ -290,17 +299,26 @@ class _Run:
                 return_exceptions=True,
             )
         except Exception as exc:  # noqa: BLE001
+            culprit = _culprit(exc, len(chunk))
+            if culprit is not None:  # one candidate's input broke the shared call: fail it, redo the rest
+                self._fail(chunk[culprit].index, chunk[culprit].record, exc, _stage_of(exc))
+                self._done()
+                rest = chunk[:culprit] + chunk[culprit + 1:]
+                if rest:
+                    self._run_chunk(query, rest)
+                return
             for candidate in chunk:
                 self._fail(candidate.index, candidate.record, exc, _stage_of(exc))
             self._done(len(chunk))
             return
         if not isinstance(outcomes, (list, tuple)) or len(outcomes) != len(chunk):
-            error = PairXError(f"engine returned {type(outcomes).__name__} for {len(chunk)} candidates; expected one result each")
+            error = PairXError(f"engine returned {type(outcomes).__name__} for {len(chunk)} candidates; "
+                               "expected one result each")
             for candidate in chunk:
                 self._fail(candidate.index, candidate.record, error, "forward")
             self._done(len(chunk))
             return
-        for candidate, outcome in zip(chunk, outcomes):
+        for candidate, outcome in zip(chunk, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 self._fail(candidate.index, candidate.record, outcome, _stage_of(outcome))
             else:
@@ -324,7 +342,8 @@ def _as_loaded_image(value: Any, image_id: str) -> LoadedImage:
         return value
     if hasattr(value, "tensor") and hasattr(value, "display"):  # a compatible type from elsewhere
         return LoadedImage(tensor=value.tensor, display=value.display, sha256=getattr(value, "sha256", None))
-    raise InvalidInputError(f"the image source returned {type(value).__name__} for id {image_id!r}; it must return a LoadedImage")
+    raise InvalidInputError(f"the image source returned {type(value).__name__} for id {image_id!r}; "
+                            "it must return a LoadedImage")
 
 
 def _one_line(exc: BaseException, limit: int = 300) -> str:

@@ -13,9 +13,10 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Protocol, Sequence, runtime_checkable
+from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -45,10 +46,13 @@ class LoadedImage:
         tensor, display = self.tensor, self.display
         if not isinstance(tensor, torch.Tensor) or tensor.ndim != 4 or tensor.shape[0] != 1 or tensor.shape[1] != 3:
             shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
-            raise InvalidInputError(f"LoadedImage.tensor must be a (1, 3, H, W) tensor, got {shape}; add the batch dim with unsqueeze(0)")
+            raise InvalidInputError(f"LoadedImage.tensor must be a (1, 3, H, W) tensor, got {shape}; "
+                                    "add the batch dim with unsqueeze(0)")
         if not tensor.is_floating_point():
-            raise InvalidInputError(f"LoadedImage.tensor must be a float tensor, got {tensor.dtype}; normalise the image first")
-        if not isinstance(display, np.ndarray) or display.ndim != 3 or display.shape[2] != 3 or display.dtype != np.uint8:
+            raise InvalidInputError(f"LoadedImage.tensor must be a float tensor, got {tensor.dtype}; "
+                                    "normalise the image first")
+        is_rgb = isinstance(display, np.ndarray) and display.ndim == 3 and display.shape[2] == 3
+        if not is_rgb or display.dtype != np.uint8:
             desc = f"{display.shape} {display.dtype}" if isinstance(display, np.ndarray) else type(display).__name__
             raise InvalidInputError(f"LoadedImage.display must be an (h, w, 3) uint8 RGB array, got {desc}")
         if min(display.shape[:2]) < 1:
@@ -69,7 +73,7 @@ class LoadedImage:
         is another explanation.
         """
         digest = hashlib.sha256(b"pairx-loaded-image-v1\0")
-        digest.update(f"{self.sha256 or ''}\0".encode("utf-8"))
+        digest.update(f"{self.sha256 or ''}\0".encode())
         tensor = self.tensor.detach().to("cpu", torch.float32).contiguous()
         digest.update(f"{tuple(tensor.shape)}\0".encode())
         digest.update(tensor.numpy().tobytes())

@@ -17,7 +17,7 @@ import torch
 from pairx_plugin.artifacts.store import ArtifactStore, read_manifest
 from pairx_plugin.config import PairXConfig
 from pairx_plugin.engine.results import LayerExplanation, Match, PairExplanation, PairMetrics
-from pairx_plugin.errors import ConfigError, InvalidInputError, PairXError
+from pairx_plugin.errors import ConfigError, InvalidInputError, StepError
 from pairx_plugin.hook import explain_matches
 from pairx_plugin.images import LoadedImage
 from pairx_plugin.records import MatchRecord
@@ -224,6 +224,36 @@ def test_an_error_raised_for_a_whole_chunk_fails_only_that_chunk(tmp_path, golde
     assert len(warnings) == 2 and all("\n" not in r.getMessage() for r in warnings)
     assert "'c2'" in warnings[0].getMessage() and "OutOfMemoryError" in warnings[0].getMessage()
     assert len(debugs) == 2 and debugs[0].exc_info[0] is torch.OutOfMemoryError
+
+
+def test_a_raised_error_naming_one_candidate_costs_only_that_record(tmp_path, golden, model):
+    """Failure context comes from PairXError's declared fields: candidate_index fails one record, is_query all."""
+    pair, _, base = golden
+    candidates = ["c0", "c1", "c2"]
+    source = ArraySource(base, ["q", *candidates])
+
+    class RaisingEngine(FakeEngine):
+        def __init__(self, *args, culprit: str, is_query: bool = False, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.culprit, self.is_query = source.numbers[culprit], is_query
+
+        def explain_query(self, query, candidates, *, return_exceptions=False):
+            markers = [self.source.marker(c) for c in candidates]
+            if self.culprit in markers:
+                self.calls.append(markers)
+                raise StepError("RuntimeError: bad input (injected)", stage="relevance",
+                                candidate_index=markers.index(self.culprit), is_query=self.is_query)
+            return super().explain_query(query, candidates, return_exceptions=return_exceptions)
+
+    for is_query, expected in ((False, ["c1"]), (True, ["c0", "c1", "c2"])):
+        engine = RaisingEngine(pair, source, culprit="c1", is_query=is_query)
+        out = explain_matches(records=make_records(["q"], candidates), images=source, model=model,
+                              config=PairXConfig(**FAST, max_batch_images=3), store=ArtifactStore(tmp_path / str(is_query)),
+                              engine=engine, progress=False)
+        failed = [r for r in out if r.explanation_error is not None]
+        assert [r.candidate_id for r in failed] == expected
+        assert {r.explanation_error.stage for r in failed} == {"relevance"}
+        assert all(r.explanation is not None for r in out if r.candidate_id not in expected)
 
 
 def test_failures_cost_only_their_records(tmp_path, golden, model):

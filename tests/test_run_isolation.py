@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from pairx_plugin.artifacts.store import (
-    ArtifactStore,
     _TEMP_PATTERN,
+    ArtifactStore,
     atomic_write,
     new_run_name,
     read_manifest,
@@ -58,9 +58,10 @@ def test_new_run_names_are_unique_across_threads_and_carry_the_pid():
 
 
 def test_a_taken_run_name_is_an_error_before_any_work(tmp_path):
+    from store_worker import SeededImages, records, tiny_model
+
     from pairx_plugin.config import PairXConfig
     from pairx_plugin.hook import explain_matches
-    from store_worker import SeededImages, records, tiny_model
 
     model = tiny_model()
     store = ArtifactStore(tmp_path)

@@ -85,7 +85,8 @@ def build_artifact(
             content_sha256=image.content_sha256(),
             source_sha256=image.sha256 if image.sha256 and _SHA256_RE.fullmatch(image.sha256) else None,
         )
-    colour_maps = int(np.asarray(layer.pixel_relevance_query).shape[0]) if np.ndim(layer.pixel_relevance_query) == 3 else 0
+    pixel_maps = layer.pixel_relevance_query
+    colour_maps = int(np.asarray(pixel_maps).shape[0]) if np.ndim(pixel_maps) == 3 else 0
     matches = []
     for index, match in enumerate(layer.matches[: config.k_lines]):
         matches.append(
@@ -142,14 +143,18 @@ def build_artifact(
                     "relevance_candidate": layer.relevance_candidate,
                     "pixel_relevance_query": layer.pixel_relevance_query,
                     "pixel_relevance_candidate": layer.pixel_relevance_candidate,
-                    "match_query_cells": np.array([m.query_cell for m in layer.matches], dtype=np.int32).reshape(-1, 2),
-                    "match_candidate_cells": np.array([m.candidate_cell for m in layer.matches], dtype=np.int32).reshape(-1, 2),
+                    "match_query_cells": _cells([m.query_cell for m in layer.matches]),
+                    "match_candidate_cells": _cells([m.candidate_cell for m in layer.matches]),
                     "match_relevance": np.array([m.relevance for m in layer.matches], dtype=np.float64),
                     "match_distance": np.array([m.distance for m in layer.matches], dtype=np.float64),
                 }
             )
         )
     return document, blobs
+
+
+def _cells(cells: list[tuple[int, int]]) -> np.ndarray:
+    return np.array(cells, dtype=np.int32).reshape(-1, 2)
 
 
 def _to_display(xy: Any, info: ImageInfo) -> tuple[float, float]:
@@ -212,7 +217,7 @@ def store_pair(
     from .render import render_pair
 
     refs: list[ExplanationRef] = []
-    for layer_key, identifier in zip(layer_keys, artifact_ids):
+    for layer_key, identifier in zip(layer_keys, artifact_ids, strict=True):
         layer = pair.layers.get(layer_key)
         if layer is None:
             error = PairXError(f"the engine's result has no layer {layer_key!r}; it has {sorted(pair.layers)}")

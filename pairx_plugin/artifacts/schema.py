@@ -153,7 +153,9 @@ def json_schemas() -> dict[str, dict[str, Any]]:
     from ..config import PairXConfig
 
     return {
-        "explanation_artifact.schema.json": _with_id(ExplanationArtifact.model_json_schema(mode="serialization"), "explanation_artifact"),
+        "explanation_artifact.schema.json": _with_id(
+            ExplanationArtifact.model_json_schema(mode="serialization"), "explanation_artifact"
+        ),
         "manifest_entry.schema.json": _with_id(ManifestEntry.model_json_schema(mode="serialization"), "manifest_entry"),
         "pairx_config.schema.json": _with_id(PairXConfig.model_json_schema(mode="validation"), "pairx_config"),
     }

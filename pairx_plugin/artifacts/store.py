@@ -245,7 +245,8 @@ class ArtifactStore:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         if self.root.exists() and not self.root.is_dir():
-            raise ArtifactError(f"artifact store root {str(self.root)!r} exists and is not a directory; choose another output_dir")
+            raise ArtifactError(f"artifact store root {str(self.root)!r} exists and is not a directory; "
+                                "choose another output_dir")
         if self.root.is_dir():
             _sweep_once(self.root)
 
@@ -345,7 +346,8 @@ class ArtifactStore:
         names = [blob.name for blob in blobs]
         for name in names:
             if not _FILE_NAME_PATTERN.match(name) or name == JSON_NAME:
-                raise InvalidInputError(f"artifact file name {name!r} is not allowed; use [A-Za-z0-9_.-], not {JSON_NAME}")
+                raise InvalidInputError(f"artifact file name {name!r} is not allowed; use [A-Za-z0-9_.-], "
+                                        f"not {JSON_NAME}")
         if len(set(names)) != len(names):
             raise InvalidInputError(f"artifact file names repeat: {sorted(names)}; give each file its own name")
         files = [
