@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # torch is imported only when a device is actually resolved
 PanelKind = Literal["composite", "only_lines", "only_colors", "heatmaps", "overlays", "display"]
 
 #: every panel kind, in the canonical order used for ``render`` (and therefore for the digest)
-ALL_PANELS: tuple[str, ...] = ("composite", "only_lines", "only_colors", "heatmaps", "overlays", "display")
+ALL_PANELS: tuple[PanelKind, ...] = ("composite", "only_lines", "only_colors", "heatmaps", "overlays", "display")
 
 #: fields that change what one artifact contains; ``digest()`` hashes exactly these. Left out on
 #: purpose: ``enabled``, ``output_dir``, ``device`` and ``max_batch_images`` (where and how fast, not

@@ -48,6 +48,7 @@ if TYPE_CHECKING:  # imported at call time: the engine and the store pull in tor
     from torch import nn
 
     from .artifacts.build import PairContext
+    from .artifacts.schema import ManifestStatus
     from .artifacts.store import ArtifactStore, RunManifest
     from .engine.engine import PairX
 
@@ -215,7 +216,7 @@ class _Run:
 
     # ----- record
 
-    def _finish(self, index: int, record: MatchRecord, status: str) -> None:
+    def _finish(self, index: int, record: MatchRecord, status: ManifestStatus) -> None:
         self._results[index] = record
         self.manifest.append(index, status, record)
 

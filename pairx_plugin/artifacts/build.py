@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import PairXError
 from ..records import SHA256_PATTERN, ExplanationMetrics, ExplanationRef, MatchRecord
-from .schema import ArtifactMatch, ArtifactSettings, ExplanationArtifact, ImageInfo, LibraryVersions
+from .schema import SCHEMA_VERSION, ArtifactMatch, ArtifactSettings, ExplanationArtifact, ImageInfo, LibraryVersions
 from .store import ArtifactBlob, ArtifactStore, arrays_blob
 
 if TYPE_CHECKING:
@@ -91,10 +91,10 @@ def build_artifact(
     for index, match in enumerate(layer.matches[: config.k_lines]):
         matches.append(
             ArtifactMatch(
-                query_cell=tuple(int(v) for v in match.query_cell),
-                candidate_cell=tuple(int(v) for v in match.candidate_cell),
-                query_xy=tuple(float(v) for v in match.query_xy),
-                candidate_xy=tuple(float(v) for v in match.candidate_xy),
+                query_cell=(int(match.query_cell[0]), int(match.query_cell[1])),
+                candidate_cell=(int(match.candidate_cell[0]), int(match.candidate_cell[1])),
+                query_xy=(float(match.query_xy[0]), float(match.query_xy[1])),
+                candidate_xy=(float(match.candidate_xy[0]), float(match.candidate_xy[1])),
                 query_display_xy=_to_display(match.query_xy, sides["query"]),
                 candidate_display_xy=_to_display(match.candidate_xy, sides["candidate"]),
                 relevance=float(match.relevance),
@@ -104,6 +104,7 @@ def build_artifact(
         )
     metrics = layer.metrics
     document = ExplanationArtifact(
+        schema_version=SCHEMA_VERSION,
         artifact_id=artifact_id,
         query_id=record.query_id,
         candidate_id=record.candidate_id,

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -76,7 +76,9 @@ def to_bgr_array(png_bytes: bytes) -> np.ndarray:
         image = Image.open(io.BytesIO(png_bytes))
         image.load()
     except Exception as exc:
-        raise InvalidInputError(f"to_bgr_array: the bytes are not a readable PNG ({exc}); pass RenderedImage.png") from exc
+        raise InvalidInputError(
+            f"to_bgr_array: the bytes are not a readable PNG ({exc}); pass RenderedImage.png"
+        ) from exc
     if image.mode in ("RGBA", "LA", "P"):
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

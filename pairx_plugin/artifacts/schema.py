@@ -29,6 +29,8 @@ _SHA256 = SHA256_PATTERN
 #: file names inside an artifact directory and run names: produced by us or checked, never paths
 FILE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 _FILE_NAME = FILE_NAME_PATTERN
+MediaType = Literal["image/png", "application/x-npz"]
+ManifestStatus = Literal["explained", "error", "not_explained"]
 
 
 class _Strict(BaseModel):
@@ -71,7 +73,7 @@ class ArtifactFile(_Strict):
 
     name: str = Field(pattern=_FILE_NAME)
     role: str = Field(description='What the file shows, e.g. "composite", "heatmap_query", "arrays".')
-    media_type: Literal["image/png", "application/x-npz"]
+    media_type: MediaType
     sha256: str = Field(pattern=_SHA256)
     size_bytes: int = Field(ge=0)
     width: int | None = Field(None, ge=1)
@@ -141,7 +143,7 @@ class ManifestEntry(_Strict):
     schema_version: str = Field(SCHEMA_VERSION, pattern=r"^\d+\.\d+\.\d+$")
     run_name: str
     index: int = Field(ge=0, description="Position of the record in the list the host passed.")
-    status: Literal["explained", "error", "not_explained"] = Field(
+    status: ManifestStatus = Field(
         description="explained: artifact attached (record.explanation); error: record.explanation_error; "
         "not_explained: outside top_k or explanations disabled."
     )

@@ -44,7 +44,15 @@ import numpy as np
 from ..errors import ArtifactError, InvalidInputError
 from ..records import SHA256_PATTERN, ExplanationRef, MatchRecord
 from ..versions import ENGINE_VERSION
-from .schema import FILE_NAME_PATTERN, SCHEMA_VERSION, ArtifactFile, ExplanationArtifact, ManifestEntry
+from .schema import (
+    FILE_NAME_PATTERN,
+    SCHEMA_VERSION,
+    ArtifactFile,
+    ExplanationArtifact,
+    ManifestEntry,
+    ManifestStatus,
+    MediaType,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -226,7 +234,7 @@ class ArtifactBlob:
 
     name: str
     role: str
-    media_type: str
+    media_type: MediaType
     data: bytes
     width: int | None = None
     height: int | None = None
@@ -235,7 +243,8 @@ class ArtifactBlob:
 def arrays_blob(arrays: Mapping[str, np.ndarray]) -> ArtifactBlob:
     """``arrays.npz`` (compressed) holding ``arrays``."""
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **{key: np.asarray(value) for key, value in arrays.items()})
+    named: dict[str, Any] = {key: np.asarray(value) for key, value in arrays.items()}
+    np.savez_compressed(buffer, **named)
     return ArtifactBlob(ARRAYS_NAME, "arrays", "application/x-npz", buffer.getvalue())
 
 
@@ -452,11 +461,12 @@ class RunManifest:
             )
             warnings.warn(str(self.error), RuntimeWarning, stacklevel=3)
 
-    def append(self, index: int, status: str, record: MatchRecord) -> None:
+    def append(self, index: int, status: ManifestStatus, record: MatchRecord) -> None:
         """Write one line with one ``write`` call and fsync it, so a killed run leaves whole lines only."""
         if self._fd is None:
             return
-        entry = ManifestEntry(run_name=self.run_name, index=index, status=status, record=record)
+        entry = ManifestEntry(schema_version=SCHEMA_VERSION, run_name=self.run_name, index=index, status=status,
+                              record=record)
         try:
             _write_bytes(self._fd, (entry.model_dump_json() + "\n").encode("utf-8"))
             os.fsync(self._fd)
