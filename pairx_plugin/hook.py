@@ -34,14 +34,14 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .config import PairXConfig, load_config, resolve_device
 from .errors import ConfigError, InvalidInputError, PairXError
-from .images import ImageSource, LoadedImage
-from .records import STAGES, ExplanationErrorInfo, MatchRecord
+from .images import ImageSource, LoadedImage, as_loaded_image
+from .records import STAGES, ExplanationErrorInfo, MatchRecord, coerce_records
 
 if TYPE_CHECKING:  # imported at call time: the engine and the store pull in torch and pillow
     import torch
@@ -115,29 +115,6 @@ def explain_matches(
         runner = _Run(context=context, images=images, engine=engine, store=store, device=device,
                       layer_keys=list(engine.layer_keys), manifest=manifest)
         return runner.run(given, progress=progress)
-
-
-def coerce_records(records: Any) -> list[MatchRecord]:
-    """``records`` as a list of ``MatchRecord``; :class:`InvalidInputError` naming the first bad one."""
-    if isinstance(records, (str, bytes, Mapping, MatchRecord)) or not hasattr(records, "__iter__"):
-        raise InvalidInputError(f"records must be a sequence of MatchRecord, got {type(records).__name__}")
-    result = []
-    for index, record in enumerate(records):
-        if isinstance(record, MatchRecord):
-            result.append(record)
-            continue
-        if not isinstance(record, Mapping):
-            raise InvalidInputError(f"records[{index}] must be a MatchRecord or a mapping of its fields, "
-                                    f"got {type(record).__name__}")
-        try:
-            result.append(MatchRecord.model_validate(record))
-        except ValueError as exc:
-            errors = getattr(exc, "errors", None)
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or '<record>'}: {err['msg']}" for err in errors()
-            ) if callable(errors) else str(exc)
-            raise InvalidInputError(f"records[{index}] is not a valid MatchRecord: {problems}") from None
-    return result
 
 
 def default_run_name() -> str:
@@ -239,7 +216,7 @@ class _Run:
             cached = self._image_cache[image_id]
         else:
             try:
-                cached = _as_loaded_image(self.images.load(image_id), image_id)
+                cached = as_loaded_image(self.images.load(image_id), image_id)
             except Exception as exc:  # noqa: BLE001 - any failure of the host's source costs only its records
                 cached = exc
             self._image_cache[image_id] = cached
@@ -338,15 +315,6 @@ class _Run:
             self._finish(candidate.index, candidate.record.with_explanation(outcome), "explained")
 
 
-def _as_loaded_image(value: Any, image_id: str) -> LoadedImage:
-    if isinstance(value, LoadedImage):
-        return value
-    if hasattr(value, "tensor") and hasattr(value, "display"):  # a compatible type from elsewhere
-        return LoadedImage(tensor=value.tensor, display=value.display, sha256=getattr(value, "sha256", None))
-    raise InvalidInputError(f"the image source returned {type(value).__name__} for id {image_id!r}; "
-                            "it must return a LoadedImage")
-
-
 def _one_line(exc: BaseException, limit: int = 300) -> str:
     text = " ".join((str(exc) or repr(exc)).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -355,7 +323,7 @@ def _one_line(exc: BaseException, limit: int = 300) -> str:
 __all__ = [
     "ImageSource",  # kept for one release: moved to pairx_plugin.images
     "LoadedImage",  # kept for one release: moved to pairx_plugin.images
-    "coerce_records",
+    "coerce_records",  # kept for one release: moved to pairx_plugin.records
     "default_run_name",
     "explain_matches",
     "resolve_device",  # kept for one release: pairx_plugin.config.resolve_device

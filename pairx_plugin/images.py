@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -87,6 +87,16 @@ class ImageSource(Protocol):
     """Anything that turns an image id into a :class:`LoadedImage` (and may raise for a bad id)."""
 
     def load(self, image_id: str) -> LoadedImage: ...
+
+
+def as_loaded_image(value: Any, image_id: str) -> LoadedImage:
+    """``value`` as a :class:`LoadedImage` (a compatible object is converted); the error names ``image_id``."""
+    if isinstance(value, LoadedImage):
+        return value
+    if hasattr(value, "tensor") and hasattr(value, "display"):  # a compatible type from elsewhere
+        return LoadedImage(tensor=value.tensor, display=value.display, sha256=getattr(value, "sha256", None))
+    raise InvalidInputError(f"the image source returned {type(value).__name__} for id {image_id!r}; "
+                            "it must return a LoadedImage")
 
 
 def _bad(path: Path | str, problem: str) -> InvalidInputError:
@@ -258,7 +268,7 @@ def prepare_image(
     height, width = _size_hw(size)
     if len(mean) != 3 or len(std) != 3 or any(float(s) <= 0 for s in std):
         raise InvalidInputError(f"prepare_image: mean and std need 3 values each and std > 0, got {mean!r}, {std!r}")
-    resized = np.asarray(Image.fromarray(crop).resize((width, height), Image.BILINEAR), dtype=np.float32)
+    resized = np.asarray(Image.fromarray(crop).resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
     tensor = torch.from_numpy(resized / 255.0).permute(2, 0, 1).contiguous()
     mean_t = torch.tensor([float(v) for v in mean], dtype=torch.float32).view(3, 1, 1)
     std_t = torch.tensor([float(v) for v in std], dtype=torch.float32).view(3, 1, 1)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import uuid
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -27,6 +28,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from .errors import InvalidInputError
 
 #: where explaining a record failed
 Stage = Literal["load", "forward", "relevance", "match", "pixels", "render", "store"]
@@ -128,7 +131,7 @@ class ExplanationErrorInfo(BaseModel):
     @classmethod
     def from_exception(cls, exc: BaseException, stage: str) -> ExplanationErrorInfo:
         message = str(exc) or repr(exc)
-        return cls(type=type(exc).__name__, message=message, stage=stage)
+        return cls.model_validate({"type": type(exc).__name__, "message": message, "stage": stage})
 
 
 class MatchRecord(BaseModel):
@@ -182,7 +185,31 @@ class MatchRecord(BaseModel):
         return self.model_copy(update={"explanation": None, "other_layers": [], "explanation_error": error})
 
 
+def coerce_records(records: Any) -> list[MatchRecord]:
+    """``records`` as a list of ``MatchRecord``; :class:`InvalidInputError` naming the first bad one."""
+    if isinstance(records, (str, bytes, Mapping, MatchRecord)) or not hasattr(records, "__iter__"):
+        raise InvalidInputError(f"records must be a sequence of MatchRecord, got {type(records).__name__}")
+    result = []
+    for index, record in enumerate(records):
+        if isinstance(record, MatchRecord):
+            result.append(record)
+            continue
+        if not isinstance(record, Mapping):
+            raise InvalidInputError(f"records[{index}] must be a MatchRecord or a mapping of its fields, "
+                                    f"got {type(record).__name__}")
+        try:
+            result.append(MatchRecord.model_validate(record))
+        except ValueError as exc:
+            errors = getattr(exc, "errors", None)
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or '<record>'}: {err['msg']}" for err in errors()
+            ) if callable(errors) else str(exc)
+            raise InvalidInputError(f"records[{index}] is not a valid MatchRecord: {problems}") from None
+    return result
+
+
 __all__ = [
+    "coerce_records",
     "MatchRecord",
     "ExplanationRef",
     "ExplanationErrorInfo",
