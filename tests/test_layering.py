@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     "pairx_plugin.models": 1,
     "pairx_plugin.engine": 2,
     "pairx_plugin.artifacts": 2,
+    "pairx_plugin.decisions": 2,  # curator decisions beside a run's artifacts (the review page reads them)
     "pairx_plugin.reference_models": 2,  # benchmark/test models (leaving the core)
     "pairx_plugin.hook": 3,
     "pairx_plugin.service": 4,  # an application like the CLI (leaving the core)
@@ -74,7 +75,8 @@ def _imports(path: Path) -> list[tuple[int, str]]:
             for alias in node.names:  # "from . import colormaps" imports a module
                 candidate = f"{base}.{alias.name}"
                 found.append((node.lineno, candidate if _is_module(candidate) else base))
-    return [(line, name) for line, name in found if name == "pairx_plugin" or name.startswith("pairx_plugin.")]
+    ours = {(line, name) for line, name in found if name == "pairx_plugin" or name.startswith("pairx_plugin.")}
+    return sorted(ours)
 
 
 def _violations() -> list[str]:
