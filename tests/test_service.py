@@ -418,6 +418,13 @@ def test_service_config_errors_name_the_key(tmp_path):
         ServiceConfig.load(bad)
     with pytest.raises(ConfigError, match="cannot be read"):
         ServiceConfig.load(tmp_path / "absent.yaml")
+    bomb = tmp_path / "bomb.yaml"
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 7)]  # 9**7 values
+    bomb.write_text("\n".join(lines) + "\nimage_roots: *a6\n")
+    with pytest.raises(ConfigError, match="alias") as caught:
+        ServiceConfig.load(bomb)
+    assert len(str(caught.value)) < 1000
     good = tmp_path / "good.yaml"
     good.write_text(f"image_roots: [{tmp_path}]\nmax_pairs: 4\nmodels:\n  MiewID-msv4.1: {{spec: builtin}}\n")
     loaded = ServiceConfig.load(good)

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from pairx_plugin.config import DEVICE_PATTERN, PairXConfig, format_validation_error
+from pairx_plugin.config import DEVICE_PATTERN, PairXConfig, format_validation_error, load_yaml
 from pairx_plugin.errors import ConfigError
 from pairx_plugin.images import DEFAULT_MAX_PIXELS
 
@@ -104,18 +104,16 @@ class ServiceConfig(BaseModel):
         """From a dict, a YAML/JSON file path or None, with keyword overrides; ConfigError names the key."""
         data: dict[str, Any] = {}
         if isinstance(source, (str, os.PathLike)):
-            # TODO(merge): use pairx_plugin.config's one YAML loader once it is public (issue 10).
-            import yaml
-
             path = Path(source)
             try:
-                data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-            except OSError as exc:
-                raise ConfigError(f"service config {str(path)!r} cannot be read: {exc.strerror or exc}") from None
-            except yaml.YAMLError as exc:
-                raise ConfigError(f"service config {str(path)!r} is not valid YAML/JSON: {exc}") from None
-            if not isinstance(data, dict):
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                raise ConfigError(f"service config {str(path)!r} cannot be read: {reason}") from None
+            document = load_yaml(text, origin=str(path)) or {}  # the project's one bounded YAML reader
+            if not isinstance(document, dict):
                 raise ConfigError(f"service config {str(path)!r} must be a mapping of settings")
+            data = document
         elif isinstance(source, dict):
             data = dict(source)
         elif source is not None:
