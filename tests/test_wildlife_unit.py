@@ -321,15 +321,18 @@ def test_explaining_needs_a_model(turtle_metadata, seaturtle_dir):
         pw.explain_similarity(np.eye(4), dataset, dataset, object(), config={"output_dir": "unused"})
 
 
-def test_register_refuses_an_unknown_wildlife_tools(monkeypatch):
+def test_register_is_a_no_op_on_a_wildlife_tools_without_config_store(monkeypatch):
+    """1.x has no Store/realize: importing and registering must work and register nothing."""
     from wildlife_tools import tools
+
+    from pairx_wildlife_tools import host
 
     class StoreWithoutTable:
         pass
 
     monkeypatch.setattr(tools, "Store", StoreWithoutTable)
-    with pytest.raises(PairXError, match=r"Store\.modules is missing in the installed wildlife-tools"):
-        pw.register()
+    assert host.api_generation() == "1.x"
+    assert pw.register() == {}
 
 
 def test_line_scoring_reports_unreadable_artifacts_and_foreign_pairs(tmp_path):

@@ -48,8 +48,32 @@ def image_ids(dataset: Any, id_column: str = ID_COLUMN) -> list[str]:
     return [str(i) for i in range(len(metadata))]
 
 
+def is_unknown_label(value: Any) -> bool:
+    """An empty identity cell: missing (NaN/None) or blank text. Such an image has no label."""
+    if value is None:
+        return True
+    if isinstance(value, float) and np.isnan(value):
+        return True
+    try:
+        import pandas as pd
+
+        if pd.isna(value):
+            return True
+    except (TypeError, ValueError):
+        pass
+    return isinstance(value, str) and not value.strip()
+
+
 def labels(dataset: Any) -> list[str | None]:
-    """String labels of a dataset's rows (``labels_string``), or ``None`` per row when it has none."""
+    """String labels of a dataset's rows, ``None`` for an empty identity cell or a dataset without labels.
+
+    Read from the metadata's label column (``col_label``) rather than ``labels_string``: wildlife-tools'
+    ``labels_string`` turns an empty cell into the text ``"nan"``, which would look like an identity.
+    """
+    metadata = getattr(dataset, "metadata", None)
+    column = getattr(dataset, "col_label", "identity")
+    if metadata is not None and column in getattr(metadata, "columns", ()):
+        return [None if is_unknown_label(v) else str(v) for v in metadata[column].tolist()]
     values = getattr(dataset, "labels_string", None)
     if values is None:
         return [None] * len(dataset)
