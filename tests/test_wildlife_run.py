@@ -8,8 +8,8 @@ from importlib import metadata
 import pandas as pd
 import pytest
 import torch
-
 from pairx_wildlife_tools.pipeline import load_run_settings
+
 from pairx_plugin.errors import ConfigError
 
 CONFIG = """
@@ -113,7 +113,7 @@ def test_run_settings_defaults_and_overrides():
     assert load_run_settings(None).pairx.top_k == 5
     with pytest.raises(ConfigError, match=r"batch_size: Input should be greater than or equal to 1, got 0"):
         load_run_settings({"batch_size": 0})
-    with pytest.raises(ConfigError, match=r"^modle: unknown key; valid keys are: model, weights, batch_size, data, pairx$"):
+    with pytest.raises(ConfigError, match=r"^modle: unknown key; valid keys are: model, weights, trust_remote_code, batch_size, data, pairx$"):
         load_run_settings({"modle": "builtin"})
     with pytest.raises(ConfigError, match=r"^data\.img_lod: unknown key; valid keys are: img_load, split_column"):
         load_run_settings({"data": {"img_lod": "full"}})

@@ -11,12 +11,12 @@ import re
 
 import jsonschema
 import numpy as np
+import pairx_wildlife_tools as pw
 import pandas as pd
 import pytest
 import torch
 import torchvision.transforms as T
 
-import pairx_wildlife_tools as pw
 from pairx_plugin.artifacts.review import write_review_page
 from pairx_plugin.artifacts.schema import ExplanationArtifact, json_schemas
 from pairx_plugin.artifacts.store import ArtifactStore

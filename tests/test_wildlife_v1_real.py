@@ -14,16 +14,16 @@ import json
 
 import jsonschema
 import numpy as np
+import pairx_wildlife_tools as pw
 import pandas as pd
 import pytest
 import torch
 import torchvision.transforms as T
+from pairx_wildlife_tools import host
 
-import pairx_wildlife_tools as pw
 from pairx_plugin.artifacts.schema import ExplanationArtifact, json_schemas
 from pairx_plugin.artifacts.store import ArtifactStore
 from pairx_plugin.pretrained import IMAGENET_MEAN, IMAGENET_STD
-from pairx_wildlife_tools import host
 
 IS_V1 = host.api_generation() == "1.x"
 pytestmark = [
@@ -166,8 +166,9 @@ def test_similarity_pipeline_and_wildfusion_explain_the_deep_part(seaturtle_dir,
 
 
 def test_wildfusion_without_a_deep_pipeline_is_refused(seaturtle_dir):
-    from pairx_plugin.errors import InvalidInputError
     from wildlife_tools.similarity import SimilarityPipeline, WildFusion
+
+    from pairx_plugin.errors import InvalidInputError
 
     fusion = WildFusion(calibrated_pipelines=[SimilarityPipeline(matcher=lambda a, b, **_: None)])
     query, database = _image_datasets(seaturtle_dir, _transform())

@@ -18,24 +18,24 @@ from .classifier import ExplainedPredictions, PairXKnnClassifier
 from .explain import explain_candidates, explain_similarity
 from .images import DatasetImageSource
 from .registry import register
-from .topk_classifier import PairXTopkClassifier
 from .topk import RankedCandidate, from_topk_classifier, similarity_matrix, top_k
+from .topk_classifier import PairXTopkClassifier
 from .translate import records_from_candidates, records_to_frame
 
 register()
 
 __all__ = [
+    "DatasetImageSource",
+    "ExplainedPredictions",
     "PairXKnnClassifier",
     "PairXTopkClassifier",
-    "ExplainedPredictions",
-    "explain_similarity",
-    "explain_candidates",
-    "DatasetImageSource",
-    "register",
     "RankedCandidate",
-    "similarity_matrix",
-    "top_k",
+    "explain_candidates",
+    "explain_similarity",
     "from_topk_classifier",
     "records_from_candidates",
     "records_to_frame",
+    "register",
+    "similarity_matrix",
+    "top_k",
 ]

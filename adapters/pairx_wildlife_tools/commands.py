@@ -24,6 +24,8 @@ def _run(args: argparse.Namespace) -> int:
 
     _set_threads(args.threads)
     settings = load_run_settings(args.config, top_k=args.top_k)
+    if args.trust_remote_code:
+        settings = settings.model_copy(update={"trust_remote_code": True})
     out = Path(args.out or settings.pairx.output_dir or "pairx_out")
     result = run_pipeline(args.images, args.metadata, settings, out, run_name=args.run_name,
                           progress=not args.no_progress, allow_outside_root=args.allow_outside_root)
@@ -67,6 +69,8 @@ def register_run(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-progress", action="store_true",
                         help="hide progress bars (wildlife-tools' feature extraction included)")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="let a transformers: model run its own Python code (same as trust_remote_code: true)")
     parser.add_argument("--allow-outside-root", action="store_true",
                         help="accept CSV paths that lead outside --images (by default every path, symlinks "
                         "followed, must stay inside it)")

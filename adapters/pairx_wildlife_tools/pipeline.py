@@ -57,8 +57,11 @@ class RunSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
-    model: str = Field("builtin", description="Model spec: builtin, timm:NAME or module:callable.")
+    model: str = Field("builtin", description="Model spec (pairx_plugin.models): builtin, timm:NAME, hf-hub:ORG/NAME, "
+                       "local-dir:PATH, transformers:DIR_OR_ID, miewid[BACKBONE]:PATH or module:callable.")
     weights: str | None = Field(None, description="State dict file for the model spec (optional).")
+    trust_remote_code: bool = Field(
+        False, description="Let a transformers: model run its own Python code (config.json auto_map, e.g. MiewID).")
     batch_size: int = Field(16, ge=1, description="DeepFeatures batch size.")
     data: DataSettings = Field(default_factory=DataSettings)
     pairx: PairXConfig = Field(default_factory=PairXConfig)
@@ -244,7 +247,10 @@ def run_pipeline(images_dir: str | Path, metadata: str | Path | pd.DataFrame, se
     check_image_paths(table, images_dir, allow_outside_root=allow_outside_root)
     query_rows, database_rows, _ = split_metadata(table, settings.data)
 
-    bundle = model if model is not None else load_model_spec(settings.model, settings.weights)
+    if model is not None:
+        bundle = model
+    else:
+        bundle = load_model_spec(settings.model, settings.weights, trust_remote_code=settings.trust_remote_code)
     transform = T.Compose([
         T.Resize((bundle.input_size, bundle.input_size)),
         T.ToTensor(),
@@ -261,7 +267,7 @@ def run_pipeline(images_dir: str | Path, metadata: str | Path | pd.DataFrame, se
         with host.quiet_progress(extractor, enabled=not progress):
             query_features = extractor(query_ds)
             database_features = query_features if same_sets else extractor(database_ds)
-    except Exception as exc:  # noqa: BLE001 - cv2/PIL/pandas raise many types for a bad row
+    except Exception as exc:
         raise InvalidInputError(
             f"wildlife-tools could not load the images listed in the metadata ({type(exc).__name__}: {exc}); "
             f"check that every 'path' exists under {str(images_dir)!r} and that bbox values are [x, y, w, h]"
