@@ -166,8 +166,8 @@ def _hub_bundle(spec: str, prefix: str, rest: str, weights: str | None, trust_re
     match = _MIEWID_SPEC.match(prefix)
     assert match is not None  # the caller dispatches only matching prefixes
     backbone = match.group("backbone") or models_miewid.MIEWID_BACKBONE
-    miewid, config = models_miewid.load_miewid_checkpoint(os.path.expanduser(rest), backbone)
-    size, mean, std = _preprocessing(spec, *models_miewid.checkpoint_preprocessing(config),
+    miewid, miewid_config = models_miewid.load_miewid_checkpoint(os.path.expanduser(rest), backbone)
+    size, mean, std = _preprocessing(spec, *models_miewid.checkpoint_preprocessing(miewid_config),
                                      default_size=models_miewid.MIEWID_INPUT_SIZE)
     return ModelBundle(model=miewid, input_size=size, mean=mean, std=std, name=spec)
 

@@ -77,7 +77,10 @@ def miewid_model(backbone: str = MIEWID_BACKBONE) -> MiewIdLike:
                 f"(MiewID uses {MIEWID_BACKBONE!r})"
             ) from None
         raise
-    return MiewIdLike(trunk, int(trunk.num_features)).eval()
+    features = trunk.num_features
+    if not isinstance(features, int):
+        raise InvalidInputError(f"timm model {backbone!r} does not report num_features; it cannot be a MiewID backbone")
+    return MiewIdLike(trunk, features).eval()
 
 
 def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], Mapping[str, Any]]:

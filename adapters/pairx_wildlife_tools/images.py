@@ -176,8 +176,8 @@ class DatasetImageSource:
         """``LoadedImage`` for the hook: the model's input tensor and a display image of the same crop."""
         from pairx_plugin.hook import LoadedImage
 
-        entry = self._entries.get(image_id)
-        crop = self.crop(image_id)
+        crop = self.crop(image_id)  # raises for an unknown id
+        entry = self._entries[image_id]
         transform = getattr(entry.dataset, "transform", None)
         if transform is None:
             raise InvalidInputError(
@@ -190,7 +190,7 @@ class DatasetImageSource:
                 f"the dataset's transform gave {type(tensor).__name__} for {image_id!r}; "
                 "it must give a (3, H, W) tensor as DeepFeatures feeds the model"
             )
-        display = self._display(transform, crop, tuple(tensor.shape[-2:]))
+        display = self._display(transform, crop, (int(tensor.shape[-2]), int(tensor.shape[-1])))
         pixels = np.asarray(crop.convert("RGB"), dtype=np.uint8)
         digest = hashlib.sha256(f"{pixels.shape}\0".encode())
         digest.update(np.ascontiguousarray(pixels).tobytes())  # the source: the crop's pixels
@@ -204,4 +204,4 @@ class DatasetImageSource:
             if array is not None and array.shape[:2] == size:
                 return array
         height, width = size
-        return np.asarray(crop.convert("RGB").resize((width, height), Image.BILINEAR), dtype=np.uint8).copy()
+        return np.asarray(crop.convert("RGB").resize((width, height), Image.Resampling.BILINEAR), dtype=np.uint8).copy()
