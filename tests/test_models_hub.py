@@ -280,3 +280,17 @@ def test_miewid_checkpoint_key_mismatches_are_named(tmp_path):
         load_model_spec(f"miewid[no_such_net]:{tmp_path / 'extra.bin'}")
     with pytest.raises(InvalidInputError, match="MiewID checkpoint .* not found"):
         load_model_spec(f"miewid:{tmp_path / 'nope.bin'}")
+
+
+@pytest.mark.slow
+def test_the_benchmarks_miewid_model_round_trips_through_a_wbia_checkpoint(tmp_path):
+    """The default spec (``miewid:PATH``, efficientnetv2_rw_m) fits the model the benchmarks build."""
+    from pairx_plugin.reference_models import miewid_like
+
+    original = miewid_like(seed=2)
+    state = dict(original.state_dict())
+    state["final.weight"] = torch.zeros(4, state["bn.weight"].shape[0])
+    torch.save(state, tmp_path / "miewid.bin")
+    bundle = load_model_spec(f"miewid:{tmp_path / 'miewid.bin'}")
+    assert _same_state(bundle.model, original) and type(bundle.model) is type(original)
+    assert (bundle.input_size, bundle.mean) == (440, (0.485, 0.456, 0.406))  # WBIA's MiewID setting
