@@ -94,6 +94,9 @@ def test_from_topk_classifier_reads_1x_triple():
         pw.from_topk_classifier(labels)
     with pytest.raises(InvalidInputError, match="must both be n_query x k"):
         pw.from_topk_classifier((labels, scores, index[:, :1]))
+    masked = np.array([[0.9, -np.inf], [-np.inf, -np.inf]])  # e.g. an image against itself
+    rows = pw.from_topk_classifier((labels, masked, index))
+    assert [(r.query_index, r.database_index, r.rank) for r in rows] == [(0, 3, 0)]
 
 
 # --------------------------------------------------------------------------- images and records
