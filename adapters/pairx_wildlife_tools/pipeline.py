@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pairx_plugin.config import PairXConfig, load_config
+from pairx_plugin.config import PairXConfig, load_config, resolve_device
 from pairx_plugin.errors import ConfigError, InvalidInputError
 from pairx_plugin.records import MatchRecord
 
@@ -174,14 +174,6 @@ def split_metadata(metadata: pd.DataFrame, data: DataSettings) -> tuple[pd.DataF
     return query, database, True
 
 
-def _device(config: PairXConfig) -> str:
-    import torch
-
-    if config.device != "auto":
-        return config.device
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def without_self_matches(similarity: Any, query_ids: list[str], database_ids: list[str]) -> np.ndarray:
     """A float64 copy of ``similarity`` with ``-inf`` where the query and database image are the same.
 
@@ -261,7 +253,7 @@ def run_pipeline(images_dir: str | Path, metadata: str | Path | pd.DataFrame, se
     database_ds = query_ds if same_sets else WildlifeDataset(database_rows, str(images_dir), transform=transform, img_load=img_load)
     query_ids, database_ids = image_ids(query_ds), image_ids(database_ds)  # fails early on duplicate ids
 
-    device = _device(settings.pairx)
+    device = str(resolve_device(settings.pairx.device))  # the pipeline builds and places the model itself
     extractor = DeepFeatures(bundle.model, batch_size=settings.batch_size, num_workers=0, device=device)
     try:
         with host.quiet_progress(extractor, enabled=not progress):
