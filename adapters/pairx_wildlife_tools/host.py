@@ -5,7 +5,7 @@ Two API generations are in use:
 - **0.0.9** (PyPI, January 2024): ``CosineSimilarity()(q, d)`` returns ``{"cosine": matrix}`` (some
   early 1.x builds used ``{"default": matrix}``); configs are built by ``wildlife_tools.tools.realize``
   from names registered in ``tools.Store.modules``; ``DeepFeatures`` shows a progress bar from
-  ``wildlife_tools/features/deep.py``.
+  ``wildlife_tools/features/deep.py``; ``KnnClassifier`` calls pandas' deprecated ``fillna(method=...)``.
 - **1.x** (GitHub, 1.0.3 tested): ``CosineSimilarity`` returns the matrix itself; ``TopkClassifier(...,
   return_all=True)`` and ``SimilarityPipeline``/``WildFusion`` exist; ``Store``/``realize`` are gone;
   ``DeepFeatures`` (``FeatureCacheMixin``) shows its bar from ``wildlife_tools/data/cache.py`` and
@@ -19,6 +19,7 @@ import contextlib
 import functools
 import importlib
 import sys
+import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
@@ -147,3 +148,14 @@ def topk_classifier_class() -> Any:
             "PairXKnnClassifier, or install wildlife-tools 1.x from git"
         )
     return found
+
+
+@contextlib.contextmanager
+def known_deprecations_silenced() -> Iterator[None]:
+    """Silence the deprecation warnings wildlife-tools itself triggers (not the user's to fix).
+
+    0.0.9's ``KnnClassifier`` calls pandas' deprecated ``DataFrame.fillna(method=...)``.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="DataFrame.fillna with 'method'", category=FutureWarning)
+        yield
