@@ -52,6 +52,9 @@ PY
 fi
 
 export PYTHONPATH="$OVERLAY${PYTHONPATH:+:$PYTHONPATH}"
-"$PY" -c 'import wildlife_tools, wildlife_tools.features, wildlife_tools.similarity, sys; v = getattr(wildlife_tools, "__version__", "?"); print("wildlife-tools", v, "from", wildlife_tools.__file__); sys.exit(0 if hasattr(wildlife_tools.similarity, "WildFusion") else 1)'
+"$PY" -c 'import sys, wildlife_tools.features, wildlife_tools.similarity
+from pairx_wildlife_tools import host
+print("wildlife-tools", host.version(), "(API", host.api_generation() + ") from", wildlife_tools.__file__)
+sys.exit(0 if host.api_generation() == "1.x" else 1)'
 cd "$ROOT"
 exec "$PY" -m pytest -q -p no:cacheprovider tests/test_wildlife_v1_real.py tests/test_wildlife_run_inputs.py "$@"
