@@ -209,6 +209,18 @@ def test_transformers_custom_code_needs_the_opt_in_and_then_explains(tmp_path):
     _assert_explained_cosine_is_the_models(bundle, seed=3)
 
 
+@pytest.mark.slow
+def test_cli_trust_remote_code_flag(tmp_path, capsys):
+    from pairx_plugin import cli
+
+    folder = tmp_path / "tiny-reid"
+    _custom_code_folder(folder)
+    assert cli.main(["layers", "--model", f"transformers:{folder}"]) == 2
+    assert "pass --trust-remote-code" in capsys.readouterr().err
+    assert cli.main(["layers", "--model", f"transformers:{folder}", "--trust-remote-code"]) == 0
+    assert "model.backbone" in capsys.readouterr().out
+
+
 def test_transformers_spec_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     with pytest.raises(InvalidInputError, match="conservationxlabs/miewid-msv3 is not in the Hugging Face cache"):
