@@ -13,11 +13,8 @@ left out of the accuracy, and as a database image it predicts "unknown" (:data:`
 """
 from __future__ import annotations
 
-import os
 import time
-import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
@@ -186,12 +183,9 @@ def without_self_matches(similarity: Any, query_ids: list[str], database_ids: li
 
 
 def default_run_name(prefix: str = "run") -> str:
-    """A run name no other process will pick: UTC time to the microsecond, pid and a random suffix."""
-    try:
-        from pairx_plugin.artifacts.store import new_run_name  # the store's own, where it has one
-    except ImportError:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-        return f"{prefix}-{stamp}-p{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    """A run name no other process will pick (the store's: UTC time to the µs, pid, random suffix)."""
+    from pairx_plugin.artifacts.store import new_run_name  # unique across processes (issue 11)
+
     return new_run_name(prefix)
 
 
