@@ -186,6 +186,36 @@ def test_mlservice_good_requests_get_visualizations_and_count(http):
     assert reply["images"][0] != reply["images"][1]  # img1-img2 and img1-img1 are different pictures
 
 
+@pytest.mark.slow
+def test_miewid_id_mapped_to_a_wbia_state_dict_checkpoint(http, roots, tmp_path):
+    from benchmarks.reference_models import miewid_shaped_lite0
+
+    checkpoint = tmp_path / "miew_id.msv4_1.bin"  # a WBIA MiewIdNet-style state dict (lite0 backbone)
+    torch.save(miewid_shaped_lite0().state_dict(), checkpoint)
+    config = ServiceConfig(
+        image_roots=[str(roots["root"])],
+        output_dir=str(tmp_path / "store"),
+        device="cpu",
+        models={"MiewID-msv4.1": {"spec": f"miewid[efficientnet_lite0]:{checkpoint}", "input_size": 224}},
+    )
+    body = {
+        "image1_uris": ["Images/img1.png"],
+        "bb1": [[0, 0, 0, 0]],
+        "image2_uris": ["Images/img2.png"],
+        "bb2": [[0, 0, 0, 0]],
+        "k_lines": 5,
+        "k_colors": 2,
+    }
+    with Server(config) as checkpoint_server:
+        status, from_checkpoint, _ = checkpoint_server.post(body)
+        assert status == 200, from_checkpoint
+        health = checkpoint_server.get("/health")[1]
+    assert health["models"]["miewid-msv4.1"]["loaded"] is True
+    status, from_callable = http.post(body)[:2]  # the same weights through a module:callable spec
+    assert status == 200 and from_checkpoint["count"] == 1
+    assert from_checkpoint["images"] == from_callable["images"]  # the same picture, byte for byte
+
+
 @pytest.mark.parametrize(
     "change, detail",
     [

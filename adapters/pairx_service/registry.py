@@ -48,9 +48,7 @@ class ModelRegistry:
             loaded = self._loaded.get(key)
             if loaded is None:
                 device = resolve_device(self.config.device, key="service.device")  # before the slow load
-                # only passed when set, so specs that predate the option keep loading the same way
-                options = {"trust_remote_code": True} if entry.trust_remote_code else {}
-                bundle = load_model_spec(entry.spec, entry.weights, **options)
+                bundle = load_model_spec(entry.spec, entry.weights, trust_remote_code=entry.trust_remote_code)
                 if entry.input_size is not None:
                     bundle = replace(bundle, input_size=entry.input_size)
                 bundle.model.to(device).eval()
