@@ -32,7 +32,7 @@ def _weights_path() -> str:
 
 
 @functools.lru_cache(maxsize=1)
-def _mapped_state_dict() -> "OrderedDict[str, torch.Tensor]":
+def _mapped_state_dict() -> OrderedDict[str, torch.Tensor]:
     import timm
 
     source = torch.load(_weights_path(), map_location="cpu", weights_only=True)

@@ -27,14 +27,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from pairx_service.config import ServiceConfig
-from pairx_service.crops import crop_rotated
-from pairx_service.request import ExplainRequest
-from pairx_service.uris import UriNotAllowedError, resolve_uri
 from PIL import Image
 
 from pairx_plugin.errors import ConfigError, InvalidInputError
 from pairx_plugin.images import crop_box
+from pairx_service.config import ServiceConfig
+from pairx_service.crops import crop_rotated
+from pairx_service.request import ExplainRequest
+from pairx_service.uris import UriNotAllowedError, resolve_uri
 
 REPO = Path(__file__).resolve().parents[1]
 MIEWID_SPEC = "benchmarks.reference_models:miewid_shaped_lite0"
@@ -81,6 +81,7 @@ class Server:
 
     def __init__(self, config: ServiceConfig) -> None:
         import uvicorn
+
         from pairx_service.app import create_app
 
         self.port = _free_port()

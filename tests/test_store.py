@@ -205,9 +205,8 @@ def test_run_names_must_be_safe_file_names(tmp_path, name):
 def test_manifest_that_cannot_be_opened_warns_and_keeps_going(tmp_path):
     (tmp_path / "runs").write_text("a file where the runs folder should be")
     store = ArtifactStore(tmp_path)
-    with pytest.warns(RuntimeWarning, match="cannot write run manifest"):
-        with store.open_run("r") as manifest:
-            manifest.append(0, "not_explained", MatchRecord(query_id="q", candidate_id="c", rank=0, score=1))
+    with pytest.warns(RuntimeWarning, match="cannot write run manifest"), store.open_run("r") as manifest:
+        manifest.append(0, "not_explained", MatchRecord(query_id="q", candidate_id="c", rank=0, score=1))
     assert manifest.error is not None and manifest.lines_written == 0
 
 

@@ -17,12 +17,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-from pairx_plugin.errors import ConfigError
-
 from wbia_standin import controller_inject, dtool, graph, miewid
 from wbia_standin.annotmatch import AnnotMatch
 from wbia_standin.env import SMALL_XPX, deployment
+
+from pairx_plugin.errors import ConfigError
 
 pytestmark = pytest.mark.slow  # the module's fixtures run the real engine on a MiewID-like model
 

@@ -12,8 +12,9 @@ hashes the request's cfgstr, changes with it). Values are validated when the con
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from pairx_plugin.config import PairXConfig
 from pairx_plugin.errors import ConfigError
@@ -71,7 +72,7 @@ class XpxConfig:
             setattr(self, param.name, cfgdict.get(param.name, param.default))
 
     @classmethod
-    def from_mapping(cls, mapping: Any) -> "XpxConfig":
+    def from_mapping(cls, mapping: Any) -> XpxConfig:
         """From a dict, a ``dtool.Config``/request config (``parse_items``) or ``None``."""
         if mapping is None:
             return cls()
@@ -86,7 +87,7 @@ class XpxConfig:
         body = ",".join(f"{p.name}={getattr(self, p.name)}" for p in XPX_PARAMS if p.in_cfgstr)
         return f"XpxConfig({body})"
 
-    def validated(self) -> "XpxConfig":
+    def validated(self) -> XpxConfig:
         """Itself, after checking every value; :class:`ConfigError` names the first bad key."""
         for param in XPX_PARAMS:
             value = getattr(self, param.name)

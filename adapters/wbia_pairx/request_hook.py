@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .config import XPX_PARAMS, XpxConfig
 from .runtime import WbiaPairx, render_version
@@ -69,7 +70,7 @@ class PairxAttachment:
                 self.config_cls._param_info_list = self._saved_params
         self.active = False
 
-    def __enter__(self) -> "PairxAttachment":
+    def __enter__(self) -> PairxAttachment:
         return self
 
     def __exit__(self, *exc: Any) -> None:
