@@ -46,7 +46,7 @@ def turtle_pair(size: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
     root = shared_dir() / "data" / "seaturtle_sample" / "images" / "identity_a"
     tensors = []
     for name in ("image_1.JPG", "image_2.JPG"):
-        image = Image.open(root / name).convert("RGB").resize((size, size), Image.BILINEAR)
+        image = Image.open(root / name).convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
         x = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float().div(255).unsqueeze(0)
         tensors.append(((x - MEAN) / STD).to(device))
     return tensors[0], tensors[1]

@@ -133,7 +133,7 @@ def _preprocessing(spec: str, size: Any, mean: Any, std: Any, default_size: int 
         mean_value, std_value = IMAGENET_MEAN, IMAGENET_STD
     if size_value < 8:
         raise _bad_spec(spec, f"its config gives input size {size_value}; expected at least 8 pixels")
-    return size_value, mean_value, std_value  # type: ignore[return-value]
+    return size_value, mean_value, std_value
 
 
 def _timm_cfg_bundle(spec: str, model: nn.Module, name: str) -> ModelBundle:
@@ -193,7 +193,7 @@ def _timm_bundle(spec: str, name: str, weights: str | None) -> ModelBundle:
         classifier = cfg.get("classifier")
         names = classifier if isinstance(classifier, (list, tuple)) else ([classifier] if classifier else [])
         load_weights(model, weights, drop_prefixes=tuple(f"{n}." for n in names))
-    return ModelBundle(model=model.eval(), input_size=int(input_size[-1]), mean=mean, std=std,  # type: ignore[arg-type]
+    return ModelBundle(model=model.eval(), input_size=int(input_size[-1]), mean=mean, std=std,
                        name=f"timm:{name}")
 
 

@@ -66,6 +66,16 @@ class XpxConfig:
     """``dtool.Config``-like: declared ``xpx_*`` parameters; unknown keys are dropped silently."""
 
     _param_info_list = XPX_PARAMS
+    # set from XPX_PARAMS in __init__; declared here for the type checker (keep in step with XPX_PARAMS)
+    xpx_enabled: bool
+    xpx_top_k: int
+    xpx_score: str
+    xpx_layer_key: str
+    xpx_k_lines: int
+    xpx_k_colors: int
+    xpx_mode: str
+    xpx_channel_order: str
+    xpx_render_on_demand: bool
 
     def __init__(self, **cfgdict: Any) -> None:
         for param in XPX_PARAMS:

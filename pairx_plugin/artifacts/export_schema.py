@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 from pathlib import Path
 
 from .schema import json_schemas
@@ -15,7 +16,7 @@ from .schema import json_schemas
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "docs" / "schema"
 
 
-def schema_text(schema: dict) -> str:
+def schema_text(schema: dict[str, Any]) -> str:
     """The exact text written for ``schema`` (stable key order, trailing newline)."""
     return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
 
