@@ -100,19 +100,10 @@ def load_weights(model: nn.Module, weights: str | os.PathLike, *, drop_prefixes:
     """
     state = _read_state_dict(weights)
     state = {k: v for k, v in state.items() if not any(k.startswith(p) for p in drop_prefixes)}
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in expected]
-    wrong_shape = [f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
-                   for k in state if k in expected and state[k].shape != expected[k].shape]
-    if missing or unexpected or wrong_shape:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {missing[:3]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
-        if wrong_shape:
-            parts.append(f"{len(wrong_shape)} with the wrong shape (e.g. {wrong_shape[:3]})")
+    from .models_miewid import state_dict_mismatch
+
+    parts = state_dict_mismatch(state, model.state_dict(), ignore_missing_counters=True)
+    if parts:
         raise InvalidInputError(
             f"weights file {str(weights)!r} does not fit the model: " + "; ".join(parts)
             + "; pass weights saved from the same architecture"

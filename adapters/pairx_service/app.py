@@ -70,15 +70,21 @@ def create_app(config: ServiceConfig | dict[str, Any] | None = None) -> FastAPI:
             chunks.append(chunk)
         return b"".join(chunks)
 
+    async def read_body(request: Request, too_large_hint: str) -> bytes | JSONResponse:
+        """The bounded body, or the error reply for a body that is too large or declares a bad length."""
+        try:
+            return await bounded_body(request)
+        except RequestTooLargeError as exc:
+            return _error(413, str(exc), too_large_hint)
+        except InvalidInputError as exc:
+            return _error(400, str(exc), "send a valid Content-Length or none")
+
     @app.post("/explain/")
     @app.post("/explain", include_in_schema=False)
     async def explain(request: Request) -> JSONResponse:
-        try:
-            body = await bounded_body(request)
-        except RequestTooLargeError as exc:
-            return _error(413, str(exc), "send fewer or shorter URIs, or raise max_body_bytes in the service config")
-        except InvalidInputError as exc:
-            return _error(400, str(exc), "send a valid Content-Length or none")
+        body = await read_body(request, "send fewer or shorter URIs, or raise max_body_bytes in the service config")
+        if isinstance(body, JSONResponse):
+            return body
         try:
             parsed = ExplainRequest.model_validate_json(body)
         except ValidationError as exc:
@@ -127,12 +133,9 @@ def create_app(config: ServiceConfig | dict[str, Any] | None = None) -> FastAPI:
 
     @app.post("/runs/{run_name}/decisions")
     async def decisions(run_name: str, request: Request) -> JSONResponse:
-        try:
-            body = await bounded_body(request)
-        except RequestTooLargeError as exc:
-            return _error(413, str(exc), "post fewer decisions at a time, or raise max_body_bytes")
-        except InvalidInputError as exc:
-            return _error(400, str(exc), "send a valid Content-Length or none")
+        body = await read_body(request, "post fewer decisions at a time, or raise max_body_bytes")
+        if isinstance(body, JSONResponse):
+            return body
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:

@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from .schema import json_schemas
 
