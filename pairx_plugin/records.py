@@ -28,6 +28,8 @@ from pydantic import (
     model_validator,
 )
 
+from .evidence.models import EvidenceScores, RerankInfo
+
 #: where explaining a record failed
 Stage = Literal["load", "forward", "relevance", "match", "pixels", "render", "store"]
 STAGES: tuple[str, ...] = ("load", "forward", "relevance", "match", "pixels", "render", "store")
@@ -89,6 +91,7 @@ class ExplanationMetrics(BaseModel):
     mc: float = Field(description="Mean relevance of the top matches (0 when there are none).")
     inlier_ratio: float | None = Field(description="Share of top matches that are RANSAC inliers; null under 4.")
     match_count: int = Field(ge=0, description="Mutual nearest-neighbour matches before truncation to k_lines.")
+    evidence: EvidenceScores | None = Field(None, description="Evidence score and its components (docs/metrics.md).")
 
 
 class ExplanationRef(BaseModel):
@@ -142,6 +145,7 @@ class MatchRecord(BaseModel):
     explanation: ExplanationRef | None = None
     other_layers: list[ExplanationRef] = Field(default_factory=list)
     explanation_error: ExplanationErrorInfo | None = None
+    rerank: RerankInfo | None = Field(None, description="Position after opt-in re-ranking (pairx.rerank); rank is unchanged.")
 
     @field_validator("rank", mode="before")
     @classmethod

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..records import ExplanationMetrics, HostFloat, MatchRecord
 
-SCHEMA_VERSION = "1.0.0"
+SCHEMA_VERSION = "1.1.0"
 
 _SHA256 = r"^[0-9a-f]{64}$"
 #: file names inside an artifact directory: produced by us, never from host strings

@@ -31,7 +31,7 @@ from .guard import model_guard
 from .hooks import capture_outputs
 from .layers import default_layer_key, resolve_layers
 from .layouts import Layout, detect_layout
-from .matching import mutual_nearest_neighbours
+from .matching import mutual_nearest_neighbours, nearest_ratio
 from .metrics import pair_metrics
 from .modelinfo import model_device, model_dtype
 from .relevance import choose_backend
@@ -408,7 +408,9 @@ class PairX:
         idx0, idx1, dist = mutual_nearest_neighbours(fm_q, fm_c)
         relevance = rel_q.flatten()[idx0] * rel_c.flatten()[idx1]
         order = torch.sort(relevance, descending=True, stable=True).indices
+        ratio = nearest_ratio(fm_q, fm_c, idx0, idx1)
         return {
+            "ratio": ratio[order].detach().cpu().numpy(),
             "idx0": idx0[order].tolist(),
             "idx1": idx1[order].tolist(),
             "distance": dist[order].detach().cpu().numpy(),
@@ -431,9 +433,10 @@ class PairX:
         all_c = [centre(i, hc, wc, Hc, Wc) for i in m["idx1"]]
         matches = [
             Match(query_cell=cq, candidate_cell=cc, query_xy=pq, candidate_xy=pc,
-                  relevance=float(r), distance=float(d))
-            for (cq, pq), (cc, pc), r, d in zip(all_q[: self.k_lines], all_c[: self.k_lines],
-                                                 m["relevance"][: self.k_lines], m["distance"][: self.k_lines])
+                  relevance=float(r), distance=float(d), ratio=float(q))
+            for (cq, pq), (cc, pc), r, d, q in zip(all_q[: self.k_lines], all_c[: self.k_lines],
+                                                    m["relevance"][: self.k_lines], m["distance"][: self.k_lines],
+                                                    m["ratio"][: self.k_lines])
         ]
         metrics = pair_metrics(
             np.array([p for _, p in all_q], dtype=np.float32).reshape(-1, 2),
