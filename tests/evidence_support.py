@@ -3,7 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from pairx_plugin.engine.results import LayerExplanation, Match, PairExplanation, PairMetrics
+from pairx_plugin.engine.results import (
+    LayerExplanation,
+    Match,
+    PairExplanation,
+    PairMetrics,
+)
 
 SIZE = 224
 GRID = 14  # 16-px cells

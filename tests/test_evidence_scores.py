@@ -3,8 +3,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from evidence_support import (
+    CELL,
+    SIZE,
+    layer_from_cells,
+    pair_of,
+    scattered_cells,
+    shifted_cells,
+)
 
-from evidence_support import CELL, SIZE, layer_from_cells, pair_of, scattered_cells, shifted_cells
 from pairx_plugin.errors import InvalidInputError
 from pairx_plugin.evidence import pair_evidence
 from pairx_plugin.evidence.foreground import as_mask, centre_prior, weights_at
@@ -71,7 +78,7 @@ def test_consistent_matches_on_the_animal_score_high_and_scattered_ones_low():
 
 
 def test_background_matches_carry_no_evidence_however_consistent():
-    background = [(x, y) for x in range(0, 3) for y in range(0, 4)]  # top-left corner, off the animal
+    background = [(x, y) for x in range(3) for y in range(4)]  # top-left corner, off the animal
     pair = pair_of(layer_from_cells(shifted_cells(background, 0, 0)))
     mask = animal_mask(5, 6, 6, 6)
     scores = pair_evidence(pair, query_foreground=mask, candidate_foreground=mask)["blocks.3"]

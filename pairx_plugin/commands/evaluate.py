@@ -60,7 +60,12 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..evidence.calibration import load_calibration
-    from ..evidence.evaluation import evaluate_records, labelled, report_lines, roc_curve_points
+    from ..evidence.evaluation import (
+        evaluate_records,
+        labelled,
+        report_lines,
+        roc_curve_points,
+    )
     from ..evidence.plots import CURVES, write_evaluation_plot
     from ..evidence.runs import run_records
 

@@ -237,8 +237,8 @@ def report_lines(evaluation: Evaluation) -> list[str]:
     """The text ``pairx-plugin evaluate`` prints."""
     e = evaluation
     lines = [
-        f"records: {e.records} labelled ({e.correct} correct, {e.records - e.correct} incorrect); "
-        f"{e.unlabelled} without labels left out",
+        (f"records: {e.records} labelled ({e.correct} correct, {e.records - e.correct} incorrect); "
+         f"{e.unlabelled} without labels left out"),
         "AUROC, correct vs incorrect (overall, then within host-score bins; '-' = bin lacks a class or no values)",
         "bins: " + "  ".join(f"[{lo:.3g}, {hi:.3g}] {c}+/{i}-" for (lo, hi), (c, i)
                              in zip(zip(e.bin_edges[:-1], e.bin_edges[1:]), e.bin_sizes)),
