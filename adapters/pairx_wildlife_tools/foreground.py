@@ -55,8 +55,8 @@ def row_foreground(dataset: Any, index: int, crop_size: tuple[int, int]) -> np.n
         if full.ndim == 3:
             full = full.any(axis=2)
         if cropped and bbox is not None:
-            x, y, w, h = (round(v) for v in bbox)
-            full = full[max(0, y):y + h, max(0, x):x + w]
+            left, top, width, height = (round(v) for v in bbox)
+            full = full[max(0, top):top + height, max(0, left):left + width]
         return full if full.shape == tuple(crop_size) else None
     if bbox is None:
         return None

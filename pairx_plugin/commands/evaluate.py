@@ -42,6 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def rerank_config(args: argparse.Namespace):
+    from pydantic import ValidationError
+
     from ..errors import InvalidInputError
     from ..evidence.models import RerankConfig
 
@@ -52,8 +54,9 @@ def rerank_config(args: argparse.Namespace):
         values["shortlist_k"] = args.shortlist_k
     try:
         return RerankConfig(**values)
-    except ValueError as exc:
-        raise InvalidInputError(f"re-ranking options: {str(exc).splitlines()[-1].strip()} ({exc.errors()[0]['loc']})") from None
+    except ValidationError as exc:
+        problems = "; ".join(f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}" for e in exc.errors())
+        raise InvalidInputError(f"re-ranking options: {problems}") from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -25,7 +25,7 @@ class Calibration(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    format: Literal["pairx-calibration/1"] = CALIBRATION_FORMAT
+    format: Literal["pairx-calibration/1"] = "pairx-calibration/1"
     score: str = Field(description="Which record number was calibrated, e.g. 'evidence'.")
     method: CalibrationMethod
     x: list[float] = Field(default_factory=list, description="isotonic: knot scores, ascending.")
@@ -125,13 +125,14 @@ def fit_calibration(scores: np.ndarray | list[float], labels: np.ndarray | list[
     values = np.asarray(scores, float)
     truth = np.asarray(labels, bool)
     _check(values, truth)
-    common = {"score": score, "method": method, "samples": len(values), "positives": int(truth.sum())}
+    samples, positives = len(values), int(truth.sum())
     if method == "isotonic":
         x, y = fit_isotonic(values, truth)
-        return Calibration(x=x.tolist(), y=y.tolist(), **common)
+        return Calibration(score=score, method=method, x=x.tolist(), y=y.tolist(), samples=samples, positives=positives)
     if method == "logistic":
         coef, intercept = fit_logistic(values, truth)
-        return Calibration(coef=coef, intercept=intercept, **common)
+        return Calibration(score=score, method=method, coef=coef, intercept=intercept, samples=samples,
+                           positives=positives)
     raise InvalidInputError(f"method={method!r}: use 'isotonic' or 'logistic'")
 
 

@@ -25,7 +25,7 @@ CURVES: tuple[tuple[str, tuple[int, int, int]], ...] = (
 
 
 def _axes(draw: ImageDraw.ImageDraw, left: int, top: int, title: str, xlabel: str, ylabel: str,
-          font: ImageFont.ImageFont) -> tuple[int, int, int]:
+          font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> tuple[int, int, int]:
     size = PANEL - 2 * MARGIN
     x0, y0 = left + MARGIN, top + MARGIN
     draw.rectangle([x0, y0, x0 + size, y0 + size], outline=(0, 0, 0))
