@@ -11,7 +11,7 @@ This module builds that situation on purpose, with full scenes (no crop):
   scene ``(a + s * step) mod scenes``), so the cosine of an ImageNet model is pulled towards
   "same scene" rather than "same animal";
 * pose and scale change (rotation, anisotropic scale, shear, mild perspective; the body covers
-  roughly a fifth to a half of the frame), and partial occlusion by a branch in front of the body
+  roughly half to most of the frame width), and partial occlusion by a branch in front of the body
   in some sightings;
 * per sighting the visible-body mask (``masks/<id>.png`` and as COCO RLE in the ``segmentation``
   column, as wildlife-tools datasets carry it), its bounding box (``bbox`` column) and
@@ -38,6 +38,8 @@ from .synthetic import CANONICAL_SIZE, _draw_animal, _light_and_noise
 SCENE_SIZE = 256
 #: sighting ``s`` of animal ``a`` stands in front of scene ``(a + s * SCENE_STEP) % scenes``
 SCENE_STEP = 1
+#: range of the body's scale in the scene, relative to the canonical drawing (0.7: the body spans about half the width)
+BODY_SCALE = (0.7, 1.0)
 
 
 @dataclass(frozen=True)
@@ -122,13 +124,13 @@ def _camera_jitter(rng: np.random.Generator, scene: np.ndarray) -> np.ndarray:
     return cv2.warpAffine(scene, matrix, (size, size), borderMode=cv2.BORDER_REFLECT)
 
 
-def _animal_homography(rng: np.random.Generator, size: int) -> np.ndarray:
+def _animal_homography(rng: np.random.Generator, size: int, body_scale: tuple[float, float]) -> np.ndarray:
     """Canonical → scene: rotation, scale (body a fifth to a half of the frame), shear, perspective."""
     c = CANONICAL_SIZE / 2.0
     to_origin = np.array([[1, 0, -c], [0, 1, -c], [0, 0, 1]], float)
     angle = np.deg2rad(rng.uniform(-30, 30))
     rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
-    scale = rng.uniform(0.5, 0.85) * size / CANONICAL_SIZE
+    scale = rng.uniform(*body_scale) * size / CANONICAL_SIZE
     aspect = rng.uniform(0.85, 1.15)
     shear = rng.uniform(-0.15, 0.15)
     affine = np.array([[scale * aspect, shear * scale, 0], [0, scale / aspect, 0], [0, 0, 1]])
@@ -165,12 +167,13 @@ def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
 
 
 def generate_scene_set(root: str | Path, *, animals: int = 12, sightings: int = 4, scenes: int = 6,
-                       occlusion: float = 0.35, seed: int = 0) -> SceneSet:
+                       occlusion: float = 0.35, body_scale: tuple[float, float] = BODY_SCALE, seed: int = 0) -> SceneSet:
     """Write ``animals * sightings`` full-scene PNGs, their masks and ``metadata.csv`` under ``root``.
 
     scenes: size of the background pool (each scene is reused behind about
     ``animals * sightings / scenes`` sightings of different animals); occlusion: chance that a
-    sighting has a branch in front of the body. The same arguments give the same files.
+    sighting has a branch in front of the body; body_scale: range of the body's size relative to the
+    canonical drawing (larger bodies leave less background). The same arguments give the same files.
     """
     if animals < 2:
         raise InvalidInputError(f"animals={animals}: a re-ID set needs at least 2 animals; pass animals >= 2")
@@ -195,7 +198,7 @@ def generate_scene_set(root: str | Path, *, animals: int = 12, sightings: int = 
             image_id = f"{identity}_s{s}"
             scene_index = (a + s * SCENE_STEP) % scenes
             background = _camera_jitter(rng, pool[scene_index])
-            homography = _animal_homography(rng, size)
+            homography = _animal_homography(rng, size, body_scale)
             body = cv2.warpPerspective(drawing, homography, (size, size), flags=cv2.INTER_LINEAR)
             alpha = cv2.warpPerspective(body_mask, homography, (size, size), flags=cv2.INTER_LINEAR)
             composed = body * (alpha[..., None] / 255.0) + background * (1 - alpha[..., None] / 255.0)
