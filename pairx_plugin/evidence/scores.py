@@ -34,12 +34,16 @@ from .models import EvidenceScores, ForegroundSource
 SUPPORT_SCALE = 4.0
 
 @dataclass(frozen=True)
-class _LayerGeometry:
+class LayerGeometry:
+    """Per-match detail behind one layer's scores (for figures and cross-layer checks)."""
+
     fit: GeometricFit | None
     threshold: float  # inlier distance in input pixels
     query_xy: np.ndarray
     candidate_xy: np.ndarray
     weights: np.ndarray  # normalised relevance x foreground
+    foreground: np.ndarray  # f_i per match
+    inliers: np.ndarray  # g_i per match (bool)
 
 
 def _foreground(value: Any, display_size: tuple[int, int], name: str) -> tuple[np.ndarray, ForegroundSource]:
@@ -66,7 +70,7 @@ def _cell_size(layer: Any, input_size: tuple[int, int], which: str) -> tuple[flo
 
 def layer_evidence(layer: Any, query_size: tuple[int, int], candidate_size: tuple[int, int],
                    query_mask: np.ndarray, candidate_mask: np.ndarray,
-                   source: ForegroundSource) -> tuple[EvidenceScores, _LayerGeometry]:
+                   source: ForegroundSource) -> tuple[EvidenceScores, LayerGeometry]:
     """Evidence of one ``LayerExplanation``, and its fit, points and on-animal weights for cross-layer checks."""
     p, q, r, ratio = _layer_arrays(layer)
     cell_q = _cell_size(layer, query_size, "query")
@@ -74,7 +78,7 @@ def layer_evidence(layer: Any, query_size: tuple[int, int], candidate_size: tupl
     threshold = INLIER_CELLS * max(cell_c)
     if len(r) == 0 or r.sum() <= 0:
         empty = EvidenceScores(score=0.0, on_animal=0.0, geometric=0.0, support=0.0, inliers=0, foreground=source)
-        return empty, _LayerGeometry(None, threshold, p, q, np.zeros(len(r)))
+        return empty, LayerGeometry(None, threshold, p, q, np.zeros(len(r)), np.zeros(len(r)), np.zeros(len(r), bool))
     w = r / r.sum()
     f = weights_at(p, query_size, cell_q, query_mask) * weights_at(q, candidate_size, cell_c, candidate_mask)
     on_mass = float((w * f).sum())
@@ -95,7 +99,7 @@ def layer_evidence(layer: Any, query_size: tuple[int, int], candidate_size: tupl
         scale=None if fit is None else fit.scale,
         foreground=source,
     )
-    return scores, _LayerGeometry(fit, threshold, p, q, w * f)
+    return scores, LayerGeometry(fit, threshold, p, q, w * f, f, g.astype(bool))
 
 
 def pair_evidence(pair: Any, *, query_foreground: Any = None, candidate_foreground: Any = None,
@@ -115,7 +119,7 @@ def pair_evidence(pair: Any, *, query_foreground: Any = None, candidate_foregrou
     source: ForegroundSource = query_source if query_source == candidate_source else "centre_prior"
     if "centre_prior" not in (query_source, candidate_source) and query_source != candidate_source:
         source = "box"  # a mask on one side and a box on the other: the coarser of the two
-    results: dict[str, tuple[EvidenceScores, _LayerGeometry]] = {
+    results: dict[str, tuple[EvidenceScores, LayerGeometry]] = {
         key: layer_evidence(layer, tuple(pair.query_size), tuple(pair.candidate_size), query_mask, candidate_mask, source)
         for key, layer in pair.layers.items()
     }
