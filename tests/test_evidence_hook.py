@@ -84,7 +84,11 @@ def test_records_carry_the_evidence_and_the_artifact_too(tmp_path, model):
     other = out[0].explanation.metrics.evidence
     assert same.foreground == "mask" and same.score > 0.9 and same.geometric == pytest.approx(1.0)
     assert other.score < 0.5 * same.score
-    assert store.load(out[1].explanation.artifact_id).metrics.evidence == same
+    artifact = store.load(out[1].explanation.artifact_id)
+    assert artifact.metrics.evidence == same
+    assert [m.supports_evidence for m in artifact.matches] == [True] * len(ANIMAL)
+    scattered = store.load(out[0].explanation.artifact_id).matches
+    assert sum(bool(m.supports_evidence) for m in scattered) == other.inliers
     entries = read_manifest(store.manifest_path("evidence"))
     assert entries[1].record.explanation.metrics.evidence == same
     assert all(r.rerank is None for r in out)  # re-ranking is off by default

@@ -62,6 +62,10 @@ class ArtifactMatch(_Strict):
     color_index: int | None = Field(
         None, description="Index of this match's pixel colour map (top k_colors matches), else null."
     )
+    supports_evidence: bool | None = Field(
+        None, description="True when the match is on the animal and agrees with the fitted transform, i.e. it "
+        "counts towards metrics.evidence (docs/metrics.md); null when no evidence was computed."
+    )
 
 
 class ArtifactFile(_Strict):

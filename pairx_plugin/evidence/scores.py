@@ -105,6 +105,15 @@ def layer_evidence(layer: Any, query_size: tuple[int, int], candidate_size: tupl
 def pair_evidence(pair: Any, *, query_foreground: Any = None, candidate_foreground: Any = None,
                   query_display_size: tuple[int, int] | None = None,
                   candidate_display_size: tuple[int, int] | None = None) -> dict[str, EvidenceScores]:
+    """Evidence per explained layer of a ``PairExplanation`` (see :func:`pair_evidence_details`)."""
+    details = pair_evidence_details(pair, query_foreground=query_foreground, candidate_foreground=candidate_foreground,
+                                    query_display_size=query_display_size, candidate_display_size=candidate_display_size)
+    return {key: scores for key, (scores, _) in details.items()}
+
+
+def pair_evidence_details(pair: Any, *, query_foreground: Any = None, candidate_foreground: Any = None,
+                          query_display_size: tuple[int, int] | None = None, candidate_display_size: tuple[int, int] | None = None,
+                          ) -> dict[str, tuple[EvidenceScores, LayerGeometry]]:
     """Evidence per explained layer of a ``PairExplanation``.
 
     query_foreground / candidate_foreground: the host's mask ((h, w) array) or box ([x, y, w, h]) at
@@ -124,7 +133,7 @@ def pair_evidence(pair: Any, *, query_foreground: Any = None, candidate_foregrou
         for key, layer in pair.layers.items()
     }
     if len(results) < 2:
-        return {key: value[0] for key, value in results.items()}
+        return results
     out = {}
     for key, (scores, geometry) in results.items():
         agreements = []
@@ -134,6 +143,6 @@ def pair_evidence(pair: Any, *, query_foreground: Any = None, candidate_foregrou
             agreements.append(0.0 if geometry.fit is None else transfer_agreement(
                 geometry.fit, other.query_xy, other.candidate_xy, other.weights, other.threshold))
         agreement = float(np.mean(agreements))
-        out[key] = scores.model_copy(update={"layer_agreement": agreement,
-                                             "score": float(np.clip(scores.score * agreement, 0.0, 1.0))})
+        out[key] = (scores.model_copy(update={"layer_agreement": agreement,
+                                              "score": float(np.clip(scores.score * agreement, 0.0, 1.0))}), geometry)
     return out
