@@ -3,13 +3,13 @@ engine, and figures that can be checked because every warp is known."""
 from __future__ import annotations
 
 import json
-import re
 from importlib import metadata
 
 import numpy as np
 import pytest
 import torch
 
+from pairx_plugin.artifacts.review import page_links, read_page_data
 from pairx_plugin.models import ModelBundle
 from pairx_wildlife_tools.demo import report_lines, run_demo
 
@@ -67,9 +67,9 @@ def test_demo_leaves_artifacts_manifest_summary_and_review_page(small_demo):
     manifest = (out / "runs" / "demo.jsonl").read_text().splitlines()
     assert len(manifest) == len(records) == 24
     assert result.pipeline.review_page == out / "review.html"  # where the README points
-    html = result.pipeline.review_page.read_text()
-    assert len(re.findall(r'<article class="card', html)) == 24 and html.count('<section class="query"') == 12
-    links = set(re.findall(r'(?:href|src)="([^"]+)"', html)) - {"data:,"}
+    data = read_page_data(result.pipeline.review_page.read_text())
+    assert sum(len(q["records"]) for q in data["queries"]) == 24 and len(data["queries"]) == 12
+    links = set(page_links(data))
     assert links and all((out / link).is_file() for link in links)
     summary = json.loads((out / "demo_summary.json").read_text())
     assert summary["accuracy"] == result.accuracy and len(summary["per_match"]) == 24

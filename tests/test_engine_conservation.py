@@ -6,10 +6,10 @@ import pytest
 import timm
 import torch
 import torchvision
+from engine_support import randomise_norms_and_biases
 
 from pairx_plugin.engine.conservation import conservation
 from pairx_plugin.reference_models import miewid_like
-from engine_support import randomise_norms_and_biases
 
 FAMILIES = {
     "torchvision_resnet18": (lambda: torchvision.models.resnet18(), "layer3", 224),

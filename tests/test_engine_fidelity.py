@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from engine_support import golden_inputs
 
 from pairx_plugin import PairX
-from engine_support import golden_inputs
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:

@@ -4,11 +4,11 @@ from __future__ import annotations
 import pytest
 import timm
 import torch
+from engine_support import assert_same_state, model_state, randomise_norms_and_biases
 
 from pairx_plugin import PairX
 from pairx_plugin.engine import engine as engine_module
 from pairx_plugin.reference_models import seaturtle_batch
-from engine_support import assert_same_state, model_state, randomise_norms_and_biases
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,12 @@ import torch
 from torch import nn
 
 from pairx_plugin import PairX
-from pairx_plugin.errors import InvalidInputError, LayerNotFoundError, PairXError, UnsupportedModelError
+from pairx_plugin.errors import (
+    InvalidInputError,
+    LayerNotFoundError,
+    PairXError,
+    UnsupportedModelError,
+)
 
 
 class Scaled(nn.Module):

@@ -24,7 +24,12 @@ from torch import nn
 
 from pairx_plugin import PairX
 from pairx_plugin.engine.hooks import capture_outputs
-from pairx_plugin.engine.layouts import Layout, NHWCLayout, TokenGridLayout, detect_layout
+from pairx_plugin.engine.layouts import (
+    Layout,
+    NHWCLayout,
+    TokenGridLayout,
+    detect_layout,
+)
 from pairx_plugin.engine.relevance import choose_backend
 from pairx_plugin.engine.relevance.gradient_x_input import GradientXInput
 from pairx_plugin.errors import ConfigError, UnsupportedModelError
@@ -317,10 +322,9 @@ def test_context_leaves_no_function_mode_also_when_the_body_raises():
     model = _timm("vit_small_patch16_224")
     depth = torch._C._len_torch_function_stack()
     backend = GradientXInput()
-    with pytest.raises(RuntimeError, match="boom"):
-        with backend.context(model):
-            assert torch._C._len_torch_function_stack() == depth + 1
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), backend.context(model):
+        assert torch._C._len_torch_function_stack() == depth + 1
+        raise RuntimeError("boom")
     assert torch._C._len_torch_function_stack() == depth
     # outside the context GELU, softmax and layer norm have their native gradients again
     x = torch.randn(4, 8, requires_grad=True)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import traceback
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -26,47 +27,74 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import InvalidInputError, PairXError
+from ..errors import InvalidInputError, PairXError, StepError
 from .guard import model_guard
 from .hooks import capture_outputs
 from .layers import default_layer_key, resolve_layers
 from .layouts import Layout, detect_layout
+from .locks import model_lock
 from .matching import mutual_nearest_neighbours, nearest_ratio
 from .metrics import pair_metrics
 from .modelinfo import model_device, model_dtype
-from .relevance import choose_backend
+from .relevance import RelevanceBackend, RelevanceRun, choose_backend
 from .results import LayerExplanation, Match, PairExplanation
 from .seeds import SEEDS, cosine
 
+try:  # the one version source (pairx_plugin/versions.py) where present
+    from ..versions import ENGINE_VERSION
+except ImportError:  # pragma: no cover - before versions.py exists
+    #: Bumped whenever the numbers the engine produces for the same inputs change, so stored
+    #: artifacts made by an older engine are not served as cache hits (it is part of every artifact id).
+    ENGINE_VERSION = "3"
+
 MODES = ("conservative", "parity")
 
-#: Bumped whenever the numbers the engine produces for the same inputs change, so stored
-#: artifacts made by an older engine are not served as cache hits (it is part of every artifact id).
-ENGINE_VERSION = "3"
+#: Parameter dtypes the engine refuses: LRP's stabilised divisions underflow in half precision, and
+#: converting a host's model silently would copy or change it (see docs/engine.md, "Precision").
+UNSUPPORTED_DTYPES = (torch.float16, torch.bfloat16)
 
 
 @contextlib.contextmanager
 def _stage(name: str) -> Iterator[None]:
-    """Tag an exception escaping a stage with ``exc.stage`` (forward, relevance, match, pixels)."""
+    """Give an exception escaping a step its stage: a PairXError gets ``stage`` (if unset), anything
+    else becomes a :class:`StepError` at that stage with the original as ``__cause__``."""
     try:
         yield
-    except Exception as exc:
-        if getattr(exc, "stage", None) is None:
-            try:
-                exc.stage = name
-            except AttributeError:  # pragma: no cover - exception types without __dict__
-                pass
+    except PairXError as exc:
+        if exc.stage is None:
+            exc.stage = name
         raise
+    except Exception as exc:
+        raise PairXError.wrap(exc, stage=name) from exc
 
 
-def _check_positive_int(name: str, value) -> int:
+def _is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or isinstance(exc.__cause__, torch.cuda.OutOfMemoryError)
+
+
+def _release_cached_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _out_of_memory_alone(exc: PairXError, candidate: int) -> PairXError:
+    failure = StepError(
+        f"out of memory explaining candidates[{candidate}] even alone with the query ({exc}); use a smaller "
+        "input size, fewer layers, a smaller k_colors, or run on the CPU",
+        stage=exc.stage, candidate_index=candidate,
+    )
+    failure.__cause__ = exc.__cause__ if exc.__cause__ is not None else exc
+    return failure
+
+
+def _check_positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
         raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
 
 
 @dataclass
-class _Pass:
+class ForwardPass:
     """One forward of a batch of images under the backend: the graph stays alive while referenced."""
 
     x: torch.Tensor  # (n, 3, H, W) leaf that requires grad
@@ -76,15 +104,45 @@ class _Pass:
     layer_tick: int = 0  # backend clock when the deepest explained layer finished its forward
     maps: dict[str, torch.Tensor] = field(default_factory=dict)  # detached NCHW maps
 
-    def drop_above_layers(self, backend) -> None:
+    def drop_above_layers(self, run: RelevanceRun) -> None:
         """Relevance has reached the layers: free the graph and caches between them and the embedding."""
         self.emb = self.emb.detach()
-        backend.release_after(self.layer_tick)
+        run.release_after(self.layer_tick)
 
     def nchw(self, key: str) -> torch.Tensor:
         if key not in self.maps:
             self.maps[key] = self.layouts[key].to_nchw(self.native[key]).detach()
         return self.maps[key]
+
+
+@dataclass
+class LayerMatching:
+    """One pair at one layer between the matching and the pixel steps.
+
+    ``idx0``/``idx1``: flat query/candidate cell indices of every mutual match, by relevance
+    descending; ``pixel_query``/``pixel_candidate``: (k, H, W) maps of the first k matches, filled by
+    the pixel step.
+    """
+
+    idx0: list[int]
+    idx1: list[int]
+    distance: np.ndarray
+    relevance: np.ndarray
+    rel_q: np.ndarray
+    rel_c: np.ndarray
+    ratio: np.ndarray | None = None  # Lowe's ratio per match (matching.nearest_ratio), same order
+    pixel_query: np.ndarray | None = None
+    pixel_candidate: np.ndarray | None = None
+
+
+@dataclass
+class CallState:
+    """Everything one ``explain_query`` call changes: owned by the call, never by the PairX object."""
+
+    run: RelevanceRun
+    query: torch.Tensor
+    candidates: Sequence[torch.Tensor]
+    query_pixel_cache: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)
 
 
 class PairX:
@@ -103,6 +161,12 @@ class PairX:
         large inputs. The default, 8 × 224², lets 7 candidates ride with a 224-px query but only one
         with a 440-px query (a 440-px EfficientNetV2 pair already peaks near 6 GB on CPU).
     input_size: input size used to pick the default layer when ``layer_keys`` is None.
+    optimised: False runs the backend's straightforward path (same numbers, slower; for tests).
+
+    One ``PairX`` may be shared by any number of threads: explanations of the same model are
+    serialised by :func:`~pairx_plugin.engine.locks.model_lock`, and each call keeps its state in a
+    :class:`CallState` of its own. float16/bfloat16 models are refused (``PairXError``): pass
+    ``model.float()`` or a float32 copy.
     """
 
     def __init__(
@@ -116,9 +180,17 @@ class PairX:
         max_batch_images: int = 8,
         max_batch_pixels: int = 8 * 224 * 224,
         input_size: int | tuple[int, int] = 224,
+        optimised: bool = True,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise InvalidInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        dtype = model_dtype(model)
+        if dtype in UNSUPPORTED_DTYPES:
+            raise InvalidInputError(
+                f"the model's parameters are {dtype}; PairX explains float32 (or float64) models only, because "
+                "LRP's stabilised divisions lose the relevance in half precision. Pass model.float() (or a float32 "
+                "copy, copy.deepcopy(model).float(), to keep yours in half precision) and float32 inputs"
+            )
         if mode not in MODES:
             raise InvalidInputError(f"mode must be one of {MODES}, got {mode!r}")
         self.model = model
@@ -127,7 +199,7 @@ class PairX:
         self.k_colors = _check_positive_int("k_colors", k_colors)
         self.max_batch_images = _check_positive_int("max_batch_images", max_batch_images)
         self.max_batch_pixels = _check_positive_int("max_batch_pixels", max_batch_pixels)
-        self.backend = choose_backend(model, mode=mode, name=backend)
+        self.backend: RelevanceBackend = choose_backend(model, mode=mode, name=backend, optimised=optimised)
         if layer_keys is None or layer_keys == "auto":
             layer_keys = [default_layer_key(model, input_size)]
         elif isinstance(layer_keys, str):
@@ -139,7 +211,9 @@ class PairX:
     # ------------------------------------------------------------------ public API
     def explain_pair(self, x0: torch.Tensor, x1: torch.Tensor) -> PairExplanation:
         """Explain one pair; ``x0``/``x1`` are (1,3,H,W) tensors exactly as fed to the model."""
-        return self.explain_query(x0, [x1])[0]
+        result = self.explain_query(x0, [x1])[0]
+        assert isinstance(result, PairExplanation)  # without return_exceptions a failure raises
+        return result
 
     def explain_query(
         self,
@@ -171,6 +245,8 @@ class PairX:
                     )
                 good.append(i)
             except PairXError as exc:
+                if exc.candidate_index is None:
+                    exc.candidate_index = i
                 if not return_exceptions:
                     raise
                 results[i] = exc
@@ -183,31 +259,61 @@ class PairX:
                 distinct.append(i)
             else:
                 same_as[i] = twin
-        with model_guard(self.model), self.backend.context(self.model) as runner:
-            query_pixel_cache: dict[tuple[str, int], np.ndarray] = {}
+        # the lock covers everything that changes the model: the guard, the backend's merges and hooks
+        with model_lock(self.model), model_guard(self.model), self.backend.run(self.model) as run:
+            state = CallState(run=run, query=query, candidates=candidates)
             pending = self._chunks(distinct, int(query.shape[-2] * query.shape[-1]))
             while pending:
                 chunk = pending.pop(0)
+                explained: dict[int, PairExplanation | PairXError] | None
                 try:
-                    explained = self._explain_chunk(runner, query, candidates, chunk, query_pixel_cache)
+                    explained = self._explain_chunk(state, chunk)
                 except PairXError as exc:
-                    culprit = getattr(exc, "candidate_index", None)
-                    if not return_exceptions or getattr(exc, "is_query", False):
-                        raise
-                    if culprit is not None and culprit in chunk and len(chunk) > 1:
-                        # one bad candidate in a shared batch: fail it alone, redo the others
-                        results[culprit] = exc
-                        pending.insert(0, [i for i in chunk if i != culprit])
-                        continue
-                    explained = {i: exc for i in chunk}
+                    explained = self._after_failure(exc, chunk, pending, results, run, return_exceptions)
+                if explained is None:  # re-queued: halved after running out of memory, or without its culprit
+                    _release_cached_memory()
+                    continue
                 for i, value in explained.items():
                     results[i] = value
         for i, twin in same_as.items():
             results[i] = results[twin]
         return results  # type: ignore[return-value]
 
+    def _after_failure(
+        self,
+        exc: PairXError,
+        chunk: list[int],
+        pending: list[list[int]],
+        results: list[PairExplanation | PairXError | None],
+        run: RelevanceRun,
+        return_exceptions: bool,
+    ) -> dict[int, PairExplanation | PairXError] | None:
+        """What a failed chunk yields: None when it was re-queued, else its error per candidate (or raise).
+
+        * CUDA out of memory: free cached memory, halve the chunk and retry; a single candidate that
+          still does not fit fails with a :class:`StepError` saying so.
+        * A failure that names its candidate fails only that one; the others are redone.
+        """
+        if _is_out_of_memory(exc):
+            run.release_after(-1)  # nothing of the failed pass is needed again
+            if len(chunk) > 1:
+                half = len(chunk) // 2
+                pending[:0] = [chunk[:half], chunk[half:]]
+                return None
+            cause = exc.__cause__ if exc.__cause__ is not None else exc
+            traceback.clear_frames(cause.__traceback__)  # keep the trace, drop the failed pass's tensors
+            exc = _out_of_memory_alone(exc, chunk[0])
+        if not return_exceptions or exc.is_query:
+            raise exc
+        culprit = exc.candidate_index
+        if culprit is not None and culprit in chunk and len(chunk) > 1:
+            results[culprit] = exc
+            pending.insert(0, [i for i in chunk if i != culprit])
+            return None
+        return {i: exc for i in chunk}
+
     # ------------------------------------------------------------------ validation
-    def _check_input(self, x, name: str) -> None:
+    def _check_input(self, x: object, name: str) -> None:
         if not isinstance(x, torch.Tensor):
             raise InvalidInputError(f"{name} must be a torch.Tensor of shape (1,3,H,W), got {type(x).__name__}")
         if x.ndim != 4 or x.shape[0] != 1 or x.shape[1] != 3:
@@ -233,17 +339,18 @@ class PairX:
         return [indices[start:start + step] for start in range(0, len(indices), step)]
 
     # ------------------------------------------------------------------ passes
-    def _forward(self, runner: nn.Module, images: list[torch.Tensor], names: list[str]) -> _Pass:
+    def _forward(self, run: RelevanceRun, images: list[torch.Tensor], rows: list[int | None]) -> ForwardPass:
+        """Forward ``images`` as one batch; ``rows[i]`` is the candidate index of row i (None: the query)."""
         # channels-last: CPU convolutions (strided depthwise ones most of all) run their backward
         # on a fast path in this layout; values are identical
         x = torch.cat([img.detach() for img in images]).contiguous(memory_format=torch.channels_last)
         x = x.clone(memory_format=torch.channels_last).requires_grad_(True)
         ticks: list[int] = []
-        tick_hooks = [m.register_forward_hook(lambda *_: ticks.append(self.backend.clock()))
+        tick_hooks = [m.register_forward_hook(lambda *_: ticks.append(run.clock()))
                       for m in self.layer_modules.values()]
         try:
             with torch.enable_grad(), capture_outputs(self.layer_modules) as outputs:
-                emb = runner(x)
+                emb = run.module(x)
         finally:
             for handle in tick_hooks:
                 handle.remove()
@@ -256,18 +363,16 @@ class PairX:
                 f"the model returned shape {tuple(emb.shape)} for a batch of {x.shape[0]}; expected (B, D)"
             )
         norms = emb.detach().norm(dim=1)
-        for row, name in enumerate(names):
+        for row, candidate in enumerate(rows):
+            name = "query" if candidate is None else f"candidates[{candidate}]"
             problem = None
             if not torch.isfinite(emb[row]).all():
                 problem = f"the embedding of {name} contains NaN or infinite values"
             elif norms[row] == 0:
                 problem = f"the embedding of {name} has zero norm; cosine similarity is undefined"
             if problem:
-                exc = InvalidInputError(problem + " (check the image and the model's weights)")
-                exc.is_query = name == "query"
-                if name.startswith("candidates["):
-                    exc.candidate_index = int(name[len("candidates["):-1])
-                raise exc
+                raise InvalidInputError(problem + " (check the image and the model's weights)",
+                                        is_query=candidate is None, candidate_index=candidate)
         layouts = {}
         for key, module in self.layer_modules.items():
             out = outputs.get(key)
@@ -281,10 +386,10 @@ class PairX:
                     "which is not a feature map layout pairx understands (NCHW, NHWC stage, or tokens)"
                 )
             layouts[key] = layout
-        return _Pass(x=x, emb=emb, native={k: outputs[k] for k in self.layer_modules}, layouts=layouts,
-                     layer_tick=max(ticks, default=0))
+        return ForwardPass(x=x, emb=emb, native={k: outputs[k] for k in self.layer_modules}, layouts=layouts,
+                           layer_tick=max(ticks, default=0))
 
-    def _layer_relevance(self, p: _Pass, relevance_at_emb: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _layer_relevance(self, p: ForwardPass, relevance_at_emb: torch.Tensor) -> dict[str, torch.Tensor]:
         """(n, h, w) relevance per layer: LRP from the embedding to the layer, |R| summed over channels."""
         keys = self.layer_keys
         grads = torch.autograd.grad(
@@ -300,7 +405,7 @@ class PairX:
             out[key] = p.layouts[key].to_nchw(rel).abs().sum(dim=1)
         return out
 
-    def _pixel_relevance(self, p: _Pass, key: str, cells: list[list[int | None]]) -> list[torch.Tensor]:
+    def _pixel_relevance(self, p: ForwardPass, key: str, cells: list[list[int | None]]) -> list[torch.Tensor]:
         """Back-project cells of layer ``key`` to pixels.
 
         ``cells[k][i]`` is the flat cell index seeded in image ``i`` for back-projection ``k`` (None:
@@ -308,7 +413,7 @@ class PairX:
         ``k``, an (n, H, W) map: relevance summed over colour channels, then absolute value.
         """
         fm = p.nchw(key)
-        n, c, h, w = fm.shape
+        _, _, _, w = fm.shape
         native = p.native[key]
         seeds = torch.zeros((len(cells),) + tuple(fm.shape), dtype=fm.dtype, device=fm.device)
         for k, per_image in enumerate(cells):
@@ -325,7 +430,7 @@ class PairX:
                              for g in grad_seeds])
         return list(self.backend.relevance(grads, p.x.detach().unsqueeze(0)).sum(dim=2).abs())
 
-    def _explain_chunk(self, runner, query, candidates, chunk: list[int], query_pixel_cache) -> dict:
+    def _explain_chunk(self, state: CallState, chunk: list[int]) -> dict[int, PairExplanation | PairXError]:
         """Explain the query against one chunk of candidates, all from one shared forward pass.
 
         The query is row 0 of the batch and candidates follow, so every backward pass below runs on
@@ -336,8 +441,7 @@ class PairX:
         timings: dict[str, float] = {}
         start = time.perf_counter()
         with _stage("forward"):
-            p = self._forward(runner, [query] + [candidates[i] for i in chunk],
-                              ["query"] + [f"candidates[{i}]" for i in chunk])
+            p = self._forward(state.run, [state.query] + [state.candidates[i] for i in chunk], [None, *chunk])
         timings["forward"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -350,13 +454,13 @@ class PairX:
         seeds += [torch.cat([seed_q[j:j + 1], torch.zeros_like(seed_c)]) for j in range(1, n)]
         with _stage("relevance"):
             rel = [self._layer_relevance(p, s) for s in seeds]
-        p.drop_above_layers(self.backend)
+            p.drop_above_layers(state.run)
         rel_q = [{k: rel[j][k][0] for k in self.layer_keys} for j in range(n)]
         rel_c = {k: rel[0][k][1:] for k in self.layer_keys}
         timings["relevance"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        pairs: list[dict[str, dict]] = [dict() for _ in chunk]
+        pairs: list[dict[str, LayerMatching]] = [{} for _ in chunk]
         with _stage("match"):
             for key in self.layer_keys:
                 fm = p.nchw(key)
@@ -365,94 +469,106 @@ class PairX:
         timings["matching"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        H, W = p.x.shape[-2:]
-        for key in self.layer_keys:
-            cand_cells = [pairs[j][key]["idx1"][: self.k_colors] for j in range(n)]
-            wanted = sorted({cell for j in range(n) for cell in pairs[j][key]["idx0"][: self.k_colors]
-                             if (key, cell) not in query_pixel_cache})
-            depth = max([len(wanted)] + [len(cells) for cells in cand_cells])
-            plan = [[wanted[t] if t < len(wanted) else None]
-                    + [cells[t] if t < len(cells) else None for cells in cand_cells] for t in range(depth)]
-            with _stage("pixels"):
-                maps = self._pixel_relevance(p, key, plan)
-            for t, cell in enumerate(wanted):
-                query_pixel_cache[(key, cell)] = maps[t][0].detach().cpu().numpy().astype(np.float32)
-            for j in range(n):
-                k_c = len(cand_cells[j])
-                pairs[j][key]["pix_c"] = (
-                    np.stack([maps[t][1 + j].detach().cpu().numpy() for t in range(k_c)]).astype(np.float32)
-                    if k_c else np.zeros((0, H, W), np.float32)
-                )
-                q_cells = pairs[j][key]["idx0"][: self.k_colors]
-                pairs[j][key]["pix_q"] = (
-                    np.stack([query_pixel_cache[(key, cell)] for cell in q_cells])
-                    if q_cells else np.zeros((0, H, W), np.float32)
-                )
+        with _stage("pixels"):
+            for key in self.layer_keys:
+                self._pixels_at(state, p, key, [pairs[j][key] for j in range(n)])
         timings["pixels"] = time.perf_counter() - start
 
-        out = {}
+        out: dict[int, PairExplanation | PairXError] = {}
         for j, i in enumerate(chunk):
-            layers = {key: self._layer_result(key, pairs[j][key], p, j) for key in self.layer_keys}
+            layers = {key: self._layer_result(key, pairs[j][key], p) for key in self.layer_keys}
+            q_h, q_w = state.query.shape[-2:]
+            c_h, c_w = state.candidates[i].shape[-2:]
             out[i] = PairExplanation(
                 cosine=float(cosines[j]),
                 layers=layers,
-                query_size=tuple(int(s) for s in query.shape[-2:]),
-                candidate_size=tuple(int(s) for s in candidates[i].shape[-2:]),
+                query_size=(int(q_h), int(q_w)),
+                candidate_size=(int(c_h), int(c_w)),
                 mode=self.mode,
                 backend=self.backend.name,
                 timings=dict(timings),
             )
         return out
 
-    def _match(self, fm_q, fm_c, rel_q, rel_c) -> dict:
+    def _pixels_at(self, state: CallState, p: ForwardPass, key: str, matchings: list[LayerMatching]) -> None:
+        """Fill each matching's pixel maps at ``key``; the query's cells are back-projected once per call."""
+        H, W = p.x.shape[-2:]
+        cand_cells = [m.idx1[: self.k_colors] for m in matchings]
+        wanted = sorted({cell for m in matchings for cell in m.idx0[: self.k_colors]
+                         if (key, cell) not in state.query_pixel_cache})
+        depth = max([len(wanted)] + [len(cells) for cells in cand_cells])
+        plan: list[list[int | None]] = [
+            [wanted[t] if t < len(wanted) else None] + [cells[t] if t < len(cells) else None for cells in cand_cells]
+            for t in range(depth)
+        ]
+        maps = self._pixel_relevance(p, key, plan)
+        for t, cell in enumerate(wanted):
+            state.query_pixel_cache[(key, cell)] = maps[t][0].detach().cpu().numpy().astype(np.float32)
+        for j, matching in enumerate(matchings):
+            k_c = len(cand_cells[j])
+            matching.pixel_candidate = (
+                np.stack([maps[t][1 + j].detach().cpu().numpy() for t in range(k_c)]).astype(np.float32)
+                if k_c else np.zeros((0, H, W), np.float32)
+            )
+            q_cells = matching.idx0[: self.k_colors]
+            matching.pixel_query = (
+                np.stack([state.query_pixel_cache[(key, cell)] for cell in q_cells])
+                if q_cells else np.zeros((0, H, W), np.float32)
+            )
+
+    def _match(self, fm_q: torch.Tensor, fm_c: torch.Tensor, rel_q: torch.Tensor, rel_c: torch.Tensor) -> LayerMatching:
         idx0, idx1, dist = mutual_nearest_neighbours(fm_q, fm_c)
         relevance = rel_q.flatten()[idx0] * rel_c.flatten()[idx1]
         order = torch.sort(relevance, descending=True, stable=True).indices
-        ratio = nearest_ratio(fm_q, fm_c, idx0, idx1)
-        return {
-            "ratio": ratio[order].detach().cpu().numpy(),
-            "idx0": idx0[order].tolist(),
-            "idx1": idx1[order].tolist(),
-            "distance": dist[order].detach().cpu().numpy(),
-            "relevance": relevance[order].detach().cpu().numpy(),
-            "rel_q": rel_q.detach().cpu().numpy().astype(np.float32),
-            "rel_c": rel_c.detach().cpu().numpy().astype(np.float32),
-        }
+        return LayerMatching(
+            idx0=idx0[order].tolist(),
+            idx1=idx1[order].tolist(),
+            distance=dist[order].detach().cpu().numpy(),
+            relevance=relevance[order].detach().cpu().numpy(),
+            rel_q=rel_q.detach().cpu().numpy().astype(np.float32),
+            rel_c=rel_c.detach().cpu().numpy().astype(np.float32),
+            ratio=nearest_ratio(fm_q, fm_c, idx0, idx1)[order].detach().cpu().numpy(),
+        )
 
-    def _layer_result(self, key: str, m: dict, p: _Pass, j: int) -> LayerExplanation:
-        hq, wq = m["rel_q"].shape
-        hc, wc = m["rel_c"].shape
-        Hq, Wq = p.x.shape[-2:]
+    def _layer_result(self, key: str, m: LayerMatching, p: ForwardPass) -> LayerExplanation:
+        hq, wq = m.rel_q.shape
+        hc, wc = m.rel_c.shape
+        Hq, Wq = (int(s) for s in p.x.shape[-2:])
         Hc, Wc = Hq, Wq
 
         def centre(idx: int, h: int, w: int, H: int, W: int) -> tuple[tuple[int, int], tuple[float, float]]:
             y, x = divmod(idx, w)
             return (x, y), ((x + 0.5) * W / w, (y + 0.5) * H / h)
 
-        all_q = [centre(i, hq, wq, Hq, Wq) for i in m["idx0"]]
-        all_c = [centre(i, hc, wc, Hc, Wc) for i in m["idx1"]]
+        all_q = [centre(i, hq, wq, Hq, Wq) for i in m.idx0]
+        all_c = [centre(i, hc, wc, Hc, Wc) for i in m.idx1]
         matches = [
             Match(query_cell=cq, candidate_cell=cc, query_xy=pq, candidate_xy=pc,
-                  relevance=float(r), distance=float(d), ratio=float(q))
-            for (cq, pq), (cc, pc), r, d, q in zip(all_q[: self.k_lines], all_c[: self.k_lines],
-                                                    m["relevance"][: self.k_lines], m["distance"][: self.k_lines],
-                                                    m["ratio"][: self.k_lines])
+                  relevance=float(r), distance=float(d),
+                  ratio=None if m.ratio is None else float(m.ratio[n]))
+            for n, ((cq, pq), (cc, pc), r, d) in enumerate(zip(all_q[: self.k_lines], all_c[: self.k_lines],
+                                                                m.relevance[: self.k_lines], m.distance[: self.k_lines]))
         ]
         metrics = pair_metrics(
-            np.array([p for _, p in all_q], dtype=np.float32).reshape(-1, 2),
-            np.array([p for _, p in all_c], dtype=np.float32).reshape(-1, 2),
-            m["relevance"], self.k_lines,
+            np.array([xy for _, xy in all_q], dtype=np.float32).reshape(-1, 2),
+            np.array([xy for _, xy in all_c], dtype=np.float32).reshape(-1, 2),
+            m.relevance, self.k_lines,
         )
+        assert m.pixel_query is not None and m.pixel_candidate is not None  # filled by _pixels_at
         return LayerExplanation(
             key=key,
-            relevance_query=m["rel_q"],
-            relevance_candidate=m["rel_c"],
+            relevance_query=m.rel_q,
+            relevance_candidate=m.rel_c,
             matches=matches,
-            pixel_relevance_query=m["pix_q"],
-            pixel_relevance_candidate=m["pix_c"],
+            pixel_relevance_query=m.pixel_query,
+            pixel_relevance_candidate=m.pixel_candidate,
             metrics=metrics,
         )
 
 
 def _same_image(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a is b or (a.shape == b.shape and a.dtype == b.dtype and a.device == b.device and torch.equal(a, b))
+
+
+#: Kept for one release: the forward-pass record's former private name.
+_Pass = ForwardPass

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -22,10 +22,10 @@ def capture_outputs(
     an output, so no work is done past the deepest layer needed. The caller catches it.
     """
     outputs: dict[str, torch.Tensor] = {}
-    handles = []
+    handles: list[torch.utils.hooks.RemovableHandle] = []
 
-    def make_hook(key: str):
-        def hook(module, args, output):
+    def make_hook(key: str) -> Callable[[nn.Module, object, torch.Tensor], None]:
+        def hook(module: nn.Module, args: object, output: torch.Tensor) -> None:
             outputs[key] = output
             if stop_after is not None and stop_after.issubset(outputs):
                 raise StopForward

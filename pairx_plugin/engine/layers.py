@@ -106,7 +106,7 @@ def list_layers(model: nn.Module, input_size: int | tuple[int, int] = 224) -> li
             LayerInfo(
                 key=key,
                 module_type=type(modules[key]).__name__,
-                output_shape=tuple(int(s) for s in fm.shape[1:]),
+                output_shape=(int(fm.shape[1]), int(fm.shape[2]), int(fm.shape[3])),
                 stride=h / fm.shape[-2],
                 layout=layout.name,
             )
@@ -116,13 +116,11 @@ def list_layers(model: nn.Module, input_size: int | tuple[int, int] = 224) -> li
 
 
 def _pick_default(model: nn.Module, infos: list[LayerInfo]) -> str | None:
-    from . import layouts
+    from .layouts import default_layer_hint
 
-    hint_fn = getattr(layouts, "default_layer_hint", None)
-    if hint_fn is not None:
-        hint = hint_fn(model)
-        if hint and any(i.key == hint for i in infos):
-            return hint
+    hint = default_layer_hint(model)
+    if hint and any(i.key == hint for i in infos):
+        return hint
     if not infos:
         return None
     # the first stage at stride 16 (ResNet layer3, EfficientNet blocks.3, Swin layers.2); else the

@@ -4,8 +4,9 @@ An adapter converts a layer's native output to an NCHW view (``to_nchw``) and co
 tensor (a gradient seed for one cell, say) back to the native layout (``from_nchw``). Both are
 pure reshapes/permutes/slices, so relevance read through them is unchanged.
 
-Adapters are chosen by inspecting the layer module and its output (see ``LAYOUT_RULES``); adding
-a family means adding a rule.
+Adapters are chosen by the model's family (``families.py``: Swin stages are NHWC, ViT layers are
+tokens) and otherwise by the generic rules in ``LAYOUT_RULES``; adding a family means registering it
+with its layout rule.
 """
 from __future__ import annotations
 
@@ -111,32 +112,8 @@ def unwrap_backbone(model: nn.Module) -> tuple[nn.Module, str]:
     return model, ""
 
 
-def _is_torchvision_swin(model: nn.Module) -> bool:
-    return type(model).__name__ == "SwinTransformer" and type(model).__module__.startswith("torchvision.")
-
-
-def _is_timm_nhwc_model(model: nn.Module) -> bool:
-    return getattr(model, "output_fmt", None) == "NHWC"
-
-
-def _is_nhwc_output(model: nn.Module, key: str, module: nn.Module, output: torch.Tensor) -> bool:
-    """4-d outputs inside a channels-last Swin, except convolutions and explicit permutes back to NCHW."""
-    if not isinstance(output, torch.Tensor) or output.ndim != 4 or isinstance(module, nn.Conv2d):
-        return False
-    inner, prefix = unwrap_backbone(model)
-    if not key.startswith(prefix):
-        return False
-    if _is_timm_nhwc_model(inner):
-        return True
-    if _is_torchvision_swin(inner):
-        if type(module).__name__ == "Permute":
-            return list(getattr(module, "dims", [])) == [0, 2, 3, 1]
-        local = key[len(prefix) :]
-        return local == "norm" or local.startswith("features")
-    return False
-
-
-def _token_grid(model: nn.Module) -> tuple[int, tuple[int, int]] | None:
+def token_grid(model: nn.Module) -> tuple[int, tuple[int, int]] | None:
+    """(number of prefix tokens, patch grid) of a ViT-style model (looks through ``.backbone``), or None."""
     inner, _ = unwrap_backbone(model)
     patch_embed = getattr(inner, "patch_embed", None)
     grid = getattr(patch_embed, "grid_size", None)
@@ -146,21 +123,7 @@ def _token_grid(model: nn.Module) -> tuple[int, tuple[int, int]] | None:
     return int(prefix), (int(grid[0]), int(grid[1]))
 
 
-def _is_token_output(model: nn.Module, key: str, module: nn.Module, output: torch.Tensor) -> bool:
-    if not isinstance(output, torch.Tensor) or output.ndim != 3:
-        return False
-    found = _token_grid(model)
-    if found is None:
-        return False
-    prefix, (gh, gw) = found
-    return output.shape[1] in (prefix + gh * gw, gh * gw)
-
-
-def _make_token_layout(model: nn.Module, key: str, module: nn.Module, output: torch.Tensor) -> Layout:
-    prefix, grid = _token_grid(model)  # type: ignore[misc]  # _is_token_output checked it
-    if output.shape[1] == grid[0] * grid[1]:
-        prefix = 0  # patch-embedding outputs and other prefix-free token sequences
-    return TokenGridLayout(prefix, grid)
+_token_grid = token_grid  # kept for one release (the former private name)
 
 
 @dataclass(frozen=True)
@@ -176,16 +139,25 @@ def _is_nchw(model: nn.Module, key: str, module: nn.Module, output: torch.Tensor
     return isinstance(output, torch.Tensor) and output.ndim == 4
 
 
-#: Checked in order; the first rule that matches decides. More specific rules go first.
+#: Generic rules, checked in order after the model's families (``families.FAMILIES``) had their say.
 LAYOUT_RULES: list[LayoutRule] = [
-    LayoutRule("nhwc", _is_nhwc_output, lambda *a: NHWCLayout()),
-    LayoutRule("tokens", _is_token_output, _make_token_layout),
     LayoutRule("nchw", _is_nchw, lambda *a: Layout()),
 ]
 
 
 def detect_layout(model: nn.Module, key: str, module: nn.Module, output: torch.Tensor) -> Layout | None:
-    """The layout adapter for ``module``'s ``output``, or None if no rule understands it."""
+    """The layout adapter for ``module``'s ``output``, or None if nothing understands it.
+
+    The layout rules of the families ``model`` belongs to go first (NHWC Swin stages, ViT tokens),
+    then the generic ones.
+    """
+    from .families import matching_families  # the registry imports this module
+
+    for family in matching_families(model):
+        if family.layout is not None:
+            layout = family.layout(model, key, module, output)
+            if layout is not None:
+                return layout
     for rule in LAYOUT_RULES:
         if rule.matches(model, key, module, output):
             return rule.make(model, key, module, output)
@@ -195,22 +167,8 @@ def detect_layout(model: nn.Module, key: str, module: nn.Module, output: torch.T
 # ----------------------------------------------------------------------------- default layers
 
 
-def _stride16_from_feature_info(model: nn.Module) -> str | None:
-    """The module name timm's ``feature_info`` gives for reduction 16 (last one if several)."""
-    info = getattr(model, "feature_info", None)
-    if not isinstance(info, list):
-        return None
-    names = [entry.get("module") for entry in info if isinstance(entry, dict) and entry.get("reduction") == 16]
-    return names[-1] if names and names[-1] else None
-
-
-def _is_vit_like(model: nn.Module) -> bool:
-    blocks = getattr(model, "blocks", None)
-    return isinstance(blocks, (nn.Sequential, nn.ModuleList)) and len(blocks) > 0 and _token_grid(model) is not None
-
-
 def default_layer_hint(model: nn.Module) -> str | None:
-    """The layer PAIR-X should explain by default for transformer / ConvNeXt families, else None.
+    """The layer PAIR-X should explain by default, from the model's family, or None.
 
     * timm Swin / SwinV2 and ConvNeXt: the stride-16 stage (``layers.2`` / ``stages.2``), the analogue
       of a ResNet's ``layer3`` (fine enough cells to match, deep enough to be semantic).
@@ -219,19 +177,13 @@ def default_layer_hint(model: nn.Module) -> str | None:
       concentrate relevance on the prefix tokens.
 
     Looks through a ``.backbone`` wrapper (the key then starts with ``backbone.``). Other models give
-    None, and the engine's own default applies.
+    None, and the engine's own default applies (the first stage at stride 16).
     """
-    inner, prefix = unwrap_backbone(model)
-    name = type(inner).__name__
-    if _is_vit_like(inner):
-        depth = len(inner.blocks)
-        return f"{prefix}blocks.{max(0, round(depth * 2 / 3) - 1)}"
-    from_torchvision = type(inner).__module__.startswith("torchvision.")
-    if _is_timm_nhwc_model(inner) or (name == "ConvNeXt" and not from_torchvision):
-        found = _stride16_from_feature_info(inner)
-        return prefix + found if found else None
-    if from_torchvision and name in ("SwinTransformer", "ConvNeXt"):
-        features = getattr(inner, "features", None)
-        if isinstance(features, nn.Sequential) and len(features) > 5:
-            return f"{prefix}features.5"
+    from .families import matching_families  # the registry imports this module
+
+    for family in matching_families(model):
+        if family.default_layer is not None:
+            hint = family.default_layer(model)
+            if hint:
+                return hint
     return None

@@ -32,10 +32,11 @@ class Match:
 class PairMetrics:
     """Plausibility metrics of one pair at one layer (see docs/engine.md).
 
-    irm: 1 / (1 + mean reprojection residual, in feature cells, of a RANSAC homography fitted
-         to the matched cell centres of the top matches); None with fewer than 4 matches.
-    mc: mean relevance of the top matches (0.0 when there are none).
-    inlier_ratio: share of the top matches that are RANSAC inliers; None under 4 matches.
+    irm: 1 / (1 + mean reprojection residual, in input pixels, of a RANSAC homography (5 px
+         threshold, seeded) fitted to the matched cell centres of all mutual matches); None with
+         fewer than 4 matches or when no homography is found.
+    mc: mean relevance of the top ``k_lines`` matches (0.0 when there are none).
+    inlier_ratio: share of all mutual matches that are RANSAC inliers; None under 4 matches.
     match_count: number of mutual nearest-neighbour matches before truncation to k_lines.
     """
 

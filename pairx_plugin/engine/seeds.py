@@ -11,7 +11,8 @@ import torch
 
 
 def cosine(e0: torch.Tensor, e1: torch.Tensor) -> torch.Tensor:
-    return (e0 * e1).sum(-1) / (e0.norm(dim=-1) * e1.norm(dim=-1))
+    similarity: torch.Tensor = (e0 * e1).sum(-1) / (e0.norm(dim=-1) * e1.norm(dim=-1))
+    return similarity
 
 
 def product_seed(e0: torch.Tensor, e1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

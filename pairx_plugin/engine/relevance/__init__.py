@@ -1,7 +1,7 @@
 """Relevance backends and the choice between them.
 
-Backends are tried in ``BACKEND_NAMES`` order; the first whose ``supports(model)`` is true wins
-(``backend="auto"``). A configuration can also name one.
+``backend="auto"`` takes the backend of the model's family (``engine/families.py``; the first
+matching family whose backend ``supports(model)``). A configuration can also name one.
 """
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import importlib
 from torch import nn
 
 from ...errors import ConfigError, UnsupportedModelError
-from .base import RelevanceBackend
+from ..families import matching_families, supported_families_text
+from .base import RelevanceBackend, RelevanceRun
 
 #: name -> "module:Class"; imported lazily so an optional backend cannot break the others
 BACKEND_NAMES: dict[str, str] = {
@@ -24,32 +25,34 @@ def backend_class(name: str) -> type[RelevanceBackend]:
     if name not in BACKEND_NAMES:
         raise ConfigError(f"unknown relevance backend {name!r}; choose one of {sorted(BACKEND_NAMES)} or 'auto'")
     module_name, class_name = BACKEND_NAMES[name].split(":")
-    return getattr(importlib.import_module(module_name), class_name)
+    cls: type[RelevanceBackend] = getattr(importlib.import_module(module_name), class_name)
+    return cls
 
 
-def choose_backend(model: nn.Module, mode: str = "conservative", name: str = "auto") -> RelevanceBackend:
-    """The backend instance that explains ``model`` (by inspection unless ``name`` is given)."""
+def choose_backend(model: nn.Module, mode: str = "conservative", name: str = "auto",
+                   optimised: bool = True) -> RelevanceBackend:
+    """The backend instance that explains ``model``: the backend of its family (``families.FAMILIES``)
+    unless ``name`` is given."""
     if name != "auto":
         cls = backend_class(name)
         if not cls.supports(model):
             raise UnsupportedModelError(
                 f"relevance backend {name!r} does not support {type(model).__name__}; use backend='auto'"
             )
-        return cls(mode=mode)
+        return cls(mode=mode, optimised=optimised)
     tried = []
-    for candidate in BACKEND_NAMES:
+    for family in matching_families(model):
         try:
-            cls = backend_class(candidate)
+            cls = backend_class(family.backend)
         except ImportError:
             continue
-        tried.append(candidate)
+        tried.append(f"{family.name} -> {family.backend}")
         if cls.supports(model):
-            return cls(mode=mode)
+            return cls(mode=mode, optimised=optimised)
     raise UnsupportedModelError(
-        f"no relevance backend supports model class {type(model).__name__}. Supported: torchvision/timm "
-        "ResNet, timm EfficientNet/EfficientNetV2 (also wrapped as .backbone), and (gradient-x-input) timm "
-        f"Swin/SwinV2/ViT/DeiT/DINOv2, timm/torchvision ConvNeXt, torchvision Swin, GroupNorm ResNets (BiT). Backends tried: {tried}"
+        f"no relevance backend supports model class {type(model).__name__}. Supported families ("
+        f"{supported_families_text()}). Families matched: {tried or 'none'}"
     )
 
 
-__all__ = ["RelevanceBackend", "choose_backend", "backend_class", "BACKEND_NAMES"]
+__all__ = ["BACKEND_NAMES", "RelevanceBackend", "RelevanceRun", "backend_class", "choose_backend"]

@@ -8,27 +8,60 @@ autograd for gradients between tensors. The backend says how a relevance becomes
 * LRP backends (zennit): the gradient *is* the relevance, so both are the identity.
 * gradient x input backends: relevance = gradient * activation, so the seed is relevance / activation.
 
-``context`` must always undo everything it did (hooks, patched forwards, merged parameters), also
-when the body raises.
+``run(model)`` is the engine's entry: it yields a :class:`RelevanceRun`, the module to call plus the
+per-forward bookkeeping of that one context (a clock, caches to free). Everything that changes while
+explanations run lives in that object, owned by the call; a backend instance holds only settings
+(``mode``, ``optimised``), so one instance may serve any number of threads. ``context(model)`` yields
+just the module (for callers that need no bookkeeping).
+
+Both must always undo everything they did (hooks, patched forwards, merged parameters), also when the
+body raises.
 """
 from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 
+def _no_clock() -> int:
+    return 0
+
+
+def _keep_everything(tick: int) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class RelevanceRun:
+    """One entered backend context: the module to call and that context's own bookkeeping.
+
+    ``clock()`` gives a position in the current forward (backends that cache per module use it);
+    ``release_after(tick)`` frees what the context keeps for modules that ran after ``tick``.
+    """
+
+    module: nn.Module
+    clock: Callable[[], int] = _no_clock
+    release_after: Callable[[int], None] = _keep_everything
+
+
 class RelevanceBackend(abc.ABC):
-    """One way of propagating relevance through a model with autograd."""
+    """One way of propagating relevance through a model with autograd.
+
+    ``optimised=False`` asks a backend with a fast path for its straightforward one (same numbers,
+    slower; tests compare the two). Backends without a fast path ignore it.
+    """
 
     #: short stable name, recorded in every artifact
     name: str = "abstract"
 
-    def __init__(self, mode: str = "conservative") -> None:
+    def __init__(self, mode: str = "conservative", optimised: bool = True) -> None:
         self.mode = mode
+        self.optimised = bool(optimised)
 
     @classmethod
     @abc.abstractmethod
@@ -39,6 +72,12 @@ class RelevanceBackend(abc.ABC):
     def context(self, model: nn.Module) -> contextlib.AbstractContextManager[nn.Module]:
         """Install the backend's rules on ``model``; yield the module to call; undo on exit."""
 
+    @contextlib.contextmanager
+    def run(self, model: nn.Module) -> Iterator[RelevanceRun]:
+        """Enter :meth:`context` and yield a :class:`RelevanceRun` (default: no bookkeeping)."""
+        with self.context(model) as module:
+            yield RelevanceRun(module)
+
     def seed(self, relevance: torch.Tensor, activation: torch.Tensor) -> torch.Tensor:
         """The ``grad_outputs`` that inject ``relevance`` at a tensor holding ``activation``."""
         return relevance
@@ -46,13 +85,6 @@ class RelevanceBackend(abc.ABC):
     def relevance(self, grad: torch.Tensor, activation: torch.Tensor) -> torch.Tensor:
         """Relevance at a tensor, from the gradient autograd computed there."""
         return grad
-
-    def clock(self) -> int:
-        """A position in the current forward (backends that cache per module use it to free memory)."""
-        return 0
-
-    def release_after(self, tick: int) -> None:
-        """Free what the backend keeps for modules that ran after ``tick`` (default: nothing kept)."""
 
 
 @contextlib.contextmanager

@@ -16,42 +16,49 @@ that contribute, building terms lazily through ``self.term(module, t)``; a term 
 from __future__ import annotations
 
 import itertools
-import threading
-import weakref
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from zennit.core import BasicHook, ParamMod
 
-#: False runs the straightforward path (modified forwards rebuilt in every backward, ordinary
-#: backward of hooked modules computed, transposes over the whole map); tests compare the two.
-OPTIMISED = True
 
-_CLOCK = itertools.count()
-_LOCAL = threading.local()  # hooks that ran a forward in this thread (explanations of other models
-                            # may run in other threads at the same time)
+class HookSession:
+    """The state the cached rule hooks of one backend context share (nothing is process-global).
 
-
-def _live() -> "weakref.WeakSet[CachedForwardHook]":
-    if not hasattr(_LOCAL, "hooks"):
-        _LOCAL.hooks = weakref.WeakSet()
-    return _LOCAL.hooks
-
-
-def clock() -> int:
-    """A counter that increases with every hooked module's forward (orders modules in a pass)."""
-    return next(_CLOCK)
-
-
-def release_after(tick: int) -> None:
-    """Free the cached tensors of every hook whose module ran after ``tick``.
-
-    Once relevance has reached the deepest explained layer, the modules above it are never
-    needed again for this forward (back-projections start at the layer), so their inputs and
-    modified forwards can go.
+    * ``optimised``: False runs the straightforward path (modified forwards rebuilt in every
+      backward, the ordinary backward of hooked modules computed, transposes over the whole map);
+      tests compare the two.
+    * a clock that increases with every hooked module's forward (orders the modules of a pass);
+    * the hooks registered in this context, so caches above a layer can be freed.
     """
-    for hook in list(_live()):
-        if hook.stored_tensors.get("tick", -1) > tick:
-            hook.stored_tensors.clear()
+
+    def __init__(self, optimised: bool = True) -> None:
+        self.optimised = optimised
+        self._ticks = itertools.count()
+        self.hooks: list[CachedForwardHook] = []
+
+    def attach(self, hooks: Iterable[object]) -> None:
+        """Make ``hooks`` (those a zennit composite registered) report to this session."""
+        for hook in hooks:
+            if isinstance(hook, CachedForwardHook):
+                hook.session = self
+                self.hooks.append(hook)
+
+    def clock(self) -> int:
+        """The next tick of this session's clock."""
+        return next(self._ticks)
+
+    def release_after(self, tick: int) -> None:
+        """Free the cached tensors of every hook whose module ran after ``tick``.
+
+        Once relevance has reached the deepest explained layer, the modules above it are never
+        needed again for this forward (back-projections start at the layer), so their inputs and
+        modified forwards can go.
+        """
+        for hook in self.hooks:
+            if hook.stored_tensors.get("tick", -1) > tick:
+                hook.stored_tensors.clear()
 
 
 class _Bypass(torch.autograd.Function):
@@ -84,11 +91,28 @@ class _ModifiedInput:
 
 
 class CachedForwardHook:
-    """Mixin placed before ``BasicHook`` in the MRO of a rule class."""
+    """Mixin placed before ``BasicHook`` in the MRO of a rule class.
+
+    ``session`` is set by the backend context that registered the hook (:meth:`HookSession.attach`);
+    a hook used on its own gets a private optimised session.
+    """
+
+    stored_tensors: dict[str, Any]
+
+    @property
+    def session(self) -> HookSession:
+        found = self.__dict__.get("_session")
+        if found is None:
+            found = self.__dict__["_session"] = HookSession()
+        return found
+
+    @session.setter
+    def session(self, value: HookSession) -> None:
+        self.__dict__["_session"] = value
 
     def post_forward(self, module, input, output):
         inp = input[0] if isinstance(input, tuple) else input
-        if OPTIMISED and isinstance(output, torch.Tensor) and isinstance(inp, torch.Tensor) and inp.requires_grad:
+        if self.session.optimised and isinstance(output, torch.Tensor) and isinstance(inp, torch.Tensor) and inp.requires_grad:
             output = _Bypass.apply(inp, output.detach())
         return super().post_forward(module, input, output)
 
@@ -96,8 +120,7 @@ class CachedForwardHook:
         self.stored_tensors.clear()
         self.stored_tensors["input"] = input
         self.stored_tensors["terms"] = {}
-        self.stored_tensors["tick"] = clock()
-        _live().add(self)
+        self.stored_tensors["tick"] = self.session.clock()
 
     def term(self, module, t: int):
         """(modified input, modified output, modified weight or None) of term ``t``.
@@ -127,7 +150,7 @@ class CachedForwardHook:
 
     def backward(self, module, grad_input, grad_output):
         out_grad = grad_output[0]
-        if not OPTIMISED:  # rebuild every per-forward quantity, as zennit's own hooks do
+        if not self.session.optimised:  # rebuild every per-forward quantity, as zennit's own hooks do
             for key in [k for k in self.stored_tensors if k not in ("input", "tick", "grad_output")]:
                 del self.stored_tensors[key]
             self.stored_tensors["terms"] = {}
@@ -149,7 +172,8 @@ class CachedForwardHook:
                 grad = out_grad * scale if grad is None else grad
                 autograd_terms.append((inp, out, _like_layout(grad, out)))
         if direct_terms:
-            relevance = boxed_conv_relevance(module, direct_terms, out_grad, self.stored_tensors["input"][0])
+            relevance = boxed_conv_relevance(module, direct_terms, out_grad, self.stored_tensors["input"][0],
+                                             boxed=self.session.optimised)
         if autograd_terms:
             grads = torch.autograd.grad(
                 [o for _, o, _ in autograd_terms], [i for i, _, _ in autograd_terms],
@@ -163,7 +187,8 @@ class CachedForwardHook:
         return tuple(relevance if original.shape == relevance.shape else None for original in grad_input)
 
 
-def boxed_conv_relevance(module: torch.nn.Conv2d, terms, out_grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def boxed_conv_relevance(module: torch.nn.Conv2d, terms, out_grad: torch.Tensor, like: torch.Tensor,
+                         boxed: bool = True) -> torch.Tensor:
     """Σ_t input_t ⊙ convᵀ(grad_t, weight_t), computed per image on the box where out_grad is non-zero.
 
     A seed at one feature cell reaches only that cell's receptive field, so during a
@@ -171,14 +196,15 @@ def boxed_conv_relevance(module: torch.nn.Conv2d, terms, out_grad: torch.Tensor,
     of the batch is being back-projected); computing on the non-zero box (plus the kernel's reach)
     gives the same numbers for a fraction of the work. ``terms`` holds ``(input_t, weight_t,
     grad_t, scale_t)`` with either the full grad or a scale (grad_t = out_grad · scale_t, then only
-    multiplied on the box). The result has ``like``'s shape.
+    multiplied on the box). The result has ``like``'s shape. ``boxed=False`` computes on the whole
+    map (the straightforward path).
     """
     (sh, sw), (ph, pw) = module.stride, module.padding
     H, W = like.shape[-2:]
     relevance = torch.zeros_like(like)
     g_all = out_grad.detach()
     support = (g_all.amax(dim=1) != 0) | (g_all.amin(dim=1) != 0)  # (N, Ho, Wo); the fastest test on CPU
-    if not OPTIMISED:
+    if not boxed:
         support = torch.ones_like(support)
     for b in range(like.shape[0]):
         rows = support[b].any(dim=1).nonzero()

@@ -23,16 +23,15 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 from zennit.canonizers import MergeBatchNorm
-
 from zennit.types import Activation
 
+from ..families import GATE_NAMES, is_gem_pool, is_squeeze_excite
 from ..modelinfo import model_device
 from .lrp_functions import PassThrough, PowerMeanPoolRule, SignalOnlyGate, SumRule
 
 _LINEAR = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 _ADD_FUNCS = {torch.add, torch.Tensor.add, torch.Tensor.__add__, torch.Tensor.__radd__,
               torch.Tensor.__iadd__, torch.Tensor.add_}
-_GATE_NAMES = ("gate", "scale_activation", "sigmoid")
 
 
 class _PairMerge(MergeBatchNorm):
@@ -73,20 +72,6 @@ def _bn_pairs(model: nn.Module, sample: torch.Tensor) -> list[tuple[nn.Module, n
     return pairs
 
 
-def is_squeeze_excite(module: nn.Module) -> bool:
-    if isinstance(module, nn.Sequential):
-        return False
-    name = type(module).__name__.lower()
-    return ("squeeze" in name or name.startswith("se") or "effectivese" in name) and any(
-        isinstance(getattr(module, g, None), nn.Module) for g in _GATE_NAMES
-    )
-
-
-def is_gem_pool(module: nn.Module) -> bool:
-    name = type(module).__name__.lower()
-    return ("gem" in name or "generalizedmean" in name) and hasattr(module, "p") and not list(module.children())
-
-
 @contextlib.contextmanager
 def _patched_forward(module: nn.Module, forward) -> Iterator[None]:
     module.forward = forward
@@ -98,7 +83,7 @@ def _patched_forward(module: nn.Module, forward) -> Iterator[None]:
 
 def _se_forward(module: nn.Module):
     original = type(module).forward.__get__(module)
-    gate_module = next(getattr(module, g) for g in _GATE_NAMES if isinstance(getattr(module, g, None), nn.Module))
+    gate_module = next(getattr(module, g) for g in GATE_NAMES if isinstance(getattr(module, g, None), nn.Module))
 
     def forward(x, *args, **kwargs):
         captured = {}

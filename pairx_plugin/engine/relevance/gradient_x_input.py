@@ -10,32 +10,20 @@ piecewise linear, so relevance = gradient x activation is conserved up to the bi
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
 
 from ...errors import ConfigError
+from ..families import NORM_CLASS_NAMES, is_attention_module, is_norm_module  # noqa: F401 - re-exported
 from ..layouts import unwrap_backbone
 from .base import RelevanceBackend
-from .gxi_mode import GradientXInputMode, base_rules, gamma_rules
+from .gxi_mode import GradientXInputMode, Rule, base_rules, gamma_rules
 from .gxi_rules import safe_divide
 
-#: class names (timm / torchvision) of normalisation layers that mark the family, besides nn.LayerNorm
-NORM_CLASS_NAMES = frozenset({"LayerNorm", "LayerNorm2d", "LayerNormFp32", "RmsNorm", "RmsNorm2d", "SimpleNorm", "RMSNorm"})
 LINEAR_RULES = ("gradient", "gamma")
-
-
-def is_attention_module(module: nn.Module) -> bool:
-    """timm-style attention blocks (``Attention``, ``WindowAttention``, ...) computed with torch ops."""
-    return type(module).__name__.endswith("Attention") and not isinstance(module, nn.MultiheadAttention)
-
-
-def is_norm_module(module: nn.Module) -> bool:
-    rms = getattr(nn, "RMSNorm", None)
-    if isinstance(module, (nn.LayerNorm, nn.GroupNorm)) or (rms is not None and isinstance(module, rms)):
-        return True
-    return type(module).__name__ in NORM_CLASS_NAMES
 
 
 class GradientXInput(RelevanceBackend):
@@ -49,15 +37,17 @@ class GradientXInput(RelevanceBackend):
 
     name = "gradient-x-input"
 
-    def __init__(self, mode: str = "conservative", linear_rule: str = "gradient", gamma: float = 0.25) -> None:
-        super().__init__(mode=mode)
+    def __init__(self, mode: str = "conservative", linear_rule: str = "gradient", gamma: float = 0.25,
+                 optimised: bool = True) -> None:
+        super().__init__(mode=mode, optimised=optimised)
         if linear_rule not in LINEAR_RULES:
             raise ConfigError(f"linear_rule={linear_rule!r} is not a gradient-x-input rule; use one of {LINEAR_RULES}")
         if not isinstance(gamma, (int, float)) or isinstance(gamma, bool) or not gamma >= 0 or gamma == float("inf"):
             raise ConfigError(f"gamma={gamma!r} must be a finite number >= 0 (0.25 is a good start)")
         self.linear_rule = linear_rule
         self.gamma = float(gamma)
-        #: the mode of the last ``context`` (its ``counts`` say which rules fired)
+        #: the mode of the last ``context`` (its ``counts`` say which rules fired; a diagnostic for tests
+        #: and benchmarks, never read by the engine)
         self.last_mode: GradientXInputMode | None = None
 
     @classmethod
@@ -72,7 +62,7 @@ class GradientXInput(RelevanceBackend):
             return False
         return any(is_norm_module(m) or is_attention_module(m) for m in modules)
 
-    def rules(self) -> dict:
+    def rules(self) -> dict[Callable[..., Any], Rule]:
         rules = base_rules()
         if self.linear_rule == "gamma":
             rules.update(gamma_rules(self.gamma))
@@ -102,5 +92,6 @@ class GradientXInputGamma(GradientXInput):
 
     name = "gradient-x-input-gamma"
 
-    def __init__(self, mode: str = "conservative", linear_rule: str = "gamma", gamma: float = 0.25) -> None:
-        super().__init__(mode=mode, linear_rule=linear_rule, gamma=gamma)
+    def __init__(self, mode: str = "conservative", linear_rule: str = "gamma", gamma: float = 0.25,
+                 optimised: bool = True) -> None:
+        super().__init__(mode=mode, linear_rule=linear_rule, gamma=gamma, optimised=optimised)

@@ -16,7 +16,7 @@ from torch.overrides import TorchFunctionMode
 
 from . import gxi_rules
 
-Rule = Callable[[Callable, tuple, dict], Any]
+Rule = Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any]], Any]
 
 
 def base_rules() -> dict[Callable, Rule]:

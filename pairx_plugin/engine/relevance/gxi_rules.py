@@ -189,12 +189,12 @@ def make_gamma_conv2d(gamma: float) -> Callable:
         x = argument(args, kwargs, 0, "input")
         weight = argument(args, kwargs, 1, "weight")
         bias = argument(args, kwargs, 2, "bias")
-        geometry = dict(
-            stride=argument(args, kwargs, 3, "stride", 1),
-            padding=argument(args, kwargs, 4, "padding", 0),
-            dilation=argument(args, kwargs, 5, "dilation", 1),
-            groups=argument(args, kwargs, 6, "groups", 1),
-        )
+        geometry = {
+            "stride": argument(args, kwargs, 3, "stride", 1),
+            "padding": argument(args, kwargs, 4, "padding", 0),
+            "dilation": argument(args, kwargs, 5, "dilation", 1),
+            "groups": argument(args, kwargs, 6, "groups", 1),
+        }
         surrogate = _gamma_surrogate(lambda a, w: F.conv2d(a, w, None, **geometry), x, weight, gamma)
         if bias is not None:
             surrogate = surrogate + bias.reshape(1, -1, 1, 1)

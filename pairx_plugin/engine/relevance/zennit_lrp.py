@@ -19,45 +19,15 @@ import contextlib
 from collections.abc import Iterator
 
 from torch import nn
-from zennit.canonizers import SequentialMergeBatchNorm
 from zennit.composites import EpsilonPlus
-from zennit.torchvision import ResNetCanonizer
 from zennit.types import Activation
 
 from ...errors import UnsupportedModelError
-from .base import RelevanceBackend
-from . import cached_hooks
-from .cached_hooks import cached
+from ..families import FAMILIES, family_of, has_norm_or_attention
+from .base import RelevanceBackend, RelevanceRun
+from .cached_hooks import HookSession, cached
 from .canonizers import conserving_canonization
 from .zennit_rules import EpsilonRule, ZPlusRule
-
-_UNSUPPORTED_NAMES = ("attention", "layernorm", "groupnorm", "rmsnorm", "mlpmixer", "swin", "vit", "convnext")
-
-
-def _has_norm_or_attention(model: nn.Module) -> bool:
-    for module in model.modules():
-        if isinstance(module, (nn.LayerNorm, nn.GroupNorm, nn.MultiheadAttention)):
-            return True
-        name = type(module).__name__.lower()
-        if any(tag in name for tag in _UNSUPPORTED_NAMES):
-            return True
-    return False
-
-
-def _family(model: nn.Module) -> str | None:
-    """'torchvision-resnet', 'timm-resnet', 'timm-efficientnet' (also as ``.backbone``), or None."""
-    for candidate in (model, getattr(model, "backbone", None)):
-        if candidate is None:
-            continue
-        module_path = type(candidate).__module__
-        name = type(candidate).__name__
-        if name == "ResNet" and module_path.startswith("torchvision"):
-            return "torchvision-resnet"
-        if name == "ResNet" and module_path.startswith("timm"):
-            return "timm-resnet"
-        if name in ("EfficientNet", "EfficientNetFeatures") and module_path.startswith("timm"):
-            return "timm-efficientnet"
-    return None
 
 
 class ConservingEpsilonPlus(EpsilonPlus):
@@ -102,36 +72,36 @@ class ZennitLRP(RelevanceBackend):
     @classmethod
     def supports(cls, model: nn.Module) -> bool:
         has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
-        return has_conv and not _has_norm_or_attention(model)
-
-    def clock(self) -> int:
-        return cached_hooks.clock()
-
-    def release_after(self, tick: int) -> None:
-        cached_hooks.release_after(tick)
+        return has_conv and not has_norm_or_attention(model)
 
     def context(self, model: nn.Module) -> contextlib.AbstractContextManager[nn.Module]:
-        if self.mode == "parity":
-            return self._parity_context(model)
-        return self._conservative_context(model)
+        return _module_of(self.run(model))
 
     @contextlib.contextmanager
-    def _conservative_context(self, model: nn.Module) -> Iterator[nn.Module]:
+    def run(self, model: nn.Module) -> Iterator[RelevanceRun]:
+        """Install the rules; the yielded run owns the hooks' session (clock, caches, ``optimised``)."""
+        session = HookSession(optimised=self.optimised)
+        if self.mode == "parity":
+            family = family_of(model)
+            if family is None or family.parity_canonizer is None:
+                supported = [f.description for f in FAMILIES if f.parity_canonizer is not None]
+                raise UnsupportedModelError(
+                    f"parity mode reproduces the published PAIR-X code, which supports {', '.join(supported)} "
+                    f"(also wrapped as .backbone); got {type(model).__name__}. Use mode='conservative'."
+                )
+            composite: EpsilonPlus = CachedEpsilonPlus(canonizers=[family.parity_canonizer()])
+            with composite.context(model) as modified:
+                session.attach(composite.hook_refs)
+                yield RelevanceRun(modified, session.clock, session.release_after)
+            return
         with conserving_canonization(model) as runner:
             composite = ConservingEpsilonPlus()
             with composite.context(model):
-                yield runner
+                session.attach(composite.hook_refs)
+                yield RelevanceRun(runner, session.clock, session.release_after)
 
-    @contextlib.contextmanager
-    def _parity_context(self, model: nn.Module) -> Iterator[nn.Module]:
-        family = _family(model)
-        if family is None:
-            raise UnsupportedModelError(
-                f"parity mode reproduces the published PAIR-X code, which supports torchvision ResNet, timm "
-                f"ResNet and timm EfficientNet (also wrapped as .backbone); got {type(model).__name__}. "
-                "Use mode='conservative'."
-            )
-        canonizer = ResNetCanonizer() if family == "torchvision-resnet" else SequentialMergeBatchNorm()
-        composite = CachedEpsilonPlus(canonizers=[canonizer])
-        with composite.context(model) as modified:
-            yield modified
+
+@contextlib.contextmanager
+def _module_of(run: contextlib.AbstractContextManager[RelevanceRun]) -> Iterator[nn.Module]:
+    with run as entered:
+        yield entered.module

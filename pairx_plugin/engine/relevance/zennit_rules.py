@@ -70,7 +70,7 @@ class _FlatFallbackRule(CachedForwardHook, BasicHook):
         """Directly transposed terms need their modified outputs only for the denominators."""
         store = self.stored_tensors["terms"]
         for t in terms:
-            inp, out, weight = store[t]
+            inp, _out, weight = store[t]
             if weight is not None:
                 store[t] = (inp, None, weight)
 
