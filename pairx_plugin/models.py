@@ -16,9 +16,10 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -173,15 +174,26 @@ def load_model_spec(spec: str | None, weights: str | os.PathLike | None = None) 
     return _callable_bundle(spec, prefix.strip(), rest.strip(), weights)
 
 
-def model_fingerprint(model: nn.Module) -> str:
+def model_fingerprint(model: nn.Module | Mapping[str, Any]) -> str:
     """sha256 hex over every state-dict entry's name, dtype, shape and raw bytes, in order.
+
+    The ONE model fingerprint: artifact ids use it, and ``artifacts.store.fingerprint_state_dict`` is
+    an alias. ``model`` is a module or its ``state_dict()`` (non-tensor entries are skipped); equal
+    weights and buffers give equal fingerprints whatever their device.
 
     Recomputed on every call on purpose: caching by ``id(model)`` would go stale when weights
     change in place (and ids are reused after garbage collection). Hashing EfficientNet-Lite0
     (about 4.7 M parameters, 19 MB) takes a few tens of milliseconds on one CPU core.
     """
+    state = model.state_dict() if isinstance(model, nn.Module) or hasattr(model, "state_dict") else model
+    if not isinstance(state, Mapping):
+        raise InvalidInputError(
+            f"model_fingerprint: expected a torch module or a state_dict mapping, got {type(model).__name__}"
+        )
     digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
+    for name, tensor in state.items():
+        if not isinstance(tensor, torch.Tensor):
+            continue
         data = tensor.detach().to("cpu").contiguous()
         digest.update(f"{name}|{data.dtype}|{tuple(data.shape)}|".encode())
         digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pairx_plugin.artifacts.schema import ExplanationArtifact
+from pairx_plugin.artifacts.store import ArtifactStore
 from pairx_plugin.config import PairXConfig
 from pairx_plugin.errors import ArtifactError, InvalidInputError
 
@@ -136,6 +137,7 @@ def run_demo(out_dir: str | Path, *, animals: int = DEFAULT_ANIMALS, sightings: 
         pairx=PairXConfig(top_k=top_k, k_colors=k_colors, output_dir=str(out_dir),
                           **({"render": render} if render is not None else {})),
     )
+    ArtifactStore(out_dir).remove_run(DEMO_RUN_NAME)  # the demo owns its name; manifests are exclusive
     pipeline = run_pipeline(out_dir / "data", synthetic.metadata, settings, out_dir,
                             run_name=DEMO_RUN_NAME, progress=progress, model=model,
                             review_path=out_dir / "review.html")

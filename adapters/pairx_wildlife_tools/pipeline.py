@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
@@ -170,7 +169,9 @@ def without_self_matches(similarity: Any, query_ids: list[str], database_ids: li
 
 
 def default_run_name(prefix: str = "run") -> str:
-    return f"{prefix}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}"
+    from pairx_plugin.artifacts.store import new_run_name  # unique across processes (issue 11)
+
+    return new_run_name(prefix)
 
 
 def run_pipeline(images_dir: str | Path, metadata: str | Path | pd.DataFrame, settings: RunSettings,

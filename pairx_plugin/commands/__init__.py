@@ -10,11 +10,9 @@ code. Adapters contribute commands the same way through the entry-point group
 from __future__ import annotations
 
 import argparse
-import re
 
+from ..config import DEVICE_PATTERN
 from ..errors import InvalidInputError
-
-_DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the input was fine but the work failed (an engine or internal error)
@@ -35,29 +33,20 @@ def positive_int(text: str) -> int:
 def device_name(text: str) -> str:
     """argparse type: auto, cpu, cuda or cuda:N."""
     value = text.strip().lower()
-    if not _DEVICE_PATTERN.match(value):
+    if not DEVICE_PATTERN.match(value):
         raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
     return value
 
 
-def resolve_device(name: str):
-    """The torch device for a device name; ``auto`` is the first GPU when there is one, else the CPU.
+def resolve_device(name: str):  # noqa: ANN201 - kept for one release; returns a torch.device
+    """Kept for one release: :func:`pairx_plugin.config.resolve_device` without a model, for ``--device``.
 
-    The CLI builds the model itself, so unlike a host pipeline it may choose where the model lives.
+    The CLI builds the model itself, so unlike a host pipeline it may choose where the model lives:
+    ``auto`` is the first GPU when there is one, else the CPU.
     """
-    import torch
+    from ..config import resolve_device as resolve
 
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InvalidInputError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise InvalidInputError(
-                f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s) (cuda:0 ...); pick one of them"
-            )
-    return device
+    return resolve(name, key="--device")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
