@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from pairx_wildlife_tools.demo import run_demo
 
 from pairx_plugin.models import ModelBundle
-from pairx_wildlife_tools.demo import run_demo
 
 
 @pytest.mark.slow
