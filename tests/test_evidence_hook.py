@@ -113,3 +113,15 @@ def test_rerank_through_the_hook_keeps_host_scores(tmp_path, model):
 def test_a_foreground_of_the_wrong_size_is_refused_when_the_image_is_made():
     with pytest.raises(InvalidInputError, match=r"LoadedImage.foreground mask has shape \(3, 3\)"):
         LoadedImage(tensor=torch.zeros(1, 3, 8, 8), display=np.zeros((8, 8, 3), np.uint8), foreground=np.ones((3, 3)))
+
+
+def test_a_failing_evidence_score_keeps_the_explanation(tmp_path, model, monkeypatch, caplog):
+    from pairx_plugin.evidence import attach
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("injected evidence failure")
+
+    monkeypatch.setattr(attach, "pair_evidence_details", broken)
+    _, out, _ = run(tmp_path, model, PairXConfig(render=["display"], k_lines=30))
+    assert all(r.explanation is not None and r.explanation.metrics.evidence is None for r in out)
+    assert "injected evidence failure" in caplog.text
