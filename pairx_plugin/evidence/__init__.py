@@ -4,7 +4,9 @@
 * :mod:`.foreground`, :mod:`.geometry`: where the animal is; relevance-weighted geometric verification;
 * :mod:`.evaluation`: AUROC (overall and within host-score bins), top-1 before/after re-ranking;
 * :mod:`.calibration`: monotone calibration of a score on a labelled run;
-* :mod:`.rerank`: opt-in re-ranking of each query's shortlist by host score fused with evidence.
+* :mod:`.rerank`: opt-in re-ranking of each query's shortlist by host score fused with evidence;
+* :mod:`.attach` (the artifact builder's one call), :mod:`.runs` (reading a run directory),
+  :mod:`.plots` (ROC + reliability PNG), :mod:`.figure` (the worked-example picture).
 
 numpy only (pydantic for the models); nothing here imports torch, an adapter or a host.
 """
