@@ -135,6 +135,9 @@ def test_layers_that_agree_keep_their_score_and_disagreeing_ones_lose_it():
     agree = pair_evidence(pair_of(deep, shallow))
     assert agree["blocks.3"].layer_agreement == pytest.approx(1.0)
     assert agree["blocks.2"].layer_agreement == pytest.approx(1.0)
+    for scores in agree.values():  # shares that sum past 1 by rounding must still read back
+        assert 0.0 <= scores.layer_agreement <= 1.0
+        assert type(scores).model_validate_json(scores.model_dump_json()) == scores
     other = layer_from_cells(scattered_cells(12, seed=3), key="blocks.2", grid=28)
     disagree = pair_evidence(pair_of(deep, other))
     assert disagree["blocks.3"].layer_agreement < 0.5

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from .models import EvidenceScores
 from .scores import pair_evidence_details
 
 #: a match supports the evidence when its foreground weight (both ends) is at least this and it is an inlier
@@ -33,7 +34,7 @@ def attach_evidence(document: Any, pair: Any, layer_key: str, query: Any, candid
         log.exception("evidence score failed for %s -> %s at %s; the artifact is stored without it",
                       document.query_id, document.candidate_id, layer_key)
         return document
-    metrics = document.metrics.model_copy(update={"evidence": scores})
+    metrics = document.metrics.model_copy(update={"evidence": EvidenceScores.model_validate(scores.model_dump())})
     flags = (geometry.inliers & (geometry.foreground >= SUPPORT_FOREGROUND)).tolist()
     matches = [match.model_copy(update={"supports_evidence": bool(flags[i]) if i < len(flags) else None})
                for i, match in enumerate(document.matches)]

@@ -122,4 +122,4 @@ def transfer_agreement(fit: GeometricFit, p: np.ndarray, q: np.ndarray, weights:
     if len(w) == 0 or w.sum() <= 0:
         return 0.0
     residuals = np.linalg.norm(_apply(fit.matrix, np.asarray(p, float).reshape(-1, 2)) - np.asarray(q, float).reshape(-1, 2), axis=1)
-    return float(w[residuals <= threshold].sum() / w.sum())
+    return float(min(1.0, w[residuals <= threshold].sum() / w.sum()))

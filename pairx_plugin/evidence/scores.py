@@ -142,7 +142,7 @@ def pair_evidence_details(pair: Any, *, query_foreground: Any = None, candidate_
                 continue
             agreements.append(0.0 if geometry.fit is None else transfer_agreement(
                 geometry.fit, other.query_xy, other.candidate_xy, other.weights, other.threshold))
-        agreement = float(np.mean(agreements))
-        out[key] = (scores.model_copy(update={"layer_agreement": agreement,
-                                              "score": float(np.clip(scores.score * agreement, 0.0, 1.0))}), geometry)
+        agreement = float(np.clip(np.mean(agreements), 0.0, 1.0))  # sums of shares can round past 1
+        update = {"layer_agreement": agreement, "score": float(np.clip(scores.score * agreement, 0.0, 1.0))}
+        out[key] = (EvidenceScores.model_validate(scores.model_dump() | update), geometry)
     return out
