@@ -18,44 +18,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pairx_plugin.models_miewid import (  # one MiewID layout, shared with its checkpoint loader
+    MIEWID_BACKBONE,
+    GeM,  # noqa: F401 - kept for one release: imported from here by benchmarks and tests
+    MiewIdLike,
+)
+
 from .errors import InvalidInputError
 from .images import load_image, prepare_image
 from .pretrained import IMAGENET_MEAN, IMAGENET_STD
 
-MIEWID_BACKBONE = "efficientnetv2_rw_m"
 SEATURTLE_SUBDIR = Path("data") / "seaturtle_sample"
-
-
-class GeM(nn.Module):
-    """Generalised-mean pooling over H and W: ``mean(clamp(x, eps) ** p) ** (1 / p)``, learnable ``p``.
-
-    p = 1 is average pooling; larger p moves towards max pooling. (B, C, H, W) -> (B, C, 1, 1).
-    """
-
-    def __init__(self, p: float = 3.0, eps: float = 1e-6) -> None:
-        super().__init__()
-        self.p = nn.Parameter(torch.ones(1) * p)
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        powered = x.clamp(min=self.eps).pow(self.p)
-        return powered.mean(dim=(-2, -1), keepdim=True).pow(1.0 / self.p)
-
-    def extra_repr(self) -> str:
-        return f"p={float(self.p.detach()[0]):.4f}, eps={self.eps}"
-
-
-class MiewIdLike(nn.Module):
-    """``bn(pooling(backbone(x)).flatten(1))``: the MiewID layout (``.backbone``, ``.pooling``, ``.bn``)."""
-
-    def __init__(self, backbone: nn.Module, num_features: int) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.pooling = GeM(p=3.0)
-        self.bn = nn.BatchNorm1d(num_features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.pooling(self.backbone(x)).flatten(1))
 
 
 def _check_image_batch(images, name: str, min_batch: int = 1) -> torch.Tensor:
