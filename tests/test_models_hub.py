@@ -297,7 +297,7 @@ def test_miewid_checkpoint_key_mismatches_are_named(tmp_path):
 @pytest.mark.slow
 def test_the_benchmarks_miewid_model_round_trips_through_a_wbia_checkpoint(tmp_path):
     """The default spec (``miewid:PATH``, efficientnetv2_rw_m) fits the model the benchmarks build."""
-    from pairx_plugin.reference_models import miewid_like
+    from benchmarks.reference_models import miewid_like
 
     original = miewid_like(seed=2)
     state = dict(original.state_dict())
