@@ -215,6 +215,7 @@ def store_pair(
     An artifact that is already complete (an identical pair earlier in the run) is reused. A failure
     comes back as a :class:`PairFailure` (the exception untouched, so the record names its real type).
     """
+    from ..evidence.attach import attach_evidence
     from .render import render_pair
 
     refs: list[ExplanationRef] = []
@@ -239,6 +240,7 @@ def store_pair(
                 rendered=rendered, config=config, config_digest=context.config_digest,
                 model_fingerprint=context.model_fingerprint,
             )
+            document = attach_evidence(document, pair, layer_key, query, candidate)  # H6: docs/metrics.md
             document = store.write(document, blobs)
         except Exception as exc:  # noqa: BLE001 - costs only this record
             return PairFailure(exc, "store")

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..records import SHA256_PATTERN, ExplanationMetrics, HostFloat, MatchRecord
 
-SCHEMA_VERSION = "1.0.0"
+SCHEMA_VERSION = "1.1.0"
 
 _SHA256 = SHA256_PATTERN
 #: file names inside an artifact directory and run names: produced by us or checked, never paths
@@ -65,6 +65,10 @@ class ArtifactMatch(_Strict):
     distance: float = Field(description="L2 distance of the two cells' feature vectors.")
     color_index: int | None = Field(
         None, description="Index of this match's pixel colour map (top k_colors matches), else null."
+    )
+    supports_evidence: bool | None = Field(
+        None, description="True when the match is on the animal and agrees with the fitted transform, i.e. it "
+        "counts towards metrics.evidence (docs/metrics.md); null when no evidence was computed."
     )
 
 
