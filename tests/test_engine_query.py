@@ -52,7 +52,7 @@ def test_one_forward_per_distinct_image(lite0_imagenet, turtles):
         results = engine.explain_query(turtles[:1], [c1, c2, c1.clone()])
     finally:
         handle.remove()
-    assert seen == [3]  # query + 2 distinct candidates, one batched forward
+    assert seen == [4]  # one batched forward: a query row per distinct candidate + the 2 distinct candidates
     assert results[2].cosine == results[0].cosine
 
 
@@ -65,7 +65,7 @@ def test_batch_limit_splits_candidates(lite0_imagenet, turtles):
         results = engine.explain_query(turtles[:1], [turtles[i:i + 1] for i in (1, 2, 3)])
     finally:
         handle.remove()
-    assert seen == [3, 2]  # the query rides along with each chunk of at most 2 candidates
+    assert seen == [4, 2]  # a query row per candidate rides along with each chunk of at most 2 candidates
     assert len(results) == 3 and all(r.layers["blocks.3"].matches for r in results)
 
 
@@ -112,10 +112,11 @@ def test_default_layer_is_chosen(lite0_imagenet):
 
 
 def test_pixel_budget_bounds_each_batch(lite0_imagenet, turtles):
-    """Large inputs get smaller batches: query + chunk never exceeds max_batch_pixels."""
+    """Large inputs get smaller batches: the chunk's batch (a query row per candidate plus the
+    candidates) never exceeds max_batch_pixels."""
     small = torch.nn.functional.interpolate(turtles, size=(96, 96), mode="bilinear", align_corners=False)
     engine = PairX(lite0_imagenet, layer_keys=["blocks.3"], k_lines=4, k_colors=1,
-                   max_batch_images=8, max_batch_pixels=3 * 96 * 96)
+                   max_batch_images=8, max_batch_pixels=5 * 96 * 96)
     seen = []
     handle = lite0_imagenet.register_forward_pre_hook(
         lambda m, args: seen.append(args[0].shape[0]) if args[0].shape[-1] == 96 else None)
@@ -123,7 +124,7 @@ def test_pixel_budget_bounds_each_batch(lite0_imagenet, turtles):
         results = engine.explain_query(small[:1], [small[i:i + 1] for i in (1, 2, 3, 4, 5)])
     finally:
         handle.remove()
-    assert seen == [3, 3, 2]  # query + 2, query + 2, query + 1
+    assert seen == [4, 4, 2]  # 2 query rows + 2, 2 + 2, 1 + 1
     alone = engine.explain_pair(small[:1], small[5:6])
     assert results[4].cosine == pytest.approx(alone.cosine, abs=1e-6)
 

@@ -2,15 +2,15 @@
 
 For a query and its candidates, :class:`PairX`
 
-1. forwards every distinct image once (the query's pass is shared by all its candidates;
-   candidates are batched up to ``max_batch_images``), under the relevance backend, keeping
-   each requested layer's output and the embeddings;
+1. forwards each chunk of distinct candidates (up to ``max_batch_images``, within
+   ``max_batch_pixels``) as one batch with one query row per candidate, under the relevance
+   backend, keeping each requested layer's output and the embeddings;
 2. seeds relevance at each embedding from the cosine (see :mod:`.seeds`) and propagates it to
    the layers only (autograd stops at the layer) — relevance per cell = |R| summed over channels;
 3. matches the two feature maps' cells by mutual nearest neighbours (L2) and scores each match by
    relevance0 × relevance1;
-4. back-projects each of the top ``k_colors`` matched cells of each image to its pixels, every
-   seed of a batch in one backward pass over the whole batch;
+4. back-projects each of the top ``k_colors`` matched cells of each image to its pixels: one
+   cell per row per backward pass, each distinct query cell once per call;
 5. computes plausibility metrics (IRM, MC, inlier ratio, match count).
 
 The model is left exactly as it was (see :mod:`.guard`); inputs are never modified.
@@ -156,9 +156,10 @@ class PairX:
     mode: ``"conservative"`` (relevance-conserving LRP) or ``"parity"`` (the published PAIR-X).
     backend: ``"auto"`` or a relevance backend name (``"zennit-lrp"``, ``"gradient-x-input"``).
     max_batch_images: most candidate images forwarded together.
-    max_batch_pixels: most input pixels in one forward batch (query included); bounds memory for
-        large inputs. The default, 8 × 224², lets 7 candidates ride with a 224-px query but only one
-        with a 440-px query (a 440-px EfficientNetV2 pair already peaks near 6 GB on CPU).
+    max_batch_pixels: most input pixels in one forward batch (a chunk of n candidates is 2n rows:
+        one query row per candidate); bounds memory for large inputs. The default, 8 × 224², lets 4
+        candidates ride at 224 px but only one at 440 px (a 440-px EfficientNetV2 pair already
+        peaks near 6 GB on CPU).
     input_size: input size used to pick the default layer when ``layer_keys`` is None.
     optimised: False runs the backend's straightforward path (same numbers, slower; for tests).
 
@@ -332,8 +333,9 @@ class PairX:
             raise InvalidInputError(f"{name} contains NaN or infinite values")
 
     def _chunks(self, indices: list[int], image_pixels: int) -> list[list[int]]:
-        """Candidate chunks: at most ``max_batch_images``, and query + chunk within the pixel budget."""
-        by_pixels = self.max_batch_pixels // max(1, image_pixels) - 1
+        """Candidate chunks: at most ``max_batch_images``, and the chunk's batch (one query row per
+        candidate plus the candidates) within the pixel budget."""
+        by_pixels = self.max_batch_pixels // max(1, image_pixels) // 2
         step = max(1, min(self.max_batch_images, by_pixels))
         return [indices[start:start + step] for start in range(0, len(indices), step)]
 
@@ -430,32 +432,32 @@ class PairX:
         return list(self.backend.relevance(grads, p.x.detach().unsqueeze(0)).sum(dim=2).abs())
 
     def _explain_chunk(self, state: CallState, chunk: list[int]) -> dict[int, PairExplanation | PairXError]:
-        """Explain the query against one chunk of candidates, all from one shared forward pass.
+        """Explain the query against one chunk of candidates, all from one forward pass.
 
-        The query is row 0 of the batch and candidates follow, so every backward pass below runs on
-        one graph (zennit's rule hooks keep the inputs of the most recent forward, so each graph
-        must be finished before the next forward starts).
+        The batch holds one query row per candidate (rows ``0..n-1``) and the candidates after them
+        (rows ``n..2n-1``): query row ``j`` carries the query's relevance for candidate ``j``, so one
+        relevance pass serves every pair, and the query's distinct back-projected cells are spread
+        over the ``n`` query rows, so every row of every pixel pass has a cell to carry (a pass costs
+        mostly per pass, little per row). Every backward runs on this one graph (zennit's rule hooks
+        keep the inputs of the most recent forward, so a graph must be finished before the next
+        forward starts).
         """
         n = len(chunk)
         timings: dict[str, float] = {}
         start = time.perf_counter()
         with _stage("forward"):
-            p = self._forward(state.run, [state.query] + [state.candidates[i] for i in chunk], [None, *chunk])
+            p = self._forward(state.run, [state.query] * n + [state.candidates[i] for i in chunk],
+                              [None] * n + list(chunk))
         timings["forward"] = time.perf_counter() - start
 
         start = time.perf_counter()
         e = p.emb.detach()
-        e_q, e_c = e[:1].expand(n, -1), e[1:]
+        e_q, e_c = e[:1].expand(n, -1), e[n:]
         cosines = cosine(e_q, e_c)
         seed_q, seed_c = self._seed(e_q, e_c)
-        # pass 0 seeds the query for candidate 0 and every candidate; pass j the query for candidate j
-        seeds = [torch.cat([seed_q[:1], seed_c])]
-        seeds += [torch.cat([seed_q[j:j + 1], torch.zeros_like(seed_c)]) for j in range(1, n)]
         with _stage("relevance"):
-            rel = [self._layer_relevance(p, s) for s in seeds]
+            rel = self._layer_relevance(p, torch.cat([seed_q, seed_c]))
             p.drop_above_layers(state.run)
-        rel_q = [{k: rel[j][k][0] for k in self.layer_keys} for j in range(n)]
-        rel_c = {k: rel[0][k][1:] for k in self.layer_keys}
         timings["relevance"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -464,7 +466,7 @@ class PairX:
             for key in self.layer_keys:
                 fm = p.nchw(key)
                 for j in range(n):
-                    pairs[j][key] = self._match(fm[0], fm[1 + j], rel_q[j][key], rel_c[key][j])
+                    pairs[j][key] = self._match(fm[0], fm[n + j], rel[key][j], rel[key][n + j])
         timings["matching"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -490,23 +492,31 @@ class PairX:
         return out
 
     def _pixels_at(self, state: CallState, p: ForwardPass, key: str, matchings: list[LayerMatching]) -> None:
-        """Fill each matching's pixel maps at ``key``; the query's cells are back-projected once per call."""
+        """Fill each matching's pixel maps at ``key``.
+
+        The batch is ``n`` query rows then ``n`` candidate rows. Each distinct query cell is
+        back-projected once per call (cached across chunks), its cells dealt round-robin over the
+        query rows; candidate ``j``'s cells go to row ``n + j``, one per pass.
+        """
+        n = len(matchings)
         H, W = p.x.shape[-2:]
         cand_cells = [m.idx1[: self.k_colors] for m in matchings]
-        wanted = sorted({cell for m in matchings for cell in m.idx0[: self.k_colors]
-                         if (key, cell) not in state.query_pixel_cache})
-        depth = max([len(wanted)] + [len(cells) for cells in cand_cells])
-        plan: list[list[int | None]] = [
-            [wanted[t] if t < len(wanted) else None] + [cells[t] if t < len(cells) else None for cells in cand_cells]
-            for t in range(depth)
-        ]
-        maps = self._pixel_relevance(p, key, plan)
+        wanted = list(dict.fromkeys(cell for m in matchings for cell in m.idx0[: self.k_colors]
+                                    if (key, cell) not in state.query_pixel_cache))
+        depth = max([-(-len(wanted) // n)] + [len(cells) for cells in cand_cells])
+        plan: list[list[int | None]] = [[None] * (2 * n) for _ in range(depth)]
         for t, cell in enumerate(wanted):
-            state.query_pixel_cache[(key, cell)] = maps[t][0].detach().cpu().numpy().astype(np.float32)
+            plan[t // n][t % n] = cell
+        for j, cells in enumerate(cand_cells):
+            for t, cell in enumerate(cells):
+                plan[t][n + j] = cell
+        maps = self._pixel_relevance(p, key, plan) if depth else []
+        for t, cell in enumerate(wanted):
+            state.query_pixel_cache[(key, cell)] = maps[t // n][t % n].detach().cpu().numpy().astype(np.float32)
         for j, matching in enumerate(matchings):
             k_c = len(cand_cells[j])
             matching.pixel_candidate = (
-                np.stack([maps[t][1 + j].detach().cpu().numpy() for t in range(k_c)]).astype(np.float32)
+                np.stack([maps[t][n + j].detach().cpu().numpy() for t in range(k_c)]).astype(np.float32)
                 if k_c else np.zeros((0, H, W), np.float32)
             )
             q_cells = matching.idx0[: self.k_colors]

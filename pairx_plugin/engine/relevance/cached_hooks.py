@@ -77,7 +77,8 @@ class _Bypass(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        return grad.new_zeros(ctx.input_shape, dtype=ctx.input_dtype), None
+        # a broadcast zero (no memory written): zennit's hook replaces it with the relevance
+        return grad.new_zeros((), dtype=ctx.input_dtype).expand(ctx.input_shape), None
 
 
 class _ModifiedInput:
