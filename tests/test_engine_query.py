@@ -26,8 +26,27 @@ def engine(lite0_imagenet):
     return PairX(lite0_imagenet, layer_keys=["blocks.3"], k_lines=12, k_colors=4)
 
 
-def test_query_equals_separate_pairs(engine, turtles):
-    q, cands = turtles[:1], [turtles[i:i + 1] for i in (1, 2, 5)]
+CUDA = pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))
+
+
+def _on(device: str, engine: PairX, **settings) -> PairX:
+    """The engine's model on ``device`` (a copy for CUDA), same settings."""
+    if device == "cpu" and not settings:
+        return engine
+    import copy
+
+    model = engine.model if device == "cpu" else copy.deepcopy(engine.model).to(device)
+    return PairX(model, layer_keys=engine.layer_keys, k_lines=engine.k_lines, k_colors=engine.k_colors, **settings)
+
+
+@pytest.mark.parametrize(("device", "settings"), [
+    ("cpu", {}),
+    ("cpu", {"pixel_rows": 5}),  # the replicated back-projection CUDA chooses, forced on the CPU
+    pytest.param(*CUDA.values, {}, marks=CUDA.marks),
+])
+def test_query_equals_separate_pairs(engine, turtles, device, settings):
+    engine = _on(device, engine, **settings)
+    q, cands = turtles[:1].to(device), [turtles[i:i + 1].to(device) for i in (1, 2, 5)]
     batched = engine.explain_query(q, cands)
     for cand, got in zip(cands, batched):
         alone = engine.explain_pair(q, cand)
@@ -162,3 +181,17 @@ def test_two_models_explained_in_parallel_threads(lite0_imagenet, turtles):
         key = jobs[name].layer_keys[0]
         assert np.array_equal(a.layers[key].pixel_relevance_query, b.layers[key].pixel_relevance_query)
         assert np.array_equal(a.layers[key].relevance_candidate, b.layers[key].relevance_candidate)
+
+
+def test_replicated_back_projection_equals_the_shared_forward(engine, turtles):
+    """pixel_rows (one row per cell, forwards stopped at the layer: the CUDA default) changes no number."""
+    q, cands = turtles[:1], [turtles[i:i + 1] for i in (1, 2)]
+    shared = engine.explain_query(q, cands)
+    replicated = _on("cpu", engine, pixel_rows=3).explain_query(q, cands)
+    for a, b in zip(shared, replicated):
+        la, lb = a.layers["blocks.3"], b.layers["blocks.3"]
+        assert [(m.query_cell, m.candidate_cell) for m in la.matches] == \
+               [(m.query_cell, m.candidate_cell) for m in lb.matches]
+        for k in range(len(la.pixel_relevance_query)):
+            assert _r(la.pixel_relevance_query[k], lb.pixel_relevance_query[k]) >= 0.9999
+            assert _r(la.pixel_relevance_candidate[k], lb.pixel_relevance_candidate[k]) >= 0.9999

@@ -29,7 +29,7 @@ from torch import nn
 
 from ..errors import InvalidInputError, PairXError, StepError
 from .guard import model_guard
-from .hooks import capture_outputs
+from .hooks import StopForward, capture_outputs
 from .layers import default_layer_key, resolve_layers
 from .layouts import Layout, detect_layout
 from .locks import model_lock
@@ -48,6 +48,10 @@ except ImportError:  # pragma: no cover - before versions.py exists
     ENGINE_VERSION = "3"
 
 MODES = ("conservative", "parity")
+
+#: Input pixels per replicated back-projection batch when ``pixel_rows`` is automatic on CUDA
+#: (128 rows at 224 px, 33 at 440 px).
+CUDA_PIXEL_BATCH_PIXELS = 128 * 224 * 224
 
 #: Parameter dtypes the engine refuses: LRP's stabilised divisions underflow in half precision, and
 #: converting a host's model silently would copy or change it (see docs/engine.md, "Precision").
@@ -162,6 +166,12 @@ class PairX:
         peaks near 6 GB on CPU).
     input_size: input size used to pick the default layer when ``layer_keys`` is None.
     optimised: False runs the backend's straightforward path (same numbers, slower; for tests).
+    pixel_rows: how cells are back-projected to pixels. ``0``: on the explaining forward, one cell
+        per image row and backward pass (a pass costs per row on CPU, so this wastes nothing
+        there). ``n >= 1``: every cell gets a row of its own in a forward that stops at the layer,
+        ``n`` rows per forward+backward, so a whole top-k query takes one or a few passes (what a
+        GPU wants). ``None`` (default): 0 on CPU; on CUDA as many rows as
+        ``CUDA_PIXEL_BATCH_PIXELS`` input pixels allow.
 
     One ``PairX`` may be shared by any number of threads: explanations of the same model are
     serialised by :func:`~pairx_plugin.engine.locks.model_lock`, and each call keeps its state in a
@@ -181,6 +191,7 @@ class PairX:
         max_batch_pixels: int = 8 * 224 * 224,
         input_size: int | tuple[int, int] = 224,
         optimised: bool = True,
+        pixel_rows: int | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise InvalidInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -199,6 +210,10 @@ class PairX:
         self.k_colors = _check_positive_int("k_colors", k_colors)
         self.max_batch_images = _check_positive_int("max_batch_images", max_batch_images)
         self.max_batch_pixels = _check_positive_int("max_batch_pixels", max_batch_pixels)
+        if pixel_rows is not None and (isinstance(pixel_rows, bool) or not isinstance(pixel_rows, (int, np.integer))
+                                       or pixel_rows < 0):
+            raise InvalidInputError(f"pixel_rows must be None (automatic), 0 or a positive integer, got {pixel_rows!r}")
+        self.pixel_rows = None if pixel_rows is None else int(pixel_rows)
         self.backend: RelevanceBackend = choose_backend(model, mode=mode, name=backend, optimised=optimised)
         if layer_keys is None or layer_keys == "auto":
             layer_keys = [default_layer_key(model, input_size)]
@@ -470,9 +485,13 @@ class PairX:
         timings["matching"] = time.perf_counter() - start
 
         start = time.perf_counter()
+        rows = self._pixel_rows_for(state.query)
         with _stage("pixels"):
             for key in self.layer_keys:
-                self._pixels_at(state, p, key, [pairs[j][key] for j in range(n)])
+                if rows:
+                    self._pixels_replicated(state, key, chunk, [pairs[j][key] for j in range(n)], rows)
+                else:
+                    self._pixels_at(state, p, key, [pairs[j][key] for j in range(n)])
         timings["pixels"] = time.perf_counter() - start
 
         out: dict[int, PairExplanation | PairXError] = {}
@@ -524,6 +543,64 @@ class PairX:
                 np.stack([state.query_pixel_cache[(key, cell)] for cell in q_cells])
                 if q_cells else np.zeros((0, H, W), np.float32)
             )
+
+    def _pixel_rows_for(self, query: torch.Tensor) -> int:
+        if self.pixel_rows is not None:
+            return self.pixel_rows
+        if query.device.type != "cuda":
+            return 0
+        return max(1, CUDA_PIXEL_BATCH_PIXELS // int(query.shape[-2] * query.shape[-1]))
+
+    def _forward_to_layer(self, run: RelevanceRun, images: list[torch.Tensor], key: str) -> ForwardPass:
+        """Forward ``images`` as one batch only up to layer ``key`` (nothing above it runs)."""
+        x = torch.cat([img.detach() for img in images]).contiguous(memory_format=torch.channels_last)
+        x = x.clone(memory_format=torch.channels_last).requires_grad_(True)
+        module = self.layer_modules[key]
+        with torch.enable_grad(), capture_outputs({key: module}, stop_after={key}) as outputs:
+            try:
+                run.module(x)
+            except StopForward:
+                pass
+        out = outputs.get(key)
+        layout = None if out is None else detect_layout(self.model, key, module, out)
+        if out is None or layout is None:
+            raise PairXError(f"layer {key!r} gave no feature map in the back-projection forward")
+        return ForwardPass(x=x, emb=out.new_zeros(0), native={key: out}, layouts={key: layout})
+
+    def _pixels_replicated(self, state: CallState, key: str, chunk: list[int], matchings: list[LayerMatching],
+                           rows: int) -> None:
+        """Fill each matching's pixel maps at ``key`` with one row per back-projected cell.
+
+        Jobs (the distinct query cells not yet cached, then every candidate's cells) are packed
+        ``rows`` to a batch; each batch is one forward up to the layer and one backward, and its
+        maps leave the device once.
+        """
+        H, W = (int(v) for v in state.query.shape[-2:])
+        jobs: list[tuple[torch.Tensor, int, tuple[int, int]]] = []  # image, cell, (candidate j or -1, slot)
+        wanted = list(dict.fromkeys(cell for m in matchings for cell in m.idx0[: self.k_colors]
+                                    if (key, cell) not in state.query_pixel_cache))
+        jobs += [(state.query, cell, (-1, cell)) for cell in wanted]
+        for j, m in enumerate(matchings):
+            jobs += [(state.candidates[chunk[j]], cell, (j, t)) for t, cell in enumerate(m.idx1[: self.k_colors])]
+        cand_maps: dict[tuple[int, int], np.ndarray] = {}
+        for start in range(0, len(jobs), rows):
+            part = jobs[start:start + rows]
+            p = self._forward_to_layer(state.run, [image for image, _, _ in part], key)
+            maps = self._pixel_relevance(p, key, [[cell for _, cell, _ in part]])[0]
+            del p
+            values = maps.detach().cpu().numpy().astype(np.float32)
+            for row, (_, cell, (j, slot)) in enumerate(part):
+                if j < 0:
+                    state.query_pixel_cache[(key, cell)] = values[row]
+                else:
+                    cand_maps[(j, slot)] = values[row]
+        for j, matching in enumerate(matchings):
+            k_c = len(matching.idx1[: self.k_colors])
+            matching.pixel_candidate = (np.stack([cand_maps[(j, t)] for t in range(k_c)]) if k_c
+                                        else np.zeros((0, H, W), np.float32))
+            q_cells = matching.idx0[: self.k_colors]
+            matching.pixel_query = (np.stack([state.query_pixel_cache[(key, cell)] for cell in q_cells])
+                                    if q_cells else np.zeros((0, H, W), np.float32))
 
     def _match(self, fm_q: torch.Tensor, fm_c: torch.Tensor, rel_q: torch.Tensor, rel_c: torch.Tensor) -> LayerMatching:
         idx0, idx1, dist = mutual_nearest_neighbours(fm_q, fm_c)
