@@ -1,31 +1,28 @@
 """pairx-plugin: PAIR-X explanations for animal re-identification matches.
 
 Public names: :class:`PairX` (the engine), :func:`list_layers`, :class:`PairXConfig`,
-:class:`MatchRecord`, :func:`explain_matches` (the post-matching hook). Names outside the engine
-are imported on first use, so ``import pairx_plugin`` stays light.
+:class:`MatchRecord`, :func:`explain_matches` (the post-matching hook). Every name is imported on
+first use (PEP 562), so ``import pairx_plugin`` — and reading a schema or a record — never imports
+torch.
 """
 from __future__ import annotations
 
-import importlib
-
-from .engine import PairX, PairExplanation, default_layer_key, list_layers
+from ._lazy import lazy_attributes
 from .errors import PairXError
-
-__version__ = "0.1.0"
+from .versions import __version__
 
 _LAZY = {
-    "PairXConfig": "pairx_plugin.config",
-    "load_config": "pairx_plugin.config",
-    "MatchRecord": "pairx_plugin.records",
-    "explain_matches": "pairx_plugin.hook",
-    "ArtifactStore": "pairx_plugin.artifacts.store",
+    "PairX": ".engine",
+    "PairExplanation": ".engine",
+    "default_layer_key": ".engine",
+    "list_layers": ".engine",
+    "PairXConfig": ".config",
+    "load_config": ".config",
+    "MatchRecord": ".records",
+    "explain_matches": ".hook",
+    "ArtifactStore": ".artifacts.store",
 }
 
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'pairx_plugin' has no attribute {name!r}")
-
-
-__all__ = ["PairX", "PairExplanation", "PairXError", "list_layers", "default_layer_key", "__version__", *_LAZY]
+__all__ = ["PairXError", "__version__", *_LAZY]

@@ -15,14 +15,14 @@ import argparse
 import importlib
 import importlib.util
 import sys
+from collections.abc import Callable, Iterable, Sequence
 from importlib import metadata
-from typing import Callable, Iterable, Sequence
 
 from .commands import EXIT_BAD_INPUT
 from .errors import PairXError
 
 PROG = "pairx-plugin"
-BUILTIN_COMMANDS: tuple[str, ...] = ("explain", "layers", "serve", "decisions")
+BUILTIN_COMMANDS: tuple[str, ...] = ("explain", "layers", "decisions", "evaluate", "calibrate")
 ENTRY_POINT_GROUP = "pairx_plugin.commands"
 
 
@@ -30,7 +30,7 @@ def _version() -> str:
     try:
         return metadata.version("pairx-plugin")
     except metadata.PackageNotFoundError:
-        from . import __version__
+        from .versions import __version__
 
         return __version__
 

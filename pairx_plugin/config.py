@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import reprlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
+from .evidence.models import RerankConfig
 
 if TYPE_CHECKING:  # torch is imported only when a device is actually resolved
     import torch
@@ -26,7 +28,7 @@ if TYPE_CHECKING:  # torch is imported only when a device is actually resolved
 PanelKind = Literal["composite", "only_lines", "only_colors", "heatmaps", "overlays", "display"]
 
 #: every panel kind, in the canonical order used for ``render`` (and therefore for the digest)
-ALL_PANELS: tuple[str, ...] = ("composite", "only_lines", "only_colors", "heatmaps", "overlays", "display")
+ALL_PANELS: tuple[PanelKind, ...] = ("composite", "only_lines", "only_colors", "heatmaps", "overlays", "display")
 
 #: fields that change what one artifact contains; ``digest()`` hashes exactly these. Left out on
 #: purpose: ``enabled``, ``output_dir``, ``device`` and ``max_batch_images`` (where and how fast, not
@@ -78,6 +80,7 @@ class PairXConfig(BaseModel):
     )
     output_dir: str | None = Field(None, description="Artifact store root used when the host passes no store.")
     keep_arrays: bool = Field(False, description="Also save the raw relevance arrays as arrays.npz.")
+    rerank: RerankConfig = Field(default_factory=RerankConfig, description="Opt-in re-ranking (docs/metrics.md).")
 
     def __init__(self, **data: Any) -> None:
         # pydantic calls an overridden __init__ during validation too, so a host model embedding this
@@ -100,7 +103,7 @@ class PairXConfig(BaseModel):
             raise ValueError('must not be empty; use "auto" for the default layer')
         for key in value:
             if not isinstance(key, str) or not key.strip():
-                raise ValueError(f"every layer key must be a non-empty string, got {key!r}")
+                raise ValueError(f"every layer key must be a non-empty string, got {echo(key)}")
         if len(set(value)) != len(value):
             duplicates = sorted({k for k in value if list(value).count(k) > 1})
             raise ValueError(f"duplicate layer keys {duplicates}; list each layer once")
@@ -167,14 +170,14 @@ def _describe(err: Mapping[str, Any]) -> str:
     if kind == "extra_forbidden":
         return f"unknown key; valid keys are: {', '.join(PairXConfig.model_fields)}"
     if kind == "greater_than_equal":
-        return f"must be >= {ctx.get('ge')}, got {got!r}"
+        return f"must be >= {ctx.get('ge')}, got {echo(got)}"
     if kind == "literal_error":
-        return f"must be one of {ctx.get('expected')}, got {got!r}"
+        return f"must be one of {ctx.get('expected')}, got {echo(got)}"
     message = str(err["msg"])
     for prefix in ("Value error, ", "Input should be "):
         if message.startswith(prefix):
             message = ("must be " if prefix.startswith("Input") else "") + message[len(prefix):]
-    return f"{message}, got {got!r}"
+    return f"{shorten(message)}, got {echo(got)}"
 
 
 def load_config(source: Any = None, section: str = "pairx") -> PairXConfig:
@@ -226,12 +229,7 @@ def _read_file(path: Path) -> str:
 
 
 def _parse_text(text: str, origin: str) -> Any:
-    import yaml  # JSON documents are YAML too, so one parser reads both
-
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"configuration {origin!r} is not valid YAML/JSON: {exc}") from None
+    document = load_yaml(text, origin=origin)
     if document is None:
         return {}
     if not isinstance(document, Mapping):
@@ -239,6 +237,93 @@ def _parse_text(text: str, origin: str) -> Any:
             f"configuration {origin!r} must be a mapping of keys to values, got {type(document).__name__}"
         )
     return document
+
+
+#: a YAML document may expand (through aliases) to at most this many nodes ...
+MAX_YAML_NODES = 100_000
+#: ... and, above 10 000 nodes, to at most this many times the nodes it spells out
+MAX_YAML_EXPANSION = 20
+
+
+def load_yaml(text: str, *, origin: str = "<string>") -> Any:
+    """The one YAML/JSON reader of the project: safe types only, alias expansion bounded.
+
+    An alias bomb (``a: &a [x, x]``, ``b: &b [*a, *a]``, ...) is a few hundred bytes that expands to
+    billions of values; the document is composed first (aliases still shared), its expanded size
+    counted, and it is refused with a :class:`ConfigError` when that size exceeds
+    :data:`MAX_YAML_NODES` or, above 10 000 nodes, :data:`MAX_YAML_EXPANSION` times the nodes written
+    out. Recursive aliases are refused too. Hosts' own config readers call this as well.
+    """
+    import yaml  # JSON documents are YAML too, so one parser reads both
+
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        expanded, written = _yaml_size(node)
+        if expanded > MAX_YAML_NODES or (expanded > 10_000 and expanded > MAX_YAML_EXPANSION * written):
+            raise ConfigError(
+                f"configuration {origin!r}: its aliases expand {written} written values to {expanded}; "
+                "refused as a possible alias bomb — write the values out or use fewer nested aliases"
+            )
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"configuration {origin!r} is not valid YAML/JSON: {shorten(str(exc), 400)}") from None
+    finally:
+        loader.dispose()
+
+
+def _yaml_size(root: Any) -> tuple[int, int]:
+    """(expanded node count, distinct node count) of a composed YAML node graph, without expanding it."""
+    import yaml
+
+    sizes: dict[int, int] = {}
+    in_progress: set[int] = set()
+    # iterative post-order walk; an alias is the same node object reached twice
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if key in sizes and not children_done:
+            continue
+        if isinstance(node, yaml.ScalarNode):
+            sizes[key] = 1
+            continue
+        children = [v for pair in node.value for v in pair] if isinstance(node, yaml.MappingNode) else list(node.value)
+        if children_done:
+            in_progress.discard(key)
+            sizes[key] = 1 + sum(sizes[id(child)] for child in children)
+            continue
+        if key in in_progress:
+            raise ConfigError("configuration: a YAML alias refers to itself (a recursive structure); write it out")
+        in_progress.add(key)
+        stack.append((node, True))
+        for child in children:
+            if id(child) in in_progress:
+                raise ConfigError("configuration: a YAML alias refers to itself (a recursive structure); write it out")
+            if id(child) not in sizes:
+                stack.append((child, False))
+    return sizes[id(root)], len(sizes)
+
+
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxlevel = 3
+_SHORT_REPR.maxlist = _SHORT_REPR.maxtuple = _SHORT_REPR.maxset = _SHORT_REPR.maxdict = 6
+_SHORT_REPR.maxstring = _SHORT_REPR.maxother = 120
+MAX_ECHO = 200
+
+
+def shorten(text: str, limit: int = MAX_ECHO) -> str:
+    """``text`` cut to ``limit`` characters (with a note of how much was left out)."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
+def echo(value: Any) -> str:
+    """A bounded repr of a user-supplied value for an error message (at most about 200 characters)."""
+    return shorten(_SHORT_REPR.repr(value))
 
 
 def _select_section(document: Mapping[str, Any], section: str) -> Mapping[str, Any]:
@@ -256,7 +341,19 @@ def _select_section(document: Mapping[str, Any], section: str) -> Mapping[str, A
     return node
 
 
-__all__ = ["PairXConfig", "PanelKind", "ALL_PANELS", "DIGEST_FIELDS", "load_config", "format_validation_error"]
+__all__ = [
+    "ALL_PANELS",
+    "DEVICE_PATTERN",
+    "DIGEST_FIELDS",
+    "PairXConfig",
+    "PanelKind",
+    "echo",
+    "format_validation_error",
+    "load_config",
+    "load_yaml",
+    "resolve_device",
+    "shorten",
+]
 
 
 def resolve_device(name: str, model: nn.Module | None = None, *, key: str = "pairx.device") -> torch.device:

@@ -13,18 +13,100 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InvalidInputError
-from .hook import LoadedImage
 
 DEFAULT_MAX_PIXELS = 50_000_000  # about 7000 x 7000; larger files are refused before decoding
 MIN_SIDE = 8
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """One image as the model sees it and as people see it.
+
+    tensor: (1, 3, H, W) float tensor, exactly what is fed to the model.
+    display: (h, w, 3) uint8 RGB, the same crop as ``tensor`` before resizing/normalising, so match
+        coordinates scale linearly between the two.
+    sha256: hash of the source (file bytes or pixels), when the source knows it.
+    foreground: where the animal is, when the host knows: an (h, w) mask (bool, 0..1 or 0..255) or an
+        ``[x, y, width, height]`` box, in display pixels; the evidence score uses it (docs/metrics.md).
+    """
+
+    tensor: torch.Tensor
+    display: np.ndarray
+    sha256: str | None = None
+    foreground: np.ndarray | tuple[float, float, float, float] | None = None
+
+    def __post_init__(self) -> None:
+        tensor, display = self.tensor, self.display
+        if not isinstance(tensor, torch.Tensor) or tensor.ndim != 4 or tensor.shape[0] != 1 or tensor.shape[1] != 3:
+            shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+            raise InvalidInputError(f"LoadedImage.tensor must be a (1, 3, H, W) tensor, got {shape}; "
+                                    "add the batch dim with unsqueeze(0)")
+        if not tensor.is_floating_point():
+            raise InvalidInputError(f"LoadedImage.tensor must be a float tensor, got {tensor.dtype}; "
+                                    "normalise the image first")
+        is_rgb = isinstance(display, np.ndarray) and display.ndim == 3 and display.shape[2] == 3
+        if not is_rgb or display.dtype != np.uint8:
+            desc = f"{display.shape} {display.dtype}" if isinstance(display, np.ndarray) else type(display).__name__
+            raise InvalidInputError(f"LoadedImage.display must be an (h, w, 3) uint8 RGB array, got {desc}")
+        if min(display.shape[:2]) < 1:
+            raise InvalidInputError(f"LoadedImage.display is empty ({display.shape}); pass the image crop")
+        if self.foreground is not None:
+            from .evidence.foreground import as_mask
+
+            as_mask(self.foreground, display.shape[:2], "LoadedImage.foreground")  # raises naming the problem
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return (int(self.tensor.shape[2]), int(self.tensor.shape[3]))
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        return (int(self.display.shape[0]), int(self.display.shape[1]))
+
+    def content_sha256(self) -> str:
+        """Hash of what gets explained: the input tensor, the display image and the source hash.
+
+        The tensor is part of it because the same file preprocessed differently (another input size)
+        is another explanation.
+        """
+        digest = hashlib.sha256(b"pairx-loaded-image-v1\0")
+        digest.update(f"{self.sha256 or ''}\0".encode())
+        tensor = self.tensor.detach().to("cpu", torch.float32).contiguous()
+        digest.update(f"{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.numpy().tobytes())
+        digest.update(f"{self.display.shape}\0".encode())
+        digest.update(np.ascontiguousarray(self.display).tobytes())
+        if self.foreground is not None:  # another animal mask is another evidence score
+            digest.update(b"foreground\0" + np.ascontiguousarray(np.asarray(self.foreground, np.float64)).tobytes())
+        return digest.hexdigest()
+
+
+@runtime_checkable
+class ImageSource(Protocol):
+    """Anything that turns an image id into a :class:`LoadedImage` (and may raise for a bad id)."""
+
+    def load(self, image_id: str) -> LoadedImage: ...
+
+
+def as_loaded_image(value: Any, image_id: str) -> LoadedImage:
+    """``value`` as a :class:`LoadedImage` (a compatible object is converted); the error names ``image_id``."""
+    if isinstance(value, LoadedImage):
+        return value
+    if hasattr(value, "tensor") and hasattr(value, "display"):  # a compatible type from elsewhere
+        return LoadedImage(tensor=value.tensor, display=value.display, sha256=getattr(value, "sha256", None),
+                           foreground=getattr(value, "foreground", None))
+    raise InvalidInputError(f"the image source returned {type(value).__name__} for id {image_id!r}; "
+                            "it must return a LoadedImage")
 
 
 def _bad(path: Path | str, problem: str) -> InvalidInputError:
@@ -196,7 +278,7 @@ def prepare_image(
     height, width = _size_hw(size)
     if len(mean) != 3 or len(std) != 3 or any(float(s) <= 0 for s in std):
         raise InvalidInputError(f"prepare_image: mean and std need 3 values each and std > 0, got {mean!r}, {std!r}")
-    resized = np.asarray(Image.fromarray(crop).resize((width, height), Image.BILINEAR), dtype=np.float32)
+    resized = np.asarray(Image.fromarray(crop).resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
     tensor = torch.from_numpy(resized / 255.0).permute(2, 0, 1).contiguous()
     mean_t = torch.tensor([float(v) for v in mean], dtype=torch.float32).view(3, 1, 1)
     std_t = torch.tensor([float(v) for v in std], dtype=torch.float32).view(3, 1, 1)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import uuid
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -28,9 +29,15 @@ from pydantic import (
     model_validator,
 )
 
+from .errors import InvalidInputError
+from .evidence.models import EvidenceScores, RerankInfo
+
 #: where explaining a record failed
 Stage = Literal["load", "forward", "relevance", "match", "pixels", "render", "store"]
 STAGES: tuple[str, ...] = ("load", "forward", "relevance", "match", "pixels", "render", "store")
+
+#: a sha256 digest as lowercase hex (artifact ids, content hashes, fingerprints): the one pattern
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
 
 _NON_FINITE_TEXT = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
@@ -85,10 +92,16 @@ class ExplanationMetrics(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    irm: float | None = Field(description="1 / (1 + mean RANSAC reprojection residual in cells); null under 4 matches.")
-    mc: float = Field(description="Mean relevance of the top matches (0 when there are none).")
-    inlier_ratio: float | None = Field(description="Share of top matches that are RANSAC inliers; null under 4.")
+    irm: float | None = Field(
+        description="1 / (1 + mean reprojection residual, in input pixels, of all mutual matches under a RANSAC "
+        "homography fitted to their cell centres); null under 4 matches or when no homography is found."
+    )
+    mc: float = Field(description="Mean relevance of the top k_lines matches (0 when there are none).")
+    inlier_ratio: float | None = Field(
+        description="Share of all mutual matches that are RANSAC inliers; null under 4 matches."
+    )
     match_count: int = Field(ge=0, description="Mutual nearest-neighbour matches before truncation to k_lines.")
+    evidence: EvidenceScores | None = Field(None, description="Evidence score and its components (docs/metrics.md).")
 
 
 class ExplanationRef(BaseModel):
@@ -96,7 +109,7 @@ class ExplanationRef(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    artifact_id: str = Field(pattern=r"^[0-9a-f]{64}$")
+    artifact_id: str = Field(pattern=SHA256_PATTERN)
     layer: str
     json_path: str = Field(description="The artifact's explanation.json, relative to the store root.")
     images: dict[str, str] = Field(default_factory=dict, description="Image role -> path relative to the store root.")
@@ -120,7 +133,7 @@ class ExplanationErrorInfo(BaseModel):
     @classmethod
     def from_exception(cls, exc: BaseException, stage: str) -> ExplanationErrorInfo:
         message = str(exc) or repr(exc)
-        return cls(type=type(exc).__name__, message=message, stage=stage)
+        return cls.model_validate({"type": type(exc).__name__, "message": message, "stage": stage})
 
 
 class MatchRecord(BaseModel):
@@ -142,6 +155,7 @@ class MatchRecord(BaseModel):
     explanation: ExplanationRef | None = None
     other_layers: list[ExplanationRef] = Field(default_factory=list)
     explanation_error: ExplanationErrorInfo | None = None
+    rerank: RerankInfo | None = Field(None, description="Position after opt-in re-ranking (pairx.rerank); rank is unchanged.")
 
     @field_validator("rank", mode="before")
     @classmethod
@@ -174,7 +188,31 @@ class MatchRecord(BaseModel):
         return self.model_copy(update={"explanation": None, "other_layers": [], "explanation_error": error})
 
 
+def coerce_records(records: Any) -> list[MatchRecord]:
+    """``records`` as a list of ``MatchRecord``; :class:`InvalidInputError` naming the first bad one."""
+    if isinstance(records, (str, bytes, Mapping, MatchRecord)) or not hasattr(records, "__iter__"):
+        raise InvalidInputError(f"records must be a sequence of MatchRecord, got {type(records).__name__}")
+    result = []
+    for index, record in enumerate(records):
+        if isinstance(record, MatchRecord):
+            result.append(record)
+            continue
+        if not isinstance(record, Mapping):
+            raise InvalidInputError(f"records[{index}] must be a MatchRecord or a mapping of its fields, "
+                                    f"got {type(record).__name__}")
+        try:
+            result.append(MatchRecord.model_validate(record))
+        except ValueError as exc:
+            errors = getattr(exc, "errors", None)
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or '<record>'}: {err['msg']}" for err in errors()
+            ) if callable(errors) else str(exc)
+            raise InvalidInputError(f"records[{index}] is not a valid MatchRecord: {problems}") from None
+    return result
+
+
 __all__ = [
+    "coerce_records",
     "MatchRecord",
     "ExplanationRef",
     "ExplanationErrorInfo",

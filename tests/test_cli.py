@@ -206,9 +206,9 @@ def test_explain_bad_device(turtles, tmp_path, capsys):
     assert "--device" in capsys.readouterr().err
     assert cli.main(["explain", turtles["a1"], turtles["a2"], "--device", "cuda:99", "--out", str(tmp_path / "o")]) == 2
     line = one_line_error(capsys.readouterr().err)
-    assert "--device cuda:99" in line and ("not available" in line or "GPU(s)" in line)
+    assert "--device: 'cuda:99'" in line and ("not available" in line or "GPU(s)" in line)
     assert cli.main(["layers", "--device", "cuda:99"]) == 2
-    assert "--device cuda:99" in one_line_error(capsys.readouterr().err)
+    assert "--device: 'cuda:99'" in one_line_error(capsys.readouterr().err)
 
 
 def test_explain_unknown_layer(turtles, tmp_path, capsys):

@@ -160,3 +160,50 @@ def test_checked_in_json_schema_accepts_and_rejects_like_the_model(shared_dir):
         jsonschema.validate({"k_lines": 0}, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"colour": "red"}, schema)
+
+
+# --------------------------------------------------------------------------- hostile YAML (issue 11, item 4)
+
+
+def _alias_bomb(levels: int, key: str = "k_lines") -> str:
+    """The classic "billion laughs" in YAML: each level is nine aliases of the previous one."""
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return "\n".join([*lines, "pairx:", f"  {key}: *a{levels - 1}"]) + "\n"
+
+
+@pytest.mark.parametrize("levels", [6, 7])
+def test_a_yaml_alias_bomb_is_refused_quickly_with_a_short_message(tmp_path, levels):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(_alias_bomb(levels), encoding="utf-8")
+    assert len(path.read_bytes()) < 450
+    with pytest.raises(ConfigError, match="possible alias bomb") as caught:
+        load_config(path)
+    assert len(str(caught.value)) < 400 and str(path) in str(caught.value)
+
+
+def test_an_offending_value_is_echoed_in_at_most_about_200_characters():
+    with pytest.raises(ConfigError, match=r"^pairx\.k_lines: must be a valid integer, got \[\[") as caught:
+        load_config(_alias_bomb(3))  # 729 strings: small enough to load, far too long to echo
+    message = str(caught.value)
+    assert len(message) < 300, message
+    with pytest.raises(ConfigError) as caught:
+        load_config({"mode": "x" * 100_000})
+    assert len(str(caught.value)) < 300 and "xxx...xxx" in str(caught.value)
+
+
+def test_a_recursive_yaml_alias_is_refused():
+    with pytest.raises(ConfigError, match="refers to itself"):
+        load_config("pairx:\n  layer_keys: &a [*a]\n")
+
+
+def test_load_yaml_is_the_one_reader_and_keeps_ordinary_aliases():
+    from pairx_plugin.config import load_yaml
+
+    document = load_yaml("base: &b {k_lines: 3}\npairx: *b\nlist: [1, 2]\n")
+    assert document == {"base": {"k_lines": 3}, "pairx": {"k_lines": 3}, "list": [1, 2]}
+    assert load_config("base: &b {k_lines: 3}\npairx: *b\n").k_lines == 3
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_yaml("a: [1, 2", origin="x.yaml")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_yaml("!!python/object:os.system {}")  # safe types only

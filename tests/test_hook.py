@@ -1,4 +1,4 @@
-"""The explain_matches hook: specification checks, the runner's guarantees, and the real acceptance run.
+"""The explain_matches hook: the contract, the runner's guarantees, and the real acceptance run.
 
 Unit tests drive the runner with ``FakeEngine`` (results built from the golden PAIR-X arrays, with
 injected failures and CUDA out-of-memory); the acceptance tests run the real engine and the real
@@ -17,8 +17,9 @@ import torch
 from pairx_plugin.artifacts.store import ArtifactStore, read_manifest
 from pairx_plugin.config import PairXConfig
 from pairx_plugin.engine.results import LayerExplanation, Match, PairExplanation, PairMetrics
-from pairx_plugin.errors import ConfigError, InvalidInputError, PairXError
-from pairx_plugin.hook import EXPLAIN_MATCHES, HookRegistry, LoadedImage, explain_matches, hooks
+from pairx_plugin.errors import ConfigError, InvalidInputError, StepError
+from pairx_plugin.hook import explain_matches
+from pairx_plugin.images import LoadedImage
 from pairx_plugin.records import MatchRecord
 
 LAYER = "blocks.3"
@@ -127,67 +128,12 @@ def model():
     return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
 
 
-# --------------------------------------------------------------------------- the specification
+# --------------------------------------------------------------------------- the contract
 
 
-def test_spec_declares_keyword_only_arguments():
-    assert EXPLAIN_MATCHES.name == "explain_matches"
-    assert EXPLAIN_MATCHES.argument_names == (
-        "records", "images", "model", "config", "store", "engine", "progress", "run_name")
+def test_the_hook_is_keyword_only():
     with pytest.raises(TypeError):
         explain_matches([], None, None, PairXConfig())  # type: ignore[misc]
-
-
-def test_wrong_implementations_fail_at_registration():
-    registry = HookRegistry(EXPLAIN_MATCHES)
-
-    def extra_argument(*, records, images, colour):  # noqa: ARG001
-        return records
-
-    def star_args(*records):
-        return records
-
-    def positional_only(records, /, images):  # noqa: ARG001
-        return records
-
-    for bad, fragment in [(extra_argument, "'colour'"), (star_args, r"\*records"),
-                          (positional_only, "positional-only"), (42, "not callable")]:
-        with pytest.raises(InvalidInputError, match=fragment):
-            registry.register(bad)  # type: ignore[arg-type]
-    assert registry.names == []
-
-
-def test_a_registered_subset_implementation_gets_only_its_arguments():
-    registry = HookRegistry(EXPLAIN_MATCHES)
-    seen = {}
-
-    def passthrough(*, records, config):
-        seen["config"] = config
-        return [r.model_copy() for r in records]
-
-    records = make_records(["q"], ["a", "b"])
-    with registry.registered(passthrough):
-        out = registry.call(records=records, images=None, model=None, config="cfg")
-        assert registry.names == ["passthrough"]
-    assert registry.names == []
-    assert seen["config"] == "cfg" and [r.pair for r in out] == [r.pair for r in records]
-
-
-def test_registry_rejects_unknown_or_missing_arguments_and_bad_results():
-    registry = HookRegistry(EXPLAIN_MATCHES)
-    registry.register(lambda *, records: list(reversed(records)), name="reverser")
-    records = make_records(["q"], ["a", "b"])
-    with pytest.raises(InvalidInputError, match="unknown arguments \\['colour'\\]"):
-        registry.call(records=records, images=None, model=None, config=None, colour=1)
-    with pytest.raises(InvalidInputError, match="missing required argument 'model'"):
-        registry.call(records=records, images=None, config=None)
-    with pytest.raises(PairXError, match="record 0 came back changed or reordered"):
-        registry.call(records=records, images=None, model=None, config=None)
-
-
-def test_the_project_implementation_is_registered_by_default():
-    assert hooks.names == ["pairx_plugin"]
-    assert hooks.call(records=[], images=None, model=None, config=PairXConfig()) == []
 
 
 # --------------------------------------------------------------------------- whole-call checks
@@ -258,31 +204,56 @@ def test_each_query_runs_once_in_chunks_and_order_scores_ranks_are_kept(tmp_path
     assert source.loads.count("q1") == 1 and source.loads.count("c1") == 1  # images cached for the run
 
 
-def test_out_of_memory_retries_the_chunk_in_halves(tmp_path, golden, model):
-    pair, _, base = golden
-    candidates = [f"c{i}" for i in range(6)]
-    source = ArraySource(base, ["q", *candidates])
-    engine = FakeEngine(pair, source, oom_above=2)
-    out = explain_matches(records=make_records(["q"], candidates), images=source, model=model,
-                          config=PairXConfig(**FAST, top_k=6, max_batch_images=6), store=ArtifactStore(tmp_path),
-                          engine=engine, progress=False)
-    assert [len(call) for call in engine.calls] == [6, 3, 1, 2, 3, 1, 2]
-    assert all(r.explanation is not None for r in out)
-
-
-def test_out_of_memory_at_one_candidate_costs_only_that_record(tmp_path, golden, model):
+def test_an_error_raised_for_a_whole_chunk_fails_only_that_chunk(tmp_path, golden, model, caplog):
+    """Out-of-memory halving is the engine's job; what still escapes it costs only that chunk's records."""
     pair, _, base = golden
     candidates = ["c0", "c1", "c2", "c3"]
     source = ArraySource(base, ["q", *candidates])
     engine = FakeEngine(pair, source, oom_always=("c2",))
-    out = explain_matches(records=make_records(["q"], candidates), images=source, model=model,
-                          config=PairXConfig(**FAST, max_batch_images=4), store=ArtifactStore(tmp_path),
-                          engine=engine, progress=False)
+    with caplog.at_level("DEBUG", logger="pairx_plugin"):
+        out = explain_matches(records=make_records(["q"], candidates), images=source, model=model,
+                              config=PairXConfig(**FAST, max_batch_images=2), store=ArtifactStore(tmp_path),
+                              engine=engine, progress=False)
     failed = [r for r in out if r.explanation_error is not None]
-    assert [r.candidate_id for r in failed] == ["c2"]
-    assert failed[0].explanation_error.type == "OutOfMemoryError" and failed[0].explanation_error.stage == "forward"
-    assert "even alone" in failed[0].explanation_error.message
-    assert [len(call) for call in engine.calls][-1] == 1
+    assert [r.candidate_id for r in failed] == ["c2", "c3"]  # the chunk [c2, c3]; [c0, c1] is explained
+    assert {r.explanation_error.type for r in failed} == {"OutOfMemoryError"}
+    assert {r.explanation_error.stage for r in failed} == {"forward"}
+    assert [len(call) for call in engine.calls] == [2, 2]
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and r.name.startswith("pairx_plugin")]
+    debugs = [r for r in caplog.records if r.levelname == "DEBUG" and r.exc_info]
+    assert len(warnings) == 2 and all("\n" not in r.getMessage() for r in warnings)
+    assert "'c2'" in warnings[0].getMessage() and "OutOfMemoryError" in warnings[0].getMessage()
+    assert len(debugs) == 2 and debugs[0].exc_info[0] is torch.OutOfMemoryError
+
+
+def test_a_raised_error_naming_one_candidate_costs_only_that_record(tmp_path, golden, model):
+    """Failure context comes from PairXError's declared fields: candidate_index fails one record, is_query all."""
+    pair, _, base = golden
+    candidates = ["c0", "c1", "c2"]
+    source = ArraySource(base, ["q", *candidates])
+
+    class RaisingEngine(FakeEngine):
+        def __init__(self, *args, culprit: str, is_query: bool = False, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.culprit, self.is_query = source.numbers[culprit], is_query
+
+        def explain_query(self, query, candidates, *, return_exceptions=False):
+            markers = [self.source.marker(c) for c in candidates]
+            if self.culprit in markers:
+                self.calls.append(markers)
+                raise StepError("RuntimeError: bad input (injected)", stage="relevance",
+                                candidate_index=markers.index(self.culprit), is_query=self.is_query)
+            return super().explain_query(query, candidates, return_exceptions=return_exceptions)
+
+    for is_query, expected in ((False, ["c1"]), (True, ["c0", "c1", "c2"])):
+        engine = RaisingEngine(pair, source, culprit="c1", is_query=is_query)
+        out = explain_matches(records=make_records(["q"], candidates), images=source, model=model,
+                              config=PairXConfig(**FAST, max_batch_images=3), store=ArtifactStore(tmp_path / str(is_query)),
+                              engine=engine, progress=False)
+        failed = [r for r in out if r.explanation_error is not None]
+        assert [r.candidate_id for r in failed] == expected
+        assert {r.explanation_error.stage for r in failed} == {"relevance"}
+        assert all(r.explanation is not None for r in out if r.candidate_id not in expected)
 
 
 def test_failures_cost_only_their_records(tmp_path, golden, model):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import pairx_plugin.artifacts.store as store_module
-from pairx_plugin.artifacts.schema import build_artifact
+from pairx_plugin.artifacts import build_artifact
 from pairx_plugin.artifacts.store import (
     ArtifactBlob,
     ArtifactStore,
@@ -232,3 +232,22 @@ def test_state_dict_fingerprint_tracks_weights(lite0_imagenet):
     from pairx_plugin.models import model_fingerprint
 
     assert model_fingerprint_for(lite0_imagenet) == model_fingerprint(lite0_imagenet)
+
+
+def test_one_fingerprint_and_default_model_artifact_ids_are_unchanged(lite0_imagenet):
+    """fingerprint_state_dict is now model_fingerprint; ids of the built-in model match main before the merge.
+
+    The constants were computed on main (a13f632) with ``models.model_fingerprint``, the fingerprint
+    artifact ids have always used, so every stored artifact of the default model keeps its id.
+    """
+    from pairx_plugin.config import PairXConfig
+    from pairx_plugin.models import model_fingerprint
+
+    fingerprint = model_fingerprint(lite0_imagenet)
+    assert fingerprint == fingerprint_state_dict(lite0_imagenet) == model_fingerprint_for(lite0_imagenet)
+    assert fingerprint == "7c6507e573338f009a74e7292f5ee9d6f46edd81bbc275671b02ac8b96b5a360"
+    # pinned at schema 1.0.0: schema 1.1.0 (evidence, H6) gives new ids on purpose, so 1.0.0 artifacts
+    # (without evidence) are never served as cache hits
+    identifier = artifact_id(model_fingerprint=fingerprint, layer="blocks.5", config_digest=PairXConfig().digest(),
+                             query_sha256="a" * 64, candidate_sha256="b" * 64, schema_version="1.0.0")
+    assert identifier == "cc8200bf8536bc15cbc8f51d07c2034c7256c61d4c61cf69be34e1ee5dc76910"

@@ -24,12 +24,19 @@ def _run(args: argparse.Namespace) -> int:
 
     _set_threads(args.threads)
     settings = load_run_settings(args.config, top_k=args.top_k)
+    if args.trust_remote_code:
+        settings = settings.model_copy(update={"trust_remote_code": True})
     out = Path(args.out or settings.pairx.output_dir or "pairx_out")
     result = run_pipeline(args.images, args.metadata, settings, out, run_name=args.run_name,
-                          progress=not args.no_progress)
+                          progress=not args.no_progress, allow_outside_root=args.allow_outside_root)
     explained = sum(r.explanation is not None for r in result.records)
     failed = sum(r.explanation_error is not None for r in result.records)
-    print(f"top-1 accuracy: {result.accuracy:.4f}")
+    unknown = len(result.query_labels) - result.scored_queries
+    if result.scored_queries == 0:
+        print(f"top-1 accuracy: n/a (no query has a known identity; {unknown} unknown)")
+    else:
+        print(f"top-1 accuracy: {result.accuracy:.4f} (over {result.scored_queries} queries with a known identity"
+              + (f"; {unknown} unknown left out)" if unknown else ")"))
     print(f"match records: {len(result.records)} (explained: {explained}, failed: {failed})")
     print(f"manifest: {out / 'runs' / (result.run_name + '.jsonl')}")
     if result.review_page is not None:
@@ -42,7 +49,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     _set_threads(args.threads)
     result = run_demo(args.out, animals=args.animals, sightings=args.sightings, top_k=args.top_k,
-                      k_colors=args.k_colors, seed=args.seed, progress=not args.no_progress)
+                      k_colors=args.k_colors, seed=args.seed, progress=not args.no_progress, scenes=args.scenes)
     return EXIT_OK if all(r.explanation_error is None for r in result.pipeline.records) else EXIT_FAILED
 
 
@@ -60,7 +67,13 @@ def register_run(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--top-k", type=positive_int, default=None, help="override pairx.top_k")
     parser.add_argument("--run-name", default=None, help="manifest name (default: a UTC timestamp)")
     parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="hide progress bars (wildlife-tools' feature extraction included)")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="let a transformers: model run its own Python code (same as trust_remote_code: true)")
+    parser.add_argument("--allow-outside-root", action="store_true",
+                        help="accept CSV paths that lead outside --images (by default every path, symlinks "
+                        "followed, must stay inside it)")
     parser.set_defaults(handler=_run)
     return parser
 
@@ -84,6 +97,8 @@ def register_demo(subparsers) -> argparse.ArgumentParser:
                         help=f"torch CPU threads (default {DEFAULT_THREADS}: on a shared 2-core machine more threads "
                         "wait on each other; see docs/demo.md)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--scenes", action="store_true", help="the harder scene set: shared backgrounds, full images, "
+                        "animal masks (docs/metrics.md)")
     parser.set_defaults(handler=_demo)
     return parser
 

@@ -18,6 +18,8 @@ from typing import Any, Callable
 from pairx_plugin.config import PairXConfig
 from pairx_plugin.errors import ConfigError
 
+from .rerank import RERANK_PARAM_SPECS, rerank_config
+
 CHANNEL_ORDERS = ("bgr", "rgb")
 SCORE_KEYS = ("annot", "name")
 MODES = ("conservative", "parity")
@@ -57,7 +59,7 @@ XPX_PARAMS: tuple[XpxParam, ...] = (
              "'bgr' (feed WBIA's BGR chip as is, as MiewID scores it) or 'rgb' (convert first)"),
     XpxParam("xpx_render_on_demand", True, lambda v: isinstance(v, bool), "true or false",
              in_cfgstr=False),
-)
+) + tuple(XpxParam(*spec) for spec in RERANK_PARAM_SPECS)  # H6: opt-in re-ranking (rerank.py)
 PARAM_NAMES = tuple(p.name for p in XPX_PARAMS)
 
 
@@ -104,6 +106,7 @@ class XpxConfig:
             k_colors=self.xpx_k_colors,
             mode=self.xpx_mode,
             render=sorted(set(VERSION_PANELS.values())),
+            rerank=rerank_config(self),
         )
 
     def __repr__(self) -> str:

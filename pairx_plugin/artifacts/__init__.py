@@ -1,27 +1,26 @@
-"""Explanation artifacts: the document schema, the content-addressed store, rendering and review.
+"""Explanation artifacts: the document schema, building one, the content-addressed store, rendering, review.
 
-Submodules are imported on first use so that reading a schema never pulls in torch or pillow.
+A leaf of the package: nothing here imports the hook, and only ``build``/``render`` touch engine
+results. Submodules are imported on first use (PEP 562), so that reading a schema never pulls in
+torch or pillow (``tests/test_layering.py`` checks it).
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .._lazy import lazy_attributes
 
 _EXPORTS = {
-    "SCHEMA_VERSION": "schema",
-    "ExplanationArtifact": "schema",
-    "ManifestEntry": "schema",
-    "ArtifactStore": "store",
-    "fingerprint_state_dict": "store",
-    "render_pair": "render",
-    "write_review_page": "review",
+    "SCHEMA_VERSION": ".schema",
+    "ExplanationArtifact": ".schema",
+    "ManifestEntry": ".schema",
+    "build_artifact": ".build",
+    "store_pair": ".build",
+    "ArtifactStore": ".store",
+    "fingerprint_state_dict": ".store",
+    "read_manifest": ".store",
+    "render_pair": ".render",
+    "write_review_page": ".review",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+__getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS, globals())
 
 __all__ = list(_EXPORTS)

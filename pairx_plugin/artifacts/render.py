@@ -25,16 +25,17 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from ..config import ALL_PANELS
 from ..engine.results import LayerExplanation, Match
 from ..errors import InvalidInputError
 from . import colormaps
 
-PANELS = frozenset({"composite", "only_lines", "only_colors", "heatmaps", "overlays", "display"})
+PANELS = frozenset(ALL_PANELS)  # the one panel list lives in config.ALL_PANELS
 HEATMAP_ALPHA = 0.4  # opacity of the jet heat map over the image in the top row
 HEATMAP_OVERLAY_MAX_ALPHA = 0.6  # opacity of the most relevant pixel in the heat map overlay
 COLOUR_STRENGTH = 0.8  # each colour map darkens the white canvas by this share of its colour
@@ -75,7 +76,9 @@ def to_bgr_array(png_bytes: bytes) -> np.ndarray:
         image = Image.open(io.BytesIO(png_bytes))
         image.load()
     except Exception as exc:
-        raise InvalidInputError(f"to_bgr_array: the bytes are not a readable PNG ({exc}); pass RenderedImage.png") from exc
+        raise InvalidInputError(
+            f"to_bgr_array: the bytes are not a readable PNG ({exc}); pass RenderedImage.png"
+        ) from exc
     if image.mode in ("RGBA", "LA", "P"):
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

@@ -5,28 +5,32 @@ models are checked in under ``docs/schema/`` (regenerate with
 ``python -m pairx_plugin.artifacts.export_schema``).
 
 Versioning (semver on ``SCHEMA_VERSION``): a new optional field is a minor bump, a removed or renamed
-field or a changed meaning is a major bump, a description fix is a patch.
+field or a changed meaning is a major bump. The version is part of every artifact id, so a
+description-only fix (the IRM / inlier-ratio wording, corrected to what was always computed: input
+pixels, all mutual matches) keeps the version and with it every stored artifact's id.
+
+This module holds the models, the version and the JSON Schema export only; building an artifact
+from engine results is :mod:`pairx_plugin.artifacts.build`.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
-import re
-from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..records import ExplanationMetrics, HostFloat, MatchRecord
+from ..records import SHA256_PATTERN, ExplanationMetrics, HostFloat, MatchRecord
 
-SCHEMA_VERSION = "1.0.0"
+SCHEMA_VERSION = "1.1.0"
 
-_SHA256 = r"^[0-9a-f]{64}$"
-#: file names inside an artifact directory: produced by us, never from host strings
-_FILE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+_SHA256 = SHA256_PATTERN
+#: file names inside an artifact directory and run names: produced by us or checked, never paths
+FILE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+_FILE_NAME = FILE_NAME_PATTERN
+MediaType = Literal["image/png", "application/x-npz"]
+ManifestStatus = Literal["explained", "error", "not_explained"]
 
 
 class _Strict(BaseModel):
@@ -62,6 +66,10 @@ class ArtifactMatch(_Strict):
     color_index: int | None = Field(
         None, description="Index of this match's pixel colour map (top k_colors matches), else null."
     )
+    supports_evidence: bool | None = Field(
+        None, description="True when the match is on the animal and agrees with the fitted transform, i.e. it "
+        "counts towards metrics.evidence (docs/metrics.md); null when no evidence was computed."
+    )
 
 
 class ArtifactFile(_Strict):
@@ -69,7 +77,7 @@ class ArtifactFile(_Strict):
 
     name: str = Field(pattern=_FILE_NAME)
     role: str = Field(description='What the file shows, e.g. "composite", "heatmap_query", "arrays".')
-    media_type: Literal["image/png", "application/x-npz"]
+    media_type: MediaType
     sha256: str = Field(pattern=_SHA256)
     size_bytes: int = Field(ge=0)
     width: int | None = Field(None, ge=1)
@@ -139,145 +147,11 @@ class ManifestEntry(_Strict):
     schema_version: str = Field(SCHEMA_VERSION, pattern=r"^\d+\.\d+\.\d+$")
     run_name: str
     index: int = Field(ge=0, description="Position of the record in the list the host passed.")
-    status: Literal["explained", "error", "not_explained"] = Field(
+    status: ManifestStatus = Field(
         description="explained: artifact attached (record.explanation); error: record.explanation_error; "
         "not_explained: outside top_k or explanations disabled."
     )
     record: MatchRecord
-
-
-@functools.lru_cache(maxsize=1)
-def library_versions() -> LibraryVersions:
-    """Versions of the libraries that shape an artifact (None for any not installed)."""
-    from importlib import metadata
-
-    def version(dist: str) -> str | None:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return None
-
-    own = version("pairx-plugin")
-    if own is None:  # running from a source checkout that was not pip-installed
-        from .. import __version__ as own
-    return LibraryVersions(
-        pairx_plugin=own,
-        torch=version("torch"),
-        timm=version("timm"),
-        zennit=version("zennit"),
-        numpy=version("numpy"),
-        pillow=version("pillow"),
-    )
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def build_artifact(
-    *,
-    artifact_id: str,
-    record: MatchRecord,
-    pair: Any,
-    layer: Any,
-    query: Any,
-    candidate: Any,
-    rendered: Mapping[str, Any],
-    config: Any,
-    config_digest: str,
-    model_fingerprint: str,
-) -> tuple[ExplanationArtifact, list[Any]]:
-    """The document (``files`` still empty) and the files to store for one pair at one layer.
-
-    pair / layer: the engine's ``PairExplanation`` / ``LayerExplanation``; query / candidate:
-    ``LoadedImage``; rendered: ``render_pair``'s output. The store fills ``files`` in as it writes.
-    """
-    from .store import ArtifactBlob, arrays_blob
-
-    sides = {}
-    for side, image, input_size in (("query", query, pair.query_size), ("candidate", candidate, pair.candidate_size)):
-        display_h, display_w = int(image.display.shape[0]), int(image.display.shape[1])
-        sides[side] = ImageInfo(
-            input_height=int(input_size[0]),
-            input_width=int(input_size[1]),
-            display_height=display_h,
-            display_width=display_w,
-            content_sha256=image.content_sha256(),
-            source_sha256=image.sha256 if image.sha256 and re.fullmatch(_SHA256[1:-1], image.sha256) else None,
-        )
-    colour_maps = int(np.asarray(layer.pixel_relevance_query).shape[0]) if np.ndim(layer.pixel_relevance_query) == 3 else 0
-    matches = []
-    for index, match in enumerate(layer.matches[: config.k_lines]):
-        matches.append(
-            ArtifactMatch(
-                query_cell=tuple(int(v) for v in match.query_cell),
-                candidate_cell=tuple(int(v) for v in match.candidate_cell),
-                query_xy=tuple(float(v) for v in match.query_xy),
-                candidate_xy=tuple(float(v) for v in match.candidate_xy),
-                query_display_xy=_to_display(match.query_xy, sides["query"]),
-                candidate_display_xy=_to_display(match.candidate_xy, sides["candidate"]),
-                relevance=float(match.relevance),
-                distance=float(match.distance),
-                color_index=index if index < colour_maps else None,
-            )
-        )
-    metrics = layer.metrics
-    document = ExplanationArtifact(
-        artifact_id=artifact_id,
-        query_id=record.query_id,
-        candidate_id=record.candidate_id,
-        score=record.score,
-        rank=record.rank,
-        cosine=float(pair.cosine),
-        model_fingerprint=model_fingerprint,
-        layer=layer.key,
-        mode=str(pair.mode),
-        backend=str(pair.backend),
-        config_digest=config_digest,
-        settings=ArtifactSettings(
-            k_lines=config.k_lines, k_colors=config.k_colors, render=list(config.render), keep_arrays=config.keep_arrays
-        ),
-        query=sides["query"],
-        candidate=sides["candidate"],
-        matches=matches,
-        metrics=ExplanationMetrics(
-            irm=None if metrics.irm is None else float(metrics.irm),
-            mc=float(metrics.mc),
-            inlier_ratio=None if metrics.inlier_ratio is None else float(metrics.inlier_ratio),
-            match_count=int(metrics.match_count),
-        ),
-        files=[],
-        versions=library_versions(),
-        created_at=utc_now(),
-    )
-    blobs = [
-        ArtifactBlob(image.name, image.role, "image/png", image.png, int(image.width), int(image.height))
-        for image in sorted(rendered.values(), key=lambda item: item.name)
-    ]
-    if config.keep_arrays:
-        blobs.append(
-            arrays_blob(
-                {
-                    "relevance_query": layer.relevance_query,
-                    "relevance_candidate": layer.relevance_candidate,
-                    "pixel_relevance_query": layer.pixel_relevance_query,
-                    "pixel_relevance_candidate": layer.pixel_relevance_candidate,
-                    "match_query_cells": np.array([m.query_cell for m in layer.matches], dtype=np.int32).reshape(-1, 2),
-                    "match_candidate_cells": np.array([m.candidate_cell for m in layer.matches], dtype=np.int32).reshape(-1, 2),
-                    "match_relevance": np.array([m.relevance for m in layer.matches], dtype=np.float64),
-                    "match_distance": np.array([m.distance for m in layer.matches], dtype=np.float64),
-                }
-            )
-        )
-    return document, blobs
-
-
-def _to_display(xy: Any, info: ImageInfo) -> tuple[float, float]:
-    """Input-tensor pixel coordinates to display-image pixels (same crop, so a linear scale)."""
-    return (
-        float(xy[0]) * info.display_width / info.input_width,
-        float(xy[1]) * info.display_height / info.input_height,
-    )
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:
@@ -285,7 +159,9 @@ def json_schemas() -> dict[str, dict[str, Any]]:
     from ..config import PairXConfig
 
     return {
-        "explanation_artifact.schema.json": _with_id(ExplanationArtifact.model_json_schema(mode="serialization"), "explanation_artifact"),
+        "explanation_artifact.schema.json": _with_id(
+            ExplanationArtifact.model_json_schema(mode="serialization"), "explanation_artifact"
+        ),
         "manifest_entry.schema.json": _with_id(ManifestEntry.model_json_schema(mode="serialization"), "manifest_entry"),
         "pairx_config.schema.json": _with_id(PairXConfig.model_json_schema(mode="validation"), "pairx_config"),
     }
@@ -308,7 +184,6 @@ __all__ = [
     "ArtifactSettings",
     "ImageInfo",
     "LibraryVersions",
-    "library_versions",
-    "build_artifact",
+    "FILE_NAME_PATTERN",
     "json_schemas",
 ]

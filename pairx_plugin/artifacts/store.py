@@ -13,7 +13,12 @@ idempotent and an existing artifact is a cache hit. Every file goes to a hidden 
 final directory, is fsynced and then renamed into place; ``explanation.json`` comes last, so an
 artifact is complete exactly when its JSON exists and every file it lists has the listed sha256
 (:meth:`ArtifactStore.has`). A crash leaves at most complete-but-unlisted files, which the next
-write replaces.
+write replaces, and hidden temporary files named ``.<name>.<pid>.<random>.tmp``: opening a store
+removes those whose writer process is gone (or that are older than a day), once per process and root.
+
+Run manifests are created exclusively (``O_EXCL``): two runs can never share one, and a run name
+that already has a manifest is an error before any work. :func:`new_run_name` gives names that are
+unique across processes (UTC time to the microsecond, the pid and a random suffix).
 """
 from __future__ import annotations
 
@@ -21,62 +26,75 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import os
 import re
+import threading
+import time
 import uuid
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import ArtifactError, InvalidInputError
-from ..records import ExplanationRef, MatchRecord
-from ..engine.engine import ENGINE_VERSION
-from .schema import SCHEMA_VERSION, ArtifactFile, ExplanationArtifact, ManifestEntry
+from ..records import SHA256_PATTERN, ExplanationRef, MatchRecord
+from ..versions import ENGINE_VERSION
+from .schema import (
+    FILE_NAME_PATTERN,
+    SCHEMA_VERSION,
+    ArtifactFile,
+    ExplanationArtifact,
+    ManifestEntry,
+    ManifestStatus,
+    MediaType,
+)
+
+logger = logging.getLogger(__name__)
 
 JSON_NAME = "explanation.json"
 ARRAYS_NAME = "arrays.npz"
-_ID_PATTERN = re.compile(r"^[0-9a-f]{64}$")
-_RUN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-_FILE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+_ID_PATTERN = re.compile(SHA256_PATTERN)
+#: run names and artifact file names: plain file names, never paths (one pattern for both)
+_RUN_NAME_PATTERN = re.compile(FILE_NAME_PATTERN)
+_FILE_NAME_PATTERN = _RUN_NAME_PATTERN
+#: hidden temporary files of :func:`atomic_write`: ``.<final name>.<writer pid>.<random>.tmp``
+_TEMP_PATTERN = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{12}\.tmp$")
+_LEGACY_TEMP_PATTERN = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")  # before the pid was embedded
+#: a temporary file older than this is swept even when its pid looks alive (pids get reused)
+STALE_TEMP_SECONDS = 24 * 3600
+LEGACY_TEMP_SECONDS = 3600
 
 
 # --------------------------------------------------------------------------- fingerprints and ids
 
 
 def fingerprint_state_dict(model_or_state: Any) -> str:
-    """sha256 over a model's state_dict: every tensor's name, dtype, shape and bytes, in order.
+    """Kept for one release: the same function as :func:`pairx_plugin.models.model_fingerprint`.
 
-    Two models with equal weights and buffers get equal fingerprints whatever their device.
+    (It used to hash with another prefix and gave a different value from the fingerprint that artifact
+    ids use; now there is one fingerprint.)
     """
-    import torch
+    from ..models import model_fingerprint
 
-    state = model_or_state.state_dict() if hasattr(model_or_state, "state_dict") else model_or_state
-    if not isinstance(state, Mapping):
-        raise InvalidInputError(
-            f"fingerprint_state_dict: expected a torch module or a state_dict mapping, got {type(model_or_state).__name__}"
-        )
-    digest = hashlib.sha256(b"pairx-state-dict-v1\0")
-    for name, tensor in state.items():
-        if not isinstance(tensor, torch.Tensor):
-            continue
-        data = tensor.detach().to("cpu").contiguous()
-        digest.update(f"{name}\0{data.dtype}\0{tuple(data.shape)}\0".encode("utf-8"))
-        digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes() if data.numel() else b"")
-    return digest.hexdigest()
+    return model_fingerprint(model_or_state)
 
 
 def model_fingerprint_for(model: Any) -> str:
-    """The project's model fingerprint (``pairx_plugin.models.model_fingerprint`` when that module
-    exists, else :func:`fingerprint_state_dict`)."""
-    try:
-        from ..models import model_fingerprint  # type: ignore[attr-defined]
-    except ImportError:
-        return fingerprint_state_dict(model)
+    """Kept for one release: :func:`pairx_plugin.models.model_fingerprint`."""
+    from ..models import model_fingerprint
+
     return model_fingerprint(model)
+
+
+def new_run_name(prefix: str = "run") -> str:
+    """A run name unique across threads and processes: ``<prefix>-<UTC time to the µs>Z-p<pid>-<random>``."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    return check_run_name(f"{prefix}-{stamp}-p{os.getpid()}-{uuid.uuid4().hex[:6]}")
 
 
 def artifact_id(
@@ -124,7 +142,7 @@ def atomic_write(path: Path, data: bytes) -> None:
 
     Raises :class:`ArtifactError` naming ``path`` when anything fails; no temporary file is left.
     """
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -145,6 +163,68 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def _process_is_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists (another user's process) or cannot tell: keep the file
+    return True
+
+
+def sweep_temporary_files(root: Path, *, now: float | None = None) -> list[Path]:
+    """Remove the hidden ``atomic_write`` temporary files under ``root`` whose writer is gone.
+
+    A file is removed when the pid in its name is not a live process, or when it is older than
+    :data:`STALE_TEMP_SECONDS` (a pid may have been reused). Returns the removed paths.
+    """
+    now = time.time() if now is None else now
+    removed: list[Path] = []
+    for top in (root / "artifacts", root / "runs"):
+        if not top.is_dir():
+            continue
+        for directory, _, names in os.walk(top):
+            for name in names:
+                if not name.endswith(".tmp") or not name.startswith("."):
+                    continue
+                path = Path(directory) / name
+                match = _TEMP_PATTERN.match(name)
+                if match is None and not _LEGACY_TEMP_PATTERN.match(name):
+                    continue
+                try:
+                    age = now - path.stat().st_mtime
+                except OSError:
+                    continue
+                if match is not None:
+                    gone = age > STALE_TEMP_SECONDS or not _process_is_alive(int(match.group("pid")))
+                else:  # no pid in the name: only age tells
+                    gone = age > LEGACY_TEMP_SECONDS
+                if gone:
+                    with contextlib.suppress(OSError):
+                        path.unlink()
+                        removed.append(path)
+    if removed:
+        logger.info("removed %d temporary file(s) of interrupted writers under %s", len(removed), root)
+    return removed
+
+
+_SWEPT_ROOTS: set[str] = set()
+_SWEEP_LOCK = threading.Lock()
+
+
+def _sweep_once(root: Path) -> None:
+    """Sweep ``root`` the first time this process opens a store there (a large store costs a walk)."""
+    key = os.path.realpath(root)
+    with _SWEEP_LOCK:
+        if key in _SWEPT_ROOTS:
+            return
+        _SWEPT_ROOTS.add(key)
+    sweep_temporary_files(root)
+
+
 # --------------------------------------------------------------------------- the store
 
 
@@ -154,7 +234,7 @@ class ArtifactBlob:
 
     name: str
     role: str
-    media_type: str
+    media_type: MediaType
     data: bytes
     width: int | None = None
     height: int | None = None
@@ -163,7 +243,8 @@ class ArtifactBlob:
 def arrays_blob(arrays: Mapping[str, np.ndarray]) -> ArtifactBlob:
     """``arrays.npz`` (compressed) holding ``arrays``."""
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **{key: np.asarray(value) for key, value in arrays.items()})
+    named: dict[str, Any] = {key: np.asarray(value) for key, value in arrays.items()}
+    np.savez_compressed(buffer, **named)
     return ArtifactBlob(ARRAYS_NAME, "arrays", "application/x-npz", buffer.getvalue())
 
 
@@ -173,7 +254,10 @@ class ArtifactStore:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         if self.root.exists() and not self.root.is_dir():
-            raise ArtifactError(f"artifact store root {str(self.root)!r} exists and is not a directory; choose another output_dir")
+            raise ArtifactError(f"artifact store root {str(self.root)!r} exists and is not a directory; "
+                                "choose another output_dir")
+        if self.root.is_dir():
+            _sweep_once(self.root)
 
     def __repr__(self) -> str:
         return f"ArtifactStore({str(self.root)!r})"
@@ -271,7 +355,8 @@ class ArtifactStore:
         names = [blob.name for blob in blobs]
         for name in names:
             if not _FILE_NAME_PATTERN.match(name) or name == JSON_NAME:
-                raise InvalidInputError(f"artifact file name {name!r} is not allowed; use [A-Za-z0-9_.-], not {JSON_NAME}")
+                raise InvalidInputError(f"artifact file name {name!r} is not allowed; use [A-Za-z0-9_.-], "
+                                        f"not {JSON_NAME}")
         if len(set(names)) != len(names):
             raise InvalidInputError(f"artifact file names repeat: {sorted(names)}; give each file its own name")
         files = [
@@ -303,12 +388,25 @@ class ArtifactStore:
 
     @contextlib.contextmanager
     def open_run(self, run_name: str) -> Iterator[RunManifest]:
-        """The manifest of one run (``runs/<run_name>.jsonl``, replaced if it exists), closed on exit."""
+        """The manifest of one run (``runs/<run_name>.jsonl``, created exclusively), closed on exit.
+
+        :class:`ArtifactError` when a manifest of that name exists already (another run, maybe
+        running now, owns it): choose another run name, or :meth:`remove_run` the old one first.
+        """
         manifest = RunManifest(self.manifest_path(run_name), run_name)
         try:
             yield manifest
         finally:
             manifest.close()
+
+
+    def remove_run(self, run_name: str) -> bool:
+        """Delete the manifest of ``run_name`` (to reuse the name); True when there was one."""
+        try:
+            self.manifest_path(run_name).unlink()
+        except FileNotFoundError:
+            return False
+        return True
 
 
 def _json_bytes(document: ExplanationArtifact) -> bytes:
@@ -337,12 +435,23 @@ class RunManifest:
         self.run_name = run_name
         self.error: ArtifactError | None = None
         self.lines_written = 0
-        self._file = None
+        self._fd: int | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
         except OSError as exc:
             self._fail(exc)
+            return
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            raise ArtifactError(
+                f"run manifest {str(path)!r} already exists: another run (maybe running now) has the name "
+                f"{run_name!r}; choose another run name, or leave it unset for a unique one"
+            ) from None
+        except OSError as exc:
+            self._fail(exc)
+            return
+        self._fd = fd
 
     def _fail(self, exc: OSError) -> None:
         if self.error is None:
@@ -352,23 +461,24 @@ class RunManifest:
             )
             warnings.warn(str(self.error), RuntimeWarning, stacklevel=3)
 
-    def append(self, index: int, status: str, record: MatchRecord) -> None:
-        if self._file is None:
+    def append(self, index: int, status: ManifestStatus, record: MatchRecord) -> None:
+        """Write one line with one ``write`` call and fsync it, so a killed run leaves whole lines only."""
+        if self._fd is None:
             return
-        entry = ManifestEntry(run_name=self.run_name, index=index, status=status, record=record)
+        entry = ManifestEntry(schema_version=SCHEMA_VERSION, run_name=self.run_name, index=index, status=status,
+                              record=record)
         try:
-            self._file.write(entry.model_dump_json() + "\n")
-            self._file.flush()
-            os.fsync(self._file.fileno())
+            _write_bytes(self._fd, (entry.model_dump_json() + "\n").encode("utf-8"))
+            os.fsync(self._fd)
             self.lines_written += 1
         except OSError as exc:
             self._fail(exc)
 
     def close(self) -> None:
-        if self._file is not None:
+        if self._fd is not None:
             with contextlib.suppress(OSError):
-                self._file.close()
-            self._file = None
+                os.close(self._fd)
+            self._fd = None
 
 
 def read_manifest(path: str | os.PathLike[str]) -> list[ManifestEntry]:
@@ -395,7 +505,9 @@ __all__ = [
     "check_run_name",
     "fingerprint_state_dict",
     "model_fingerprint_for",
+    "new_run_name",
     "read_manifest",
+    "sweep_temporary_files",
     "JSON_NAME",
     "ARRAYS_NAME",
 ]

@@ -10,11 +10,9 @@ code. Adapters contribute commands the same way through the entry-point group
 from __future__ import annotations
 
 import argparse
-import re
 
+from ..config import DEVICE_PATTERN
 from ..errors import InvalidInputError
-
-_DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the input was fine but the work failed (an engine or internal error)
@@ -35,29 +33,20 @@ def positive_int(text: str) -> int:
 def device_name(text: str) -> str:
     """argparse type: auto, cpu, cuda or cuda:N."""
     value = text.strip().lower()
-    if not _DEVICE_PATTERN.match(value):
+    if not DEVICE_PATTERN.match(value):
         raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
     return value
 
 
-def resolve_device(name: str):
-    """The torch device for a device name; ``auto`` is the first GPU when there is one, else the CPU.
+def resolve_device(name: str):  # noqa: ANN201 - kept for one release; returns a torch.device
+    """Kept for one release: :func:`pairx_plugin.config.resolve_device` without a model, for ``--device``.
 
-    The CLI builds the model itself, so unlike a host pipeline it may choose where the model lives.
+    The CLI builds the model itself, so unlike a host pipeline it may choose where the model lives:
+    ``auto`` is the first GPU when there is one, else the CPU.
     """
-    import torch
+    from ..config import resolve_device as resolve
 
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InvalidInputError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise InvalidInputError(
-                f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s) (cuda:0 ...); pick one of them"
-            )
-    return device
+    return resolve(name, key="--device")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,10 +54,13 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument(
         "--model", default="builtin", metavar="SPEC",
-        help="'builtin' (ImageNet EfficientNet-Lite0, the default), 'timm:NAME' (e.g. timm:resnet18) "
-             "or 'module:callable' returning an nn.Module",
+        help="'builtin' (ImageNet EfficientNet-Lite0, the default), 'timm:NAME' (e.g. timm:resnet18), "
+             "'hf-hub:ORG/NAME' (cached timm hub model), 'local-dir:PATH', 'transformers:DIR_OR_ID', "
+             "'miewid[BACKBONE]:PATH' or 'module:callable' returning an nn.Module (see docs/models.md)",
     )
     group.add_argument("--weights", metavar="FILE", help="state dict to load into the model (torch.save of state_dict())")
+    group.add_argument("--trust-remote-code", action="store_true",
+                       help="let a transformers: model run its own Python code (config.json auto_map, e.g. MiewID)")
     group.add_argument("--size", type=positive_int, metavar="N",
                        help="square input size in pixels (default: the model's own, 224 for the built-in)")
     group.add_argument("--device", type=device_name, metavar="DEVICE",
@@ -86,7 +78,8 @@ def load_bundle(args: argparse.Namespace, device: str | None = None):
     if args.size is not None and args.size < 32:
         raise InvalidInputError(f"--size {args.size} is too small for a CNN; use at least 32 (e.g. 224)")
     target = resolve_device(device or getattr(args, "device", None) or "auto")  # before the slow load
-    bundle = load_model_spec(args.model, weights=args.weights)
+    bundle = load_model_spec(args.model, weights=args.weights,
+                             trust_remote_code=bool(getattr(args, "trust_remote_code", False)))
     if args.size is not None:
         bundle = replace(bundle, input_size=int(args.size))
     bundle.model.to(target)

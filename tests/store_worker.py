@@ -1,0 +1,89 @@
+"""A real explain_matches run in its own process, for the multi-process and crash tests.
+
+    python tests/store_worker.py STORE [--run-name NAME] [--pairs N] [--go FILE]
+
+A tiny seeded CNN at 64 px and seeded random images (the same for every process), the real engine,
+renderer and store. Prints ``ready`` once everything is imported and built, waits for ``--go FILE``
+to exist when given (so several workers start their runs together), then prints the run's outcome
+as one JSON line: run name and the status of every record.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from pairx_plugin.artifacts.store import ArtifactStore
+from pairx_plugin.config import PairXConfig
+from pairx_plugin.hook import explain_matches
+from pairx_plugin.images import LoadedImage, prepare_image
+from pairx_plugin.records import MatchRecord
+
+SIZE = 64
+
+
+def tiny_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+    ).eval()
+
+
+class SeededImages:
+    """``img<N>`` -> a seeded random 80x72 photo prepared at 64 px."""
+
+    def load(self, image_id: str) -> LoadedImage:
+        number = int(image_id.removeprefix("img"))
+        rgb = np.random.default_rng(number).integers(0, 256, size=(72, 80, 3), dtype=np.uint8)
+        return prepare_image(rgb, SIZE, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+
+
+def records(pairs: int) -> list[MatchRecord]:
+    """One query per 4 candidates: ``img0`` vs img1..4, ``img10`` vs img11..14, ..."""
+    out = []
+    for q in range(0, pairs, 4):
+        for rank in range(min(4, pairs - q)):
+            out.append(MatchRecord(query_id=f"img{q * 10 // 4}", candidate_id=f"img{q * 10 // 4 + rank + 1}",
+                                   rank=rank, score=1.0 - rank / 10))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("store")
+    parser.add_argument("--run-name")
+    parser.add_argument("--pairs", type=int, default=4)
+    parser.add_argument("--go")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    model = tiny_model()
+    config = PairXConfig(top_k=4, k_lines=5, k_colors=2, max_batch_images=2)
+    from pairx_plugin.engine import PairX
+
+    engine = PairX(model, **config.engine_kwargs())
+    print("ready", flush=True)
+    if args.go:
+        while not Path(args.go).exists():
+            time.sleep(0.01)
+    store = ArtifactStore(args.store)
+    try:
+        out = explain_matches(records=records(args.pairs), images=SeededImages(), model=model, config=config,
+                              store=store, engine=engine, progress=False, run_name=args.run_name)
+    except Exception as exc:  # noqa: BLE001 - the test reads the message
+        print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
+        return 2
+    manifests = sorted(p.name for p in (Path(args.store) / "runs").glob("*.jsonl"))
+    statuses = ["explained" if r.explanation else f"error:{r.explanation_error}" for r in out]
+    print(json.dumps({"statuses": statuses, "manifests": manifests}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
