@@ -132,10 +132,15 @@ def _median_stages(timings: list[dict[str, float]]) -> dict[str, float]:
 def run_worker(args: argparse.Namespace, report=None) -> ConfigResult:
     """Measure one configuration in this process; ``report(result)`` gets the pair numbers early."""
     import torch
-
     from bench_configs import PAIR, QUERY, build, default_shared_dir, get_config
     from bench_memory import PeakMemory
-    from bench_shapes import end_to_end_records, forward_backward_floor, reference_pair, timed_cpu
+    from bench_shapes import (
+        end_to_end_records,
+        forward_backward_floor,
+        reference_pair,
+        timed_cpu,
+    )
+
     from pairx_plugin import PairX
 
     config = get_config(args.worker)

@@ -4,7 +4,12 @@ from __future__ import annotations
 import pytest
 import timm
 import torch
-from engine_support import DEVICES, assert_same_state, model_state, randomise_norms_and_biases
+from engine_support import (
+    DEVICES,
+    assert_same_state,
+    model_state,
+    randomise_norms_and_biases,
+)
 
 from benchmarks.reference_models import seaturtle_batch
 from pairx_plugin import PairX
