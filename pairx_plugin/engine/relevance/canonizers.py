@@ -14,14 +14,18 @@
 
 Everything is undone when the context exits, also on error.
 """
+
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
+from typing import Any, cast
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 from torch.overrides import TorchFunctionMode
+from torch.utils.hooks import RemovableHandle
 from zennit.canonizers import MergeBatchNorm
 from zennit.types import Activation
 
@@ -30,28 +34,34 @@ from ..modelinfo import model_device
 from .lrp_functions import PassThrough, PowerMeanPoolRule, SignalOnlyGate, SumRule
 
 _LINEAR = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-_ADD_FUNCS = {torch.add, torch.Tensor.add, torch.Tensor.__add__, torch.Tensor.__radd__,
-              torch.Tensor.__iadd__, torch.Tensor.add_}
+_ADD_FUNCS = {
+    torch.add,
+    torch.Tensor.add,
+    torch.Tensor.__add__,
+    torch.Tensor.__radd__,
+    torch.Tensor.__iadd__,
+    torch.Tensor.add_,
+}
 
 
 class _PairMerge(MergeBatchNorm):
     """zennit's parameter merge for one known (linear, batch norm) pair."""
 
-    def apply(self, root_module):  # pairs are found by tracing, not by zennit's search
-        return []
+    def apply(self, root_module: nn.Module) -> list[MergeBatchNorm]:
+        return []  # the pairs are found by tracing, not by zennit's search
 
 
-def _bn_pairs(model: nn.Module, sample: torch.Tensor) -> list[tuple[nn.Module, nn.modules.batchnorm._BatchNorm]]:
+def _bn_pairs(model: nn.Module, sample: torch.Tensor) -> list[tuple[nn.Module, _BatchNorm]]:
     """(linear, batch_norm) pairs where the linear's output is exactly the batch norm's input."""
-    producer: dict[int, nn.Module] = {}
-    pairs: list[tuple[nn.Module, nn.Module]] = []
+    producer: dict[int, tuple[nn.Module, object]] = {}  # id(output) -> (linear, output)
+    pairs: list[tuple[nn.Module, _BatchNorm]] = []
     seen: set[int] = set()
-    handles = []
+    handles: list[RemovableHandle] = []
 
-    def after_linear(module, args, output):
+    def after_linear(module: nn.Module, args: tuple[Any, ...], output: object) -> None:
         producer[id(output)] = (module, output)
 
-    def before_bn(module, args):
+    def before_bn(module: _BatchNorm, args: tuple[Any, ...]) -> None:
         found = producer.get(id(args[0]))
         if found is not None and found[1] is args[0] and id(module) not in seen:
             seen.add(id(module))
@@ -61,8 +71,7 @@ def _bn_pairs(model: nn.Module, sample: torch.Tensor) -> list[tuple[nn.Module, n
         for module in model.modules():
             if isinstance(module, _LINEAR):
                 handles.append(module.register_forward_hook(after_linear))
-            elif (isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats
-                  and module.weight is not None):
+            elif isinstance(module, _BatchNorm) and module.track_running_stats and module.weight is not None:
                 handles.append(module.register_forward_pre_hook(before_bn))
         with torch.no_grad():
             model(sample)
@@ -73,7 +82,7 @@ def _bn_pairs(model: nn.Module, sample: torch.Tensor) -> list[tuple[nn.Module, n
 
 
 @contextlib.contextmanager
-def _patched_forward(module: nn.Module, forward) -> Iterator[None]:
+def _patched_forward(module: nn.Module, forward: Callable[..., torch.Tensor]) -> Iterator[None]:
     module.forward = forward
     try:
         yield
@@ -81,28 +90,30 @@ def _patched_forward(module: nn.Module, forward) -> Iterator[None]:
         del module.forward
 
 
-def _se_forward(module: nn.Module):
+def _se_forward(module: nn.Module) -> Callable[..., torch.Tensor]:
     original = type(module).forward.__get__(module)
-    gate_module = next(getattr(module, g) for g in GATE_NAMES if isinstance(getattr(module, g, None), nn.Module))
+    gate_module: nn.Module = next(
+        getattr(module, g) for g in GATE_NAMES if isinstance(getattr(module, g, None), nn.Module)
+    )
 
-    def forward(x, *args, **kwargs):
-        captured = {}
+    def forward(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        captured: dict[str, torch.Tensor] = {}
         handle = gate_module.register_forward_hook(lambda m, a, out: captured.__setitem__("gate", out))
         try:
             original(x, *args, **kwargs)
         finally:
             handle.remove()
-        return SignalOnlyGate.apply(x, captured["gate"])
+        return cast(torch.Tensor, SignalOnlyGate.apply(x, captured["gate"]))
 
     return forward
 
 
-def _merged_bn_forward(module: nn.Module):
+def _merged_bn_forward(module: _BatchNorm) -> Callable[[torch.Tensor], torch.Tensor]:
     """A merged BatchNorm computes x / sqrt(1 + eps); then (timm BatchNormAct2d) drop and act."""
     scale = float(1.0 / (1.0 + module.eps) ** 0.5)
     tail = [m for m in (getattr(module, "drop", None), getattr(module, "act", None)) if isinstance(m, nn.Module)]
 
-    def plain(x):
+    def plain(x: torch.Tensor) -> torch.Tensor:
         x = x * scale
         for m in tail:
             x = m(x)
@@ -111,16 +122,18 @@ def _merged_bn_forward(module: nn.Module):
     return lambda x: PassThrough.apply(x, plain)
 
 
-def _pass_forward(module: nn.Module):
+def _pass_forward(module: nn.Module) -> Callable[..., torch.Tensor]:
     original = type(module).forward.__get__(module)
     return lambda x, *a, **k: PassThrough.apply(x, lambda t: original(t, *a, **k))
 
 
-def _gem_forward(module: nn.Module):
-    def forward(x):
-        p = module.p if isinstance(module.p, torch.Tensor) else torch.tensor(float(module.p), device=x.device)
+def _gem_forward(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        # GeM modules hold ``p`` as a Parameter or as a plain number (``is_gem_pool`` checked it exists)
+        exponent = cast("torch.Tensor | float", module.p)
+        p = exponent if isinstance(exponent, torch.Tensor) else torch.tensor(float(exponent), device=x.device)
         out = PowerMeanPoolRule.apply(x, p, float(getattr(module, "eps", 1e-6)))
-        return out
+        return cast(torch.Tensor, out)
 
     return forward
 
@@ -128,13 +141,23 @@ def _gem_forward(module: nn.Module):
 class ResidualSumMode(TorchFunctionMode):
     """Routes additions of two same-shape graph tensors through :class:`SumRule`."""
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
+    def __torch_function__(
+        self,
+        func: Callable[..., Any],
+        types: Collection[type],
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
         kwargs = kwargs or {}
         if func in _ADD_FUNCS and len(args) == 2 and not kwargs:
             a, b = args
             if (
-                isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
-                and a.shape == b.shape and a.ndim >= 2 and a.requires_grad and b.requires_grad
+                isinstance(a, torch.Tensor)
+                and isinstance(b, torch.Tensor)
+                and a.shape == b.shape
+                and a.ndim >= 2
+                and a.requires_grad
+                and b.requires_grad
             ):
                 return SumRule.apply(a, b)
         return func(*args, **kwargs)
@@ -143,12 +166,12 @@ class ResidualSumMode(TorchFunctionMode):
 class RunWithMode(nn.Module):
     """Calls ``model`` with a TorchFunctionMode active for the forward only (never the backward)."""
 
-    def __init__(self, model: nn.Module, mode_factory):
+    def __init__(self, model: nn.Module, mode_factory: Callable[[], TorchFunctionMode]) -> None:
         super().__init__()
         self.wrapped = [model]  # a list, so the model is not registered as a child
         self.mode_factory = mode_factory
 
-    def forward(self, *args, **kwargs):
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
         with self.mode_factory():
             return self.wrapped[0](*args, **kwargs)
 
@@ -167,20 +190,21 @@ def conserving_canonization(model: nn.Module, sample_sizes: tuple[int, ...] = (6
         except RuntimeError:
             if size == sample_sizes[-1]:
                 raise
-    merged = {id(bn) for _, bn in pairs}
+    merged = {id(bn): bn for _, bn in pairs}
     with contextlib.ExitStack() as stack:
         for linear, bn in pairs:
             merger = _PairMerge()
             merger.register([linear], bn)
             stack.callback(merger.remove)
+        forward: Callable[..., torch.Tensor]
         for module in model.modules():
             if is_squeeze_excite(module):
                 forward = _se_forward(module)
             elif is_gem_pool(module):
                 forward = _gem_forward(module)
             elif id(module) in merged:
-                forward = _merged_bn_forward(module)
-            elif isinstance(module, (nn.modules.batchnorm._BatchNorm, Activation)):
+                forward = _merged_bn_forward(merged[id(module)])  # the same object, typed as a BatchNorm
+            elif isinstance(module, (_BatchNorm, Activation)):
                 forward = _pass_forward(module)
             else:
                 continue

@@ -3,8 +3,15 @@
 Under an LRP backend the gradient flowing through the graph *is* the relevance, so each function's
 forward computes the ordinary value and its backward applies the LRP rule for that operation.
 Every backward returns a tensor (zeros where nothing flows), never None: zennit's hooks fail on None.
+
+``ctx`` is typed ``Any`` as in torch's own ``Function.forward``: the functions store their own
+attributes on it (``ctx.gate_shape``), which ``FunctionCtx`` does not declare.
 """
+
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -20,7 +27,7 @@ class SumRule(torch.autograd.Function):
     """a + b, relevance split by contribution: R_a = a·R/(a+b), R_b = b·R/(a+b)."""
 
     @staticmethod
-    def forward(ctx, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         total = a + b
         # the shares depend on the forward only: computed once, each backward is two products
         inverse = 1.0 / stabilize(total.detach())
@@ -28,7 +35,7 @@ class SumRule(torch.autograd.Function):
         return total
 
     @staticmethod
-    def backward(ctx, relevance: torch.Tensor):
+    def backward(ctx: Any, relevance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         share_a, share_b = ctx.saved_tensors
         return relevance * share_a, relevance * share_b
 
@@ -37,12 +44,12 @@ class SignalOnlyGate(torch.autograd.Function):
     """x · gate with the gate treated as a constant: all relevance stays with the signal x."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
         ctx.gate_shape = gate.shape
         return x * gate
 
     @staticmethod
-    def backward(ctx, relevance: torch.Tensor):
+    def backward(ctx: Any, relevance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return relevance, relevance.new_zeros(ctx.gate_shape)
 
 
@@ -50,13 +57,13 @@ class PowerMeanPoolRule(torch.autograd.Function):
     """GeM pooling (mean of x^p over space)^(1/p), relevance split by each position's share of x^p."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, p: torch.Tensor, eps: float) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, p: torch.Tensor, eps: float) -> torch.Tensor:
         powered = x.clamp(min=eps).pow(p)
         ctx.save_for_backward(powered)
         return powered.mean(dim=(-2, -1), keepdim=True).pow(1.0 / p)
 
     @staticmethod
-    def backward(ctx, relevance: torch.Tensor):
+    def backward(ctx: Any, relevance: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         (powered,) = ctx.saved_tensors
         share = powered / stabilize(powered.sum(dim=(-2, -1), keepdim=True))
         return share * relevance, None, None
@@ -67,9 +74,9 @@ class PassThrough(torch.autograd.Function):
     for a BatchNorm already merged into its convolution)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, fn) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         return fn(x.clone())  # clone: in-place activations must not touch a tensor the graph saved
 
     @staticmethod
-    def backward(ctx, relevance: torch.Tensor):
+    def backward(ctx: Any, relevance: torch.Tensor) -> tuple[torch.Tensor, None]:
         return relevance, None
