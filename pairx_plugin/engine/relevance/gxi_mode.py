@@ -5,9 +5,10 @@ timm / torchvision modules) and nothing outside it, so no function, module or cl
 rules only choose, during the forward, what to detach; the backward is plain autograd, so gradients
 taken after the block closes are the same as those taken inside it.
 """
+
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Collection
 from typing import Any
 
 import torch
@@ -15,13 +16,14 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from . import gxi_rules
+from .gxi_rules import Rule, TorchFunction
 
-Rule = Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any]], Any]
+__all__ = ["GradientXInputMode", "Rule", "TorchFunction", "base_rules", "gamma_rules"]
 
 
-def base_rules() -> dict[Callable, Rule]:
+def base_rules() -> dict[TorchFunction, Rule]:
     """The rules every gradient x input pass uses (normalisers, attention, activations)."""
-    rules: dict[Callable, Rule] = {
+    rules: dict[TorchFunction, Rule] = {
         F.layer_norm: gxi_rules.layer_norm,
         torch.layer_norm: gxi_rules.layer_norm,
         F.group_norm: gxi_rules.group_norm,
@@ -41,7 +43,7 @@ def base_rules() -> dict[Callable, Rule]:
     return rules
 
 
-def gamma_rules(gamma: float) -> dict[Callable, Rule]:
+def gamma_rules(gamma: float) -> dict[TorchFunction, Rule]:
     """Gamma rule on every linear and 2-d convolution."""
     return {F.linear: gxi_rules.make_gamma_linear(gamma), F.conv2d: gxi_rules.make_gamma_conv2d(gamma)}
 
@@ -53,13 +55,19 @@ class GradientXInputMode(TorchFunctionMode):
     calls run natively (no recursion).
     """
 
-    def __init__(self, rules: dict[Callable, Rule]) -> None:
+    def __init__(self, rules: dict[TorchFunction, Rule]) -> None:
         super().__init__()
         self.rules = rules
         #: how many calls each rule handled during the block (diagnostics and tests)
         self.counts: dict[str, int] = {}
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
+    def __torch_function__(
+        self,
+        func: TorchFunction,
+        types: Collection[type],
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
         kwargs = kwargs or {}
         rule = self.rules.get(func)
         if rule is None:

@@ -20,19 +20,27 @@ Rules (see docs/backends.md for why each is needed):
   outputs) contributions are boosted by ``gamma``; the result is rescaled to the bias-free output,
   so relevance is still conserved and the pixel maps are less noisy.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
+
+#: a torch function the mode intercepted (``F.layer_norm``, ``torch.Tensor.softmax``, ...)
+TorchFunction = Callable[..., Any]
+#: a rule: (the intercepted function, its positional and keyword arguments) -> the tensor to use instead
+Rule = Callable[[TorchFunction, Sequence[Any], dict[str, Any]], torch.Tensor]
 
 
 def safe_divide(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
     """``numerator / denominator`` with 0 wherever the denominator is exactly 0."""
     zero = denominator == 0
-    return torch.where(zero, torch.zeros_like(numerator), numerator / torch.where(zero, torch.ones_like(denominator), denominator))
+    return torch.where(
+        zero, torch.zeros_like(numerator), numerator / torch.where(zero, torch.ones_like(denominator), denominator)
+    )
 
 
 def with_surrogate_gradient(native: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:
@@ -55,7 +63,7 @@ def _as_shape(shape: Any) -> tuple[int, ...]:
     return (int(shape),) if isinstance(shape, int) else tuple(shape)
 
 
-def layer_norm(func: Callable, args: Sequence[Any], kwargs: dict[str, Any]) -> torch.Tensor:
+def layer_norm(func: TorchFunction, args: Sequence[Any], kwargs: dict[str, Any]) -> torch.Tensor:
     native = func(*args, **kwargs)
     x = argument(args, kwargs, 0, "input")
     shape = argument(args, kwargs, 1, "normalized_shape")
@@ -73,7 +81,7 @@ def layer_norm(func: Callable, args: Sequence[Any], kwargs: dict[str, Any]) -> t
     return with_surrogate_gradient(native, surrogate)
 
 
-def rms_norm(func: Callable, args: Sequence[Any], kwargs: dict[str, Any]) -> torch.Tensor:
+def rms_norm(func: TorchFunction, args: Sequence[Any], kwargs: dict[str, Any]) -> torch.Tensor:
     native = func(*args, **kwargs)
     x = argument(args, kwargs, 0, "input")
     shape = argument(args, kwargs, 1, "normalized_shape")
@@ -88,7 +96,7 @@ def rms_norm(func: Callable, args: Sequence[Any], kwargs: dict[str, Any]) -> tor
     return with_surrogate_gradient(native, surrogate)
 
 
-def group_norm(func: Callable, args: Sequence[Any], kwargs: dict[str, Any]) -> torch.Tensor:
+def group_norm(func: TorchFunction, args: Sequence[Any], kwargs: dict[str, Any]) -> torch.Tensor:
     native = func(*args, **kwargs)
     x = argument(args, kwargs, 0, "input")
     groups = argument(args, kwargs, 1, "num_groups")
@@ -107,7 +115,7 @@ def group_norm(func: Callable, args: Sequence[Any], kwargs: dict[str, Any]) -> t
     return with_surrogate_gradient(native, surrogate)
 
 
-def normalize(func: Callable, args: Sequence[Any], kwargs: dict[str, Any]) -> torch.Tensor:
+def normalize(func: TorchFunction, args: Sequence[Any], kwargs: dict[str, Any]) -> torch.Tensor:
     native = func(*args, **kwargs)
     x = argument(args, kwargs, 0, "input")
     p = argument(args, kwargs, 1, "p", 2.0)
@@ -120,11 +128,11 @@ def normalize(func: Callable, args: Sequence[Any], kwargs: dict[str, Any]) -> to
 # ----------------------------------------------------------------------------- attention
 
 
-def softmax(func: Callable, args: Sequence[Any], kwargs: dict[str, Any]) -> torch.Tensor:
-    return func(*args, **kwargs).detach()
+def softmax(func: TorchFunction, args: Sequence[Any], kwargs: dict[str, Any]) -> torch.Tensor:
+    return cast(torch.Tensor, func(*args, **kwargs)).detach()
 
 
-def scaled_dot_product_attention(func: Callable, args: Sequence[Any], kwargs: dict[str, Any]) -> torch.Tensor:
+def scaled_dot_product_attention(func: TorchFunction, args: Sequence[Any], kwargs: dict[str, Any]) -> torch.Tensor:
     args = list(args)
     kwargs = dict(kwargs)
     for index, name in ((0, "query"), (1, "key"), (3, "attn_mask")):
@@ -133,13 +141,13 @@ def scaled_dot_product_attention(func: Callable, args: Sequence[Any], kwargs: di
                 args[index] = args[index].detach()
         elif isinstance(kwargs.get(name), torch.Tensor):
             kwargs[name] = kwargs[name].detach()
-    return func(*args, **kwargs)
+    return cast(torch.Tensor, func(*args, **kwargs))
 
 
 # ----------------------------------------------------------------------------- activations
 
 
-def identity_rule_activation(func: Callable, args: Sequence[Any], kwargs: dict[str, Any]) -> torch.Tensor:
+def identity_rule_activation(func: TorchFunction, args: Sequence[Any], kwargs: dict[str, Any]) -> torch.Tensor:
     """Element-wise f with f(0) = 0: relevance passes through unchanged (gradient = f(x) / x)."""
     kwargs = dict(kwargs)
     if "inplace" in kwargs:
@@ -155,7 +163,9 @@ def identity_rule_activation(func: Callable, args: Sequence[Any], kwargs: dict[s
 # ----------------------------------------------------------------------------- gamma rule
 
 
-def _gamma_surrogate(op: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor, weight: torch.Tensor, gamma: float) -> torch.Tensor:
+def _gamma_surrogate(
+    op: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor, weight: torch.Tensor, gamma: float
+) -> torch.Tensor:
     """Bias-free output whose gradient x input follows the generalised gamma rule.
 
     ``z = W x``; positive contributions ``(w x)+`` sum to ``p``, negative ones to ``n``;
@@ -169,8 +179,8 @@ def _gamma_surrogate(op: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x
     return z_gamma * safe_divide(z, z_gamma).detach()
 
 
-def make_gamma_linear(gamma: float) -> Callable:
-    def gamma_linear(func: Callable, args: Sequence[Any], kwargs: dict[str, Any]) -> torch.Tensor:
+def make_gamma_linear(gamma: float) -> Rule:
+    def gamma_linear(func: TorchFunction, args: Sequence[Any], kwargs: dict[str, Any]) -> torch.Tensor:
         native = func(*args, **kwargs)
         x = argument(args, kwargs, 0, "input")
         weight = argument(args, kwargs, 1, "weight")
@@ -183,8 +193,8 @@ def make_gamma_linear(gamma: float) -> Callable:
     return gamma_linear
 
 
-def make_gamma_conv2d(gamma: float) -> Callable:
-    def gamma_conv2d(func: Callable, args: Sequence[Any], kwargs: dict[str, Any]) -> torch.Tensor:
+def make_gamma_conv2d(gamma: float) -> Rule:
+    def gamma_conv2d(func: TorchFunction, args: Sequence[Any], kwargs: dict[str, Any]) -> torch.Tensor:
         native = func(*args, **kwargs)
         x = argument(args, kwargs, 0, "input")
         weight = argument(args, kwargs, 1, "weight")
