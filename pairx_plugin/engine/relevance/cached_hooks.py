@@ -13,14 +13,18 @@ that contribute, building terms lazily through ``self.term(module, t)``; a term 
 (no negative input, no dead unit) is never built. zennit's own rules keep their
 ``gradient_mapper`` and build all terms.
 """
+
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar, cast
 
 import torch
-from zennit.core import BasicHook, ParamMod
+from torch import nn
+from zennit.core import BasicHook, Hook, ParamMod
+
+_T = TypeVar("_T")
 
 
 class HookSession:
@@ -71,12 +75,12 @@ class _Bypass(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, inp: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, inp: torch.Tensor, out: torch.Tensor) -> torch.Tensor:  # ctx: Any as in torch's Function
         ctx.input_shape, ctx.input_dtype = inp.shape, inp.dtype
         return out.view_as(out)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         # a broadcast zero (no memory written): zennit's hook replaces it with the relevance
         return grad.new_zeros((), dtype=ctx.input_dtype).expand(ctx.input_shape), None
 
@@ -84,11 +88,20 @@ class _Bypass(torch.autograd.Function):
 class _ModifiedInput:
     """``modifier(original)`` computed only on the slice asked for (saves a full copy per term)."""
 
-    def __init__(self, modifier, original: torch.Tensor):
+    def __init__(self, modifier: Callable[[torch.Tensor], torch.Tensor], original: torch.Tensor) -> None:
         self.modifier, self.original = modifier, original
 
-    def __getitem__(self, index) -> torch.Tensor:
+    def __getitem__(self, index: tuple[slice, ...]) -> torch.Tensor:
         return self.modifier(self.original[index])
+
+
+#: a term's modified input: a tensor, or (directly transposed terms) the modifier applied per slice
+TermInput = torch.Tensor | _ModifiedInput
+#: (modified input, modified output or None once no longer needed, modified weight or None) of one term
+Term = tuple[TermInput, torch.Tensor | None, torch.Tensor | None]
+#: (modified input, modified weight, gradient or None, scale or None) of a directly transposed term:
+#: its gradient is the given one, or the incoming relevance times the scale
+ConvTerm = tuple[TermInput, torch.Tensor, torch.Tensor | None, torch.Tensor | None]
 
 
 class CachedForwardHook:
@@ -98,7 +111,12 @@ class CachedForwardHook:
     a hook used on its own gets a private optimised session.
     """
 
+    # set by zennit's Hook / BasicHook, which follow this mixin in every rule's MRO
     stored_tensors: dict[str, Any]
+    input_modifiers: Sequence[Callable[[torch.Tensor], torch.Tensor]]
+    param_modifiers: Sequence[ParamMod | Callable[[torch.Tensor, str], torch.Tensor]]
+    output_modifiers: Sequence[Callable[[torch.Tensor], torch.Tensor]]
+    gradient_mapper: Callable[[torch.Tensor, list[torch.Tensor]], torch.Tensor | Sequence[torch.Tensor | None]]
 
     @property
     def session(self) -> HookSession:
@@ -111,19 +129,25 @@ class CachedForwardHook:
     def session(self, value: HookSession) -> None:
         self.__dict__["_session"] = value
 
-    def post_forward(self, module, input, output):
+    def post_forward(self, module: nn.Module, input: tuple[Any, ...] | torch.Tensor, output: Any) -> Any:
         inp = input[0] if isinstance(input, tuple) else input
-        if self.session.optimised and isinstance(output, torch.Tensor) and isinstance(inp, torch.Tensor) and inp.requires_grad:
+        if (
+            self.session.optimised
+            and isinstance(output, torch.Tensor)
+            and isinstance(inp, torch.Tensor)
+            and inp.requires_grad
+        ):
             output = _Bypass.apply(inp, output.detach())
-        return super().post_forward(module, input, output)
+        # a mixin: zennit's Hook, which follows it in every rule's MRO, defines post_forward
+        return super().post_forward(module, input, output)  # type: ignore[misc]
 
-    def forward(self, module, input, output):
+    def forward(self, module: nn.Module, input: tuple[Any, ...], output: Any) -> None:
         self.stored_tensors.clear()
         self.stored_tensors["input"] = input
         self.stored_tensors["terms"] = {}
         self.stored_tensors["tick"] = self.session.clock()
 
-    def term(self, module, t: int):
+    def term(self, module: nn.Module, t: int) -> Term:
         """(modified input, modified output, modified weight or None) of term ``t``.
 
         For plain ``Conv2d`` modules the weight is kept and no graph is built: their transposed
@@ -133,66 +157,90 @@ class CachedForwardHook:
         if t not in terms:
             original = self.stored_tensors["input"][0].detach()
             direct = _is_plain_conv(module)
-            inp = self.input_modifiers[t](original).requires_grad_(not direct)
+            inp: TermInput = self.input_modifiers[t](original).requires_grad_(not direct)
             grad_mode = torch.no_grad() if direct else torch.enable_grad()
             with ParamMod.ensure(self.param_modifiers[t])(module) as modified, grad_mode:
                 out = self.output_modifiers[t](modified.forward(inp))
-                weight = modified.weight.detach().clone() if direct else None
+                weight: torch.Tensor | None = modified.weight.detach().clone() if direct else None
             # keep no modified copy: rebuild it on each box (on CUDA the whole map is used at once, and
             # rebuilding would read a value back to the host on every backward)
             if direct and inp is not original and not original.is_cuda:
                 inp = _ModifiedInput(self.input_modifiers[t], original)
             terms[t] = (inp, out, weight)
-        return terms[t]
+        return cast(Term, terms[t])
 
-    def once(self, key: str, compute):
+    def term_output(self, module: nn.Module, t: int) -> torch.Tensor:
+        """The modified output of term ``t`` (built on first use); asked for before a rule drops it."""
+        out = self.term(module, t)[1]
+        if out is None:
+            raise RuntimeError(f"the modified output of term {t} was already released for this forward")
+        return out
+
+    def once(self, key: str, compute: Callable[[], _T]) -> _T:
         """A per-forward constant, computed on first use."""
         if key not in self.stored_tensors:
             self.stored_tensors[key] = compute()
-        return self.stored_tensors[key]
+        return cast(_T, self.stored_tensors[key])
 
-    def backward(self, module, grad_input, grad_output):
+    def backward(
+        self, module: nn.Module, grad_input: tuple[torch.Tensor | None, ...], grad_output: tuple[torch.Tensor, ...]
+    ) -> tuple[torch.Tensor | None, ...]:
         out_grad = grad_output[0]
         if not self.session.optimised:  # rebuild every per-forward quantity, as zennit's own hooks do
             for key in [k for k in self.stored_tensors if k not in ("input", "tick", "grad_output")]:
                 del self.stored_tensors[key]
             self.stored_tensors["terms"] = {}
+        # {term: (gradient, None) or (None, scale)}: the gradient of term t is given, or out_grad * scale
+        scaled: dict[int, tuple[torch.Tensor | None, torch.Tensor | None]]
         if hasattr(self, "term_scales"):  # our rules: grad of term t = out_grad * scale_t
             scaled = {t: (None, scale) for t, scale in self.term_scales(module).items()}
         else:  # zennit's own rules: their gradient mapper on all terms
-            outputs = [self.term(module, t)[1] for t in range(len(self.input_modifiers))]
+            outputs = [self.term_output(module, t) for t in range(len(self.input_modifiers))]
             mapped = self.gradient_mapper(out_grad, outputs)
             mapped = [mapped] if isinstance(mapped, torch.Tensor) else mapped
             scaled = {t: (g, None) for t, g in enumerate(mapped) if g is not None}
-        relevance = None
-        autograd_terms = []
-        direct_terms = []
+        relevance: torch.Tensor | None = None
+        autograd_terms: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        direct_terms: list[ConvTerm] = []
         for t, (grad, scale) in scaled.items():
             inp, out, weight = self.term(module, t)
             if weight is not None:
                 direct_terms.append((inp, weight, grad, scale))
             else:
-                grad = out_grad * scale if grad is None else grad
+                # only directly transposed terms (those that keep the weight) wrap the input or drop the output
+                assert isinstance(inp, torch.Tensor) and out is not None
+                grad = _term_gradient(grad, scale, out_grad)
                 autograd_terms.append((inp, out, _like_layout(grad, out)))
         if direct_terms:
             # boxes need their bounds on the host: on CUDA the whole map is cheaper than a sync per image
-            relevance = boxed_conv_relevance(module, direct_terms, out_grad, self.stored_tensors["input"][0],
-                                             boxed=self.session.optimised and not out_grad.is_cuda)
+            # only plain Conv2d modules keep their weight for a direct transpose (see term())
+            relevance = boxed_conv_relevance(
+                cast(nn.Conv2d, module),
+                direct_terms,
+                out_grad,
+                self.stored_tensors["input"][0],
+                boxed=self.session.optimised and not out_grad.is_cuda,
+            )
         if autograd_terms:
             grads = torch.autograd.grad(
-                [o for _, o, _ in autograd_terms], [i for i, _, _ in autograd_terms],
+                [o for _, o, _ in autograd_terms],
+                [i for i, _, _ in autograd_terms],
                 grad_outputs=[g for _, _, g in autograd_terms],
-                retain_graph=True, create_graph=out_grad.requires_grad,
+                retain_graph=True,
+                create_graph=out_grad.requires_grad,
             )
             for (inp, _, _), grad in zip(autograd_terms, grads):
                 relevance = _accumulate(relevance, inp, grad)
         if relevance is None:
             relevance = torch.zeros_like(self.stored_tensors["input"][0])
-        return tuple(relevance if original.shape == relevance.shape else None for original in grad_input)
+        return tuple(
+            relevance if original is not None and original.shape == relevance.shape else None for original in grad_input
+        )
 
 
-def boxed_conv_relevance(module: torch.nn.Conv2d, terms, out_grad: torch.Tensor, like: torch.Tensor,
-                         boxed: bool = True) -> torch.Tensor:
+def boxed_conv_relevance(
+    module: nn.Conv2d, terms: Sequence[ConvTerm], out_grad: torch.Tensor, like: torch.Tensor, boxed: bool = True
+) -> torch.Tensor:
     """Σ_t input_t ⊙ convᵀ(grad_t, weight_t), computed per image on the box where out_grad is non-zero.
 
     A seed at one feature cell reaches only that cell's receptive field, so during a
@@ -205,7 +253,7 @@ def boxed_conv_relevance(module: torch.nn.Conv2d, terms, out_grad: torch.Tensor,
     """
     if not boxed:
         return _whole_conv_relevance(module, terms, out_grad, like)
-    (sh, sw), (ph, pw) = module.stride, module.padding
+    (sh, sw), (ph, pw) = module.stride, _numeric_padding(module)
     H, W = like.shape[-2:]
     relevance = torch.zeros_like(like)
     g_all = out_grad.detach()
@@ -219,50 +267,73 @@ def boxed_conv_relevance(module: torch.nn.Conv2d, terms, out_grad: torch.Tensor,
         x0, x1 = int(cols[0]), int(cols[-1]) + 1
         iy, ix = y0 * sh - ph, x0 * sw - pw  # input position of the transposed map's first row/col
         box = (slice(b, b + 1), slice(None), slice(y0, y1), slice(x0, x1))
-        acc = None
+        acc: torch.Tensor | None = None
         for inp, weight, grad, scale in terms:
-            g = grad[box] if grad is not None else out_grad[box] * scale[box]
+            g = _term_gradient(grad, scale, out_grad, box)
             part = torch.nn.functional.conv_transpose2d(g, weight, stride=module.stride, groups=module.groups)
             if acc is None:  # clip the transposed map to the input once its size is known
                 ty0, tx0 = max(0, -iy), max(0, -ix)
                 ty1, tx1 = min(part.shape[-2], H - iy), min(part.shape[-1], W - ix)
                 rows_in, cols_in = slice(iy + ty0, iy + ty1), slice(ix + tx0, ix + tx1)
-            term = inp[b:b + 1, :, rows_in, cols_in] * part[..., ty0:ty1, tx0:tx1]
+            term = inp[b : b + 1, :, rows_in, cols_in] * part[..., ty0:ty1, tx0:tx1]
             acc = term if acc is None else acc + term
-        relevance[b:b + 1, :, rows_in, cols_in] = acc
+        assert acc is not None  # terms is never empty
+        relevance[b : b + 1, :, rows_in, cols_in] = acc
     return relevance
 
 
-def _whole_conv_relevance(module: torch.nn.Conv2d, terms, out_grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def _whole_conv_relevance(
+    module: nn.Conv2d, terms: Sequence[ConvTerm], out_grad: torch.Tensor, like: torch.Tensor
+) -> torch.Tensor:
     """Σ_t input_t ⊙ convᵀ(grad_t, weight_t) over the whole batch at once: no value is read back to
     the host (what a GPU wants), and the straightforward path."""
-    (sh, sw), (ph, pw) = module.stride, module.padding
+    padding = _numeric_padding(module)
+    (sh, sw), (ph, pw) = module.stride, padding
     kh, kw = module.kernel_size
     H, W = like.shape[-2:]
     Ho, Wo = out_grad.shape[-2:]
     extra = (H - ((Ho - 1) * sh - 2 * ph + kh), W - ((Wo - 1) * sw - 2 * pw + kw))
     whole = (slice(None),) * 4
-    relevance = None
+    relevance: torch.Tensor | None = None
     for inp, weight, grad, scale in terms:
-        g = grad if grad is not None else out_grad * scale
-        part = torch.nn.functional.conv_transpose2d(g, weight, stride=module.stride, padding=module.padding,
-                                                    output_padding=extra, groups=module.groups)
+        g = _term_gradient(grad, scale, out_grad)
+        part = torch.nn.functional.conv_transpose2d(
+            g, weight, stride=module.stride, padding=padding, output_padding=extra, groups=module.groups
+        )
         term = inp[whole] * part
         relevance = term if relevance is None else relevance + term
     assert relevance is not None
     return relevance
 
 
-def _is_plain_conv(module) -> bool:
+def _term_gradient(
+    grad: torch.Tensor | None, scale: torch.Tensor | None, out_grad: torch.Tensor, box: tuple[slice, ...] | None = None
+) -> torch.Tensor:
+    """A term's gradient (on ``box``, else the whole map): the given one, or ``out_grad`` times the term's scale."""
+    if grad is not None:
+        return grad if box is None else grad[box]
+    if scale is None:
+        raise ValueError("a term's gradient needs either the gradient itself or a scale for the incoming one")
+    return out_grad * scale if box is None else out_grad[box] * scale[box]
+
+
+def _numeric_padding(module: nn.Conv2d) -> tuple[int, ...]:
+    """The padding of a plain convolution, which is numeric (``_is_plain_conv`` excludes 'same' / 'valid')."""
+    return cast("tuple[int, ...]", module.padding)
+
+
+def _is_plain_conv(module: nn.Module) -> bool:
     """A Conv2d whose forward is torch's own (no dynamic 'same' padding), zero padding, dilation 1."""
     return (
-        isinstance(module, torch.nn.Conv2d) and type(module).forward is torch.nn.Conv2d.forward
-        and module.padding_mode == "zeros" and not isinstance(module.padding, str)
+        isinstance(module, torch.nn.Conv2d)
+        and type(module).forward is torch.nn.Conv2d.forward
+        and module.padding_mode == "zeros"
+        and not isinstance(module.padding, str)
         and module.dilation == (1, 1)
     )
 
 
-def _accumulate(total, inp: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+def _accumulate(total: torch.Tensor | None, inp: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     term = inp * _like_layout(grad, inp)
     return term if total is None else total + term
 
@@ -278,7 +349,7 @@ def _like_layout(grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 _CACHED_CLASSES: dict[type, type] = {}
 
 
-def cached(hook):
+def cached(hook: Hook | None) -> Hook | None:
     """The same rule with its modified forward cached (other hooks are returned unchanged)."""
     if hook is None or not isinstance(hook, BasicHook) or isinstance(hook, CachedForwardHook):
         return hook

@@ -13,13 +13,16 @@ Two modes:
   ``BatchNormAct2d`` is not a leaf) and plain residual additions. Not conserving; kept so results
   can be compared with the published ones.
 """
+
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 from torch import nn
 from zennit.composites import EpsilonPlus
+from zennit.core import Hook
 from zennit.types import Activation
 
 from ...errors import UnsupportedModelError
@@ -42,12 +45,12 @@ class ConservingEpsilonPlus(EpsilonPlus):
     sign: summed |R| at ``blocks.3`` was 30× the signed sum. With ZPlus it equals it.)
     """
 
-    def __init__(self, epsilon: float = 1e-6, stabilizer: float = 1e-6):
+    def __init__(self, epsilon: float = 1e-6, stabilizer: float = 1e-6) -> None:
         super().__init__(epsilon=epsilon, stabilizer=stabilizer, zero_params=["bias"])
         self._zplus = ZPlusRule(stabilizer=stabilizer)
         self._epsilon = EpsilonRule(stabilizer=epsilon)
 
-    def mapping(self, ctx, name, module):
+    def mapping(self, ctx: dict[str, Any], name: str, module: nn.Module) -> Hook | None:
         if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             return self._zplus
         if isinstance(module, nn.Linear):
@@ -60,7 +63,7 @@ class ConservingEpsilonPlus(EpsilonPlus):
 class CachedEpsilonPlus(EpsilonPlus):
     """zennit's EpsilonPlus, rules unchanged, with each modified forward computed once per forward."""
 
-    def mapping(self, ctx, name, module):
+    def mapping(self, ctx: dict[str, Any], name: str, module: nn.Module) -> Hook | None:
         return cached(super().mapping(ctx, name, module))
 
 

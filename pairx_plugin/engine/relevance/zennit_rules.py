@@ -14,9 +14,14 @@ denominators, the dead-unit mask — is computed once per forward (see :mod:`.ca
 terms that cannot contribute are never built; each back-projected seed then costs one elementwise
 product and the transposed operations.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
+from typing import cast
+
 import torch
+from torch import nn
 from zennit.core import BasicHook, ParamMod
 from zennit.rules import ClampMod, NoMod
 
@@ -29,7 +34,7 @@ DEAD = 1e-12
 class _Ones(ParamMod):
     """Every weight set to one (bias zero): the layer then counts the inputs of each unit."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__((lambda param, _: torch.ones_like(param)), zero_params=["bias"])
 
 
@@ -38,7 +43,12 @@ class _FlatFallbackRule(CachedForwardHook, BasicHook):
 
     n_terms = 1
 
-    def __init__(self, input_modifiers, param_modifiers, stabilizer: float = 1e-6):
+    def __init__(
+        self,
+        input_modifiers: Sequence[Callable[[torch.Tensor], torch.Tensor]],
+        param_modifiers: Sequence[ParamMod],
+        stabilizer: float = 1e-6,
+    ) -> None:
         self.stabilizer = stabilizer
         super().__init__(
             input_modifiers=[*input_modifiers, torch.ones_like],
@@ -46,27 +56,30 @@ class _FlatFallbackRule(CachedForwardHook, BasicHook):
             output_modifiers=[lambda out: out] * (len(input_modifiers) + 1),
         )
 
-    def copy(self):
-        return type(self)(stabilizer=self.stabilizer)
+    def copy(self) -> _FlatFallbackRule:
+        """A fresh hook with the same settings (zennit gives every module its own copy)."""
+        make: Callable[..., _FlatFallbackRule] = type(self)  # the concrete rules take ``stabilizer`` only
+        return make(stabilizer=self.stabilizer)
 
-    def used_terms(self, module) -> list[int]:
+    def used_terms(self, module: nn.Module) -> list[int]:
         return list(range(self.n_terms))
 
-    def _denominators(self, module):
+    def _denominators(self, module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
         """1/stabilised bias-free pre-activation (0 at dead units) and the flat share (or None)."""
         used = self.used_terms(module)
-        z = sum(self.term(module, t)[1] for t in used).detach()
+        # a tensor: ``used`` is never empty (sum's start value 0 is kept, so the numbers stay as they were)
+        z = cast(torch.Tensor, sum(self.term_output(module, t) for t in used)).detach()
         self._forget_outputs(used)
         dead = z.abs() <= DEAD
         inverse = 1.0 / stabilize(z, self.stabilizer)
         if not bool(dead.any()):
             return inverse, None
-        count = self.term(module, self.n_terms)[1].detach()
+        count = self.term_output(module, self.n_terms).detach()
         self._forget_outputs([self.n_terms])
         inverse = torch.where(dead, torch.zeros_like(inverse), inverse)
         return inverse, dead.to(z.dtype) / count.clamp(min=1)
 
-    def _forget_outputs(self, terms) -> None:
+    def _forget_outputs(self, terms: Iterable[int]) -> None:
         """Directly transposed terms need their modified outputs only for the denominators."""
         store = self.stored_tensors["terms"]
         for t in terms:
@@ -74,7 +87,7 @@ class _FlatFallbackRule(CachedForwardHook, BasicHook):
             if weight is not None:
                 store[t] = (inp, None, weight)
 
-    def term_scales(self, module) -> dict:
+    def term_scales(self, module: nn.Module) -> dict[int, torch.Tensor]:
         """{term: scale}: the gradient for term t is the incoming relevance times scale_t."""
         inverse, flat = self.once("denominators", lambda: self._denominators(module))
         scales = {t: inverse for t in self.used_terms(module)}
@@ -96,14 +109,14 @@ class ZPlusRule(_FlatFallbackRule):
 
     n_terms = 2
 
-    def __init__(self, stabilizer: float = 1e-6):
+    def __init__(self, stabilizer: float = 1e-6) -> None:
         super().__init__(
             input_modifiers=[_positive_part, lambda x: x.clamp(max=0)],
             param_modifiers=[ClampMod(min=0.0, zero_params=["bias"]), ClampMod(max=0.0, zero_params=["bias"])],
             stabilizer=stabilizer,
         )
 
-    def used_terms(self, module) -> list[int]:
+    def used_terms(self, module: nn.Module) -> list[int]:
         negative = self.once("negative", lambda: bool((self.stored_tensors["input"][0] < 0).any()))
         return [0, 1] if negative else [0]
 
@@ -111,7 +124,7 @@ class ZPlusRule(_FlatFallbackRule):
 class EpsilonRule(_FlatFallbackRule):
     n_terms = 1
 
-    def __init__(self, stabilizer: float = 1e-6):
+    def __init__(self, stabilizer: float = 1e-6) -> None:
         super().__init__(
             input_modifiers=[lambda x: x],
             param_modifiers=[NoMod(zero_params=["bias"])],
