@@ -5,6 +5,7 @@ Generates the set (:mod:`.synthetic`), runs wildlife-tools (WildlifeDataset with
 explains the top-3 matches of every query, writes artifacts, manifest and review page, and reports
 top-1 accuracy and where the match lines land (:mod:`.correspondence`).
 """
+
 from __future__ import annotations
 
 import json
@@ -13,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from pairx_plugin.artifacts.schema import ExplanationArtifact
 from pairx_plugin.artifacts.store import ArtifactStore
@@ -72,20 +75,30 @@ def score_lines(result: PipelineResult, synthetic: SyntheticSet) -> list[LineSco
                 f"record {record.query_id!r} -> {record.candidate_id!r} is not a pair of this synthetic set"
             )
         if not artifact.matches:
-            scores.append(LineScore(record.query_id, record.candidate_id,
-                                    record.query_label == record.candidate_label, 0, 0, 0.0))
+            scores.append(
+                LineScore(record.query_id, record.candidate_id, record.query_label == record.candidate_label, 0, 0, 0.0)
+            )
             continue
         size = (artifact.candidate.input_height, artifact.candidate.input_width)
         if size != (artifact.query.input_height, artifact.query.input_width):
             raise InvalidInputError(f"query and candidate inputs differ in size ({size}); the demo uses one input size")
         mapping = synthetic.query_to_candidate(record.query_id, record.candidate_id, size)
         hits, baseline = landed_lines(
-            [m.query_xy for m in artifact.matches], [m.candidate_xy for m in artifact.matches],
-            mapping, _cell_size(artifact),
+            np.asarray([m.query_xy for m in artifact.matches], dtype=float),
+            np.asarray([m.candidate_xy for m in artifact.matches], dtype=float),
+            mapping,
+            _cell_size(artifact),
         )
-        scores.append(LineScore(record.query_id, record.candidate_id,
-                                record.query_label == record.candidate_label,
-                                len(hits), int(hits.sum()), baseline))
+        scores.append(
+            LineScore(
+                record.query_id,
+                record.candidate_id,
+                record.query_label == record.candidate_label,
+                len(hits),
+                int(hits.sum()),
+                baseline,
+            )
+        )
     return scores
 
 
@@ -99,25 +112,42 @@ def report_lines(result: DemoResult) -> list[str]:
     pipeline = result.pipeline
     explained = sum(r.explanation is not None for r in pipeline.records)
     failed = sum(r.explanation_error is not None for r in pipeline.records)
+    animals = len({s.identity for s in result.synthetic.sightings.values()})
     return [
-        f"images: {len(result.synthetic.sightings)} ({len({s.identity for s in result.synthetic.sightings.values()})} animals)",
+        f"images: {len(result.synthetic.sightings)} ({animals} animals)",
         f"top-1 accuracy: {result.accuracy:.4f}",
         f"explained matches: {explained} (failed: {failed})",
-        (f"lines within one cell of the true correspondence, correct matches: {_share(c.correct_share)} "
-         f"({c.correct_lines} lines over {c.correct_matches} matches; chance {_share(c.correct_baseline)})"),
-        (f"lines within one cell of the true correspondence, incorrect matches: {_share(c.incorrect_share)} "
-         f"({c.incorrect_lines} lines over {c.incorrect_matches} matches; chance {_share(c.incorrect_baseline)})"),
+        (
+            f"lines within one cell of the true correspondence, correct matches: {_share(c.correct_share)} "
+            f"({c.correct_lines} lines over {c.correct_matches} matches; chance {_share(c.correct_baseline)})"
+        ),
+        (
+            f"lines within one cell of the true correspondence, incorrect matches: {_share(c.incorrect_share)} "
+            f"({c.incorrect_lines} lines over {c.incorrect_matches} matches; chance {_share(c.incorrect_baseline)})"
+        ),
         *(evidence_lines(result.evidence) if result.evidence is not None else []),
         f"review page: {pipeline.review_page}",
-        (f"time: {result.seconds:.1f} s (features {pipeline.timings.get('features_s', 0):.1f} s, "
-         f"explanations {pipeline.timings.get('explain_s', 0):.1f} s)"),
+        (
+            f"time: {result.seconds:.1f} s (features {pipeline.timings.get('features_s', 0):.1f} s, "
+            f"explanations {pipeline.timings.get('explain_s', 0):.1f} s)"
+        ),
     ]
 
 
-def run_demo(out_dir: str | Path, *, animals: int = DEFAULT_ANIMALS, sightings: int = DEFAULT_SIGHTINGS,
-             top_k: int = DEFAULT_TOP_K, k_colors: int = DEFAULT_K_COLORS, seed: int = 0,
-             progress: bool = True, model: Any = None, render: list[str] | None = None,
-             echo: Callable[[str], None] | None = print, scenes: bool = False) -> DemoResult:
+def run_demo(
+    out_dir: str | Path,
+    *,
+    animals: int = DEFAULT_ANIMALS,
+    sightings: int = DEFAULT_SIGHTINGS,
+    top_k: int = DEFAULT_TOP_K,
+    k_colors: int = DEFAULT_K_COLORS,
+    seed: int = 0,
+    progress: bool = True,
+    model: Any = None,
+    render: list[str] | None = None,
+    echo: Callable[[str], None] | None = print,
+    scenes: bool = False,
+) -> DemoResult:
     """Generate, match, explain, score; writes ``demo_summary.json`` beside the review page.
 
     model: a ``ModelBundle`` to use instead of loading the built-in one; render: panel kinds
@@ -127,20 +157,32 @@ def run_demo(out_dir: str | Path, *, animals: int = DEFAULT_ANIMALS, sightings: 
     start = time.perf_counter()
     out_dir = Path(out_dir)
     if scenes:
-        synthetic: Any = generate_scene_set(out_dir / "data", animals=animals, sightings=sightings,
-                                            scenes=max(2, animals // 2), seed=seed)
+        synthetic: Any = generate_scene_set(
+            out_dir / "data", animals=animals, sightings=sightings, scenes=max(2, animals // 2), seed=seed
+        )
     else:
         synthetic = generate_synthetic_set(out_dir / "data", animals=animals, sightings=sightings, seed=seed)
     settings = RunSettings(
         model="builtin",
         data=DataSettings(img_load="full" if scenes else "bbox"),
-        pairx=PairXConfig(top_k=top_k, k_colors=k_colors, output_dir=str(out_dir),
-                          **({"render": render} if render is not None else {})),
+        pairx=PairXConfig(
+            top_k=top_k,
+            k_colors=k_colors,
+            output_dir=str(out_dir),
+            **({"render": render} if render is not None else {}),
+        ),
     )
     ArtifactStore(out_dir).remove_run(DEMO_RUN_NAME)  # the demo owns its name; manifests are exclusive
-    pipeline = run_pipeline(out_dir / "data", synthetic.metadata, settings, out_dir,
-                            run_name=DEMO_RUN_NAME, progress=progress, model=model,
-                            review_path=out_dir / "review.html")
+    pipeline = run_pipeline(
+        out_dir / "data",
+        synthetic.metadata,
+        settings,
+        out_dir,
+        run_name=DEMO_RUN_NAME,
+        progress=progress,
+        model=model,
+        review_path=out_dir / "review.html",
+    )
     line_scores = score_lines(pipeline, synthetic)
     evidence = summarise_evidence(pipeline.records, out_dir, synthetic)
     result = DemoResult(pipeline, synthetic, line_scores, summarise(line_scores), time.perf_counter() - start, evidence)
@@ -149,8 +191,14 @@ def run_demo(out_dir: str | Path, *, animals: int = DEFAULT_ANIMALS, sightings: 
         "correspondence": asdict(result.correspondence),
         "seconds": result.seconds,
         "timings": pipeline.timings,
-        "settings": {"animals": animals, "sightings": sightings, "top_k": top_k, "k_colors": k_colors, "seed": seed,
-                     "scenes": scenes},
+        "settings": {
+            "animals": animals,
+            "sightings": sightings,
+            "top_k": top_k,
+            "k_colors": k_colors,
+            "seed": seed,
+            "scenes": scenes,
+        },
         "evidence": evidence_lines(evidence),
         "per_match": [asdict(s) | {"share": s.share if s.lines else None} for s in line_scores],
     }
