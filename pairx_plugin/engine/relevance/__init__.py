@@ -3,6 +3,7 @@
 ``backend="auto"`` takes the backend of the model's family (``engine/families.py``; the first
 matching family whose backend ``supports(model)``). A configuration can also name one.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -29,8 +30,9 @@ def backend_class(name: str) -> type[RelevanceBackend]:
     return cls
 
 
-def choose_backend(model: nn.Module, mode: str = "conservative", name: str = "auto",
-                   optimised: bool = True) -> RelevanceBackend:
+def choose_backend(
+    model: nn.Module, mode: str = "conservative", name: str = "auto", optimised: bool = True
+) -> RelevanceBackend:
     """The backend instance that explains ``model``: the backend of its family (``families.FAMILIES``)
     unless ``name`` is given."""
     if name != "auto":

@@ -17,6 +17,7 @@ just the module (for callers that need no bookkeeping).
 Both must always undo everything they did (hooks, patched forwards, merged parameters), also when the
 body raises.
 """
+
 from __future__ import annotations
 
 import abc

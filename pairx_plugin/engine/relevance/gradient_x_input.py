@@ -7,6 +7,7 @@ constant for the gradient (see ``gxi_rules``). What remains between an embedding
 piecewise linear, so relevance = gradient x activation is conserved up to the biases
 (docs/backends.md gives the measured numbers).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -37,8 +38,9 @@ class GradientXInput(RelevanceBackend):
 
     name = "gradient-x-input"
 
-    def __init__(self, mode: str = "conservative", linear_rule: str = "gradient", gamma: float = 0.25,
-                 optimised: bool = True) -> None:
+    def __init__(
+        self, mode: str = "conservative", linear_rule: str = "gradient", gamma: float = 0.25, optimised: bool = True
+    ) -> None:
         super().__init__(mode=mode, optimised=optimised)
         if linear_rule not in LINEAR_RULES:
             raise ConfigError(f"linear_rule={linear_rule!r} is not a gradient-x-input rule; use one of {LINEAR_RULES}")
@@ -92,6 +94,7 @@ class GradientXInputGamma(GradientXInput):
 
     name = "gradient-x-input-gamma"
 
-    def __init__(self, mode: str = "conservative", linear_rule: str = "gamma", gamma: float = 0.25,
-                 optimised: bool = True) -> None:
+    def __init__(
+        self, mode: str = "conservative", linear_rule: str = "gamma", gamma: float = 0.25, optimised: bool = True
+    ) -> None:
         super().__init__(mode=mode, linear_rule=linear_rule, gamma=gamma, optimised=optimised)
