@@ -319,7 +319,9 @@ def test_store_failure_is_recorded_on_its_record(tmp_path, golden, model, monkey
 
     def disk_fills_up(fd, data):
         calls["n"] += 1
-        if calls["n"] > 4:  # 3 display PNGs + the JSON of the first artifact fit, then the disk is full
+        # the first artifact fits (2 shared display images, 3 display PNGs, pair_data.npz, the JSON),
+        # then the disk is full
+        if calls["n"] > 7:
             raise OSError(errno.ENOSPC, "No space left on device")
         real_write(fd, data)
 
