@@ -129,7 +129,7 @@ def read_pair_data(data: bytes, *, source: str = PAIR_DATA_NAME) -> dict[str, np
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
-    except Exception as exc:  # noqa: BLE001 - any decoding failure means the file is damaged
+    except Exception as exc:
         raise ArtifactError(f"{source} is not a readable pair-data .npz ({exc}); re-run to rewrite it") from exc
     missing = [name for name in required if name not in arrays]
     if missing:

@@ -195,16 +195,16 @@ def _with_id(schema: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 __all__ = [
+    "FILE_NAME_PATTERN",
     "SCHEMA_VERSION",
-    "ExplanationArtifact",
-    "ManifestEntry",
+    "SHARED_PATH_PATTERN",
     "ArtifactFile",
     "ArtifactMatch",
     "ArtifactSettings",
+    "ExplanationArtifact",
     "ImageInfo",
     "LibraryVersions",
+    "ManifestEntry",
     "SharedFile",
-    "SHARED_PATH_PATTERN",
-    "FILE_NAME_PATTERN",
     "json_schemas",
 ]

@@ -389,7 +389,7 @@ class ArtifactStore:
         try:
             with Image.open(path) as image:
                 return np.asarray(image.convert("RGB"), dtype=np.uint8)
-        except Exception as exc:  # noqa: BLE001 - OSError or a decoder error: the file is unusable
+        except Exception as exc:
             raise ArtifactError(f"cannot read shared image {str(path)!r} ({exc}); re-run the records that use it "
                                 "(pairx-plugin store verify lists them)") from exc
 
@@ -585,8 +585,10 @@ def read_manifest(path: str | os.PathLike[str]) -> list[ManifestEntry]:
 
 
 __all__ = [
-    "ArtifactStore",
+    "ARRAYS_NAME",
+    "JSON_NAME",
     "ArtifactBlob",
+    "ArtifactStore",
     "RunManifest",
     "arrays_blob",
     "artifact_id",
@@ -597,6 +599,4 @@ __all__ = [
     "new_run_name",
     "read_manifest",
     "sweep_temporary_files",
-    "JSON_NAME",
-    "ARRAYS_NAME",
 ]

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
 from . import EXIT_FAILED, EXIT_OK
+
+if TYPE_CHECKING:
+    from ..artifacts.store import ArtifactStore
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -32,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
-def _ids(store, args: argparse.Namespace) -> list[str]:  # noqa: ANN001 - ArtifactStore
+def _ids(store: ArtifactStore, args: argparse.Namespace) -> list[str]:
     from ..artifacts.store import read_manifest
     from ..errors import InvalidInputError
 
