@@ -25,8 +25,14 @@ def _run(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
     settings = load_run_settings(args.config, top_k=args.top_k)
     out = Path(args.out or settings.pairx.output_dir or "pairx_out")
+    explainer = None
+    if args.ray is not None:
+        from pairx_ray import RayExplainer
+
+        explainer = RayExplainer(settings.model or "builtin", weights=settings.weights, workers=args.workers,
+                                 address=args.ray)
     result = run_pipeline(args.images, args.metadata, settings, out, run_name=args.run_name,
-                          progress=not args.no_progress)
+                          progress=not args.no_progress, explainer=explainer)
     explained = sum(r.explanation is not None for r in result.records)
     failed = sum(r.explanation_error is not None for r in result.records)
     print(f"top-1 accuracy: {result.accuracy:.4f}")
@@ -61,6 +67,10 @@ def register_run(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--run-name", default=None, help="manifest name (default: a UTC timestamp)")
     parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--ray", nargs="?", const="auto", default=None, metavar="auto|ADDRESS",
+                        help="explain on Ray workers (pairx-plugin[ray]): 'auto' joins a running cluster or starts "
+                             "a local one, or HOST:PORT; see docs/scale.md")
+    parser.add_argument("--workers", type=positive_int, default=2, help="Ray workers, one model copy each (default 2)")
     parser.set_defaults(handler=_run)
     return parser
 
