@@ -1,19 +1,20 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   -> builds .venv if needed, runs the main job on the embedded default
-#   make test   -> builds .venv if needed, runs the test suite
+#   make test   -> builds .venv if needed, runs the test suite (make test-fast: without slow/browser tests)
+# Both install every extra ('.[all,dev]'): the wildlife-tools pipeline, the service and the test tools.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Exact torch pair for this machine kind (both come from local disk on Python 3.11 x86_64).
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test test-fast bench clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_PIN)
-	$(BIN)/python -m pip install --quiet -e '.[dev]' $(TORCH_PIN)
+	$(BIN)/python -m pip install --quiet -e '.[all,dev]' $(TORCH_PIN)
 	touch $@
 
 venv: $(BIN)/.installed
@@ -23,6 +24,9 @@ demo: venv
 
 test: venv
 	$(BIN)/python -m pytest -q tests
+
+test-fast: venv
+	$(BIN)/python -m pytest -q -m "not slow and not browser" tests
 
 bench: venv
 	$(BIN)/python benchmarks/bench_engine.py

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from pairx_plugin.errors import InvalidInputError
-from pairx_plugin.reference_models import miewid_like, resnet50_random, seaturtle_batch
+from benchmarks.reference_models import miewid_like, resnet50_random, seaturtle_batch
 
 PAIR = (0, 1)  # image_1 vs image_2
 QUERY = (0, [1, 2, 3, 4, 5])  # image_1 vs image_2, image_3, image_4, flip(image_1), flip(image_2)

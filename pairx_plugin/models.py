@@ -6,16 +6,29 @@ Accepted specs (:data:`SPEC_FORMS`):
 ``timm:NAME``             ``timm.create_model(NAME, pretrained=False, num_classes=0)``; weights
                           only from ``weights=FILE`` (a state dict; no model hub is contacted).
                           Input size, mean and std come from timm's ``pretrained_cfg`` when known.
+``hf-hub:ORG/NAME``       a timm model from the local Hugging Face cache (e.g.
+                          ``hf-hub:BVRA/MegaDescriptor-T-224``); never downloads: when it is not
+                          cached the error names the cache folder and the fetch command.
+``local-dir:PATH``        a timm model folder (``config.json`` + weights, as ``save_for_hf`` writes).
+``transformers:DIR_OR_ID`` a transformers-format folder or cached hub id (e.g.
+                          ``transformers:conservationxlabs/miewid-msv3``); custom code (an
+                          ``auto_map`` in config.json) runs only with ``trust_remote_code=True``.
+``miewid:PATH``           a WBIA ``MiewIdNet`` state-dict checkpoint on ``efficientnetv2_rw_m``;
+``miewid[BACKBONE]:PATH`` the same on another timm backbone. Strict key check.
 ``module:callable``       import ``module`` and call ``callable()`` (dots allowed after the colon);
                           it must return an ``nn.Module`` or a :class:`ModelBundle`.
 
-Every returned model is in eval mode.
+Preprocessing (input size, mean, std) comes from the checkpoint's own config where it has one (timm's
+``pretrained_cfg``, transformers' ``preprocessor_config.json``/``config.json``, a MiewID checkpoint's
+``config``), else 224 px (440 px for MiewID) and ImageNet statistics. Details in
+:mod:`pairx_plugin.models_hub` and :mod:`pairx_plugin.models_miewid`. Every returned model is in eval mode.
 """
 from __future__ import annotations
 
 import hashlib
 import importlib
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +40,13 @@ from torch import nn
 from .errors import InvalidInputError
 from .pretrained import BUILTIN_MODEL_NAME, IMAGENET_MEAN, IMAGENET_STD, efficientnet_lite0_imagenet
 
-SPEC_FORMS = "'builtin' (or 'default'), 'timm:NAME' (e.g. timm:resnet18) or 'module:callable' (e.g. mypkg.models:build)"
+SPEC_FORMS = (
+    "'builtin' (or 'default'), 'timm:NAME' (e.g. timm:resnet18), 'hf-hub:ORG/NAME' (a cached timm hub model, "
+    "e.g. hf-hub:BVRA/MegaDescriptor-T-224), 'local-dir:PATH' (a timm save_for_hf folder), "
+    "'transformers:DIR_OR_ID' (e.g. transformers:conservationxlabs/miewid-msv3), 'miewid:PATH' or "
+    "'miewid[BACKBONE]:PATH' (a WBIA MiewIdNet checkpoint) or 'module:callable' (e.g. mypkg.models:build)"
+)
+_MIEWID_SPEC = re.compile(r"^miewid(?:\[(?P<backbone>[A-Za-z0-9_.\-]+)\])?$")
 DEFAULT_INPUT_SIZE = 224
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")
 
@@ -101,6 +120,58 @@ def load_weights(model: nn.Module, weights: str | os.PathLike, *, drop_prefixes:
     model.load_state_dict(state, strict=False)
 
 
+def _preprocessing(spec: str, size: Any, mean: Any, std: Any, default_size: int = DEFAULT_INPUT_SIZE) -> tuple[int, tuple[float, float, float], tuple[float, float, float]]:
+    """(size, mean, std) checked; None parts take ``default_size`` and ImageNet statistics."""
+    try:
+        size_value = default_size if size is None else int(size)
+        mean_value = IMAGENET_MEAN if mean is None else tuple(float(v) for v in mean)
+        std_value = IMAGENET_STD if std is None else tuple(float(v) for v in std)
+    except (TypeError, ValueError):
+        raise _bad_spec(spec, f"its config gives input size {size!r}, mean {mean!r}, std {std!r}; "
+                              "expected a number and two lists of 3 numbers") from None
+    if len(mean_value) != 3 or len(std_value) != 3:  # grey-scale models: ImageNet statistics on RGB input
+        mean_value, std_value = IMAGENET_MEAN, IMAGENET_STD
+    if size_value < 8:
+        raise _bad_spec(spec, f"its config gives input size {size_value}; expected at least 8 pixels")
+    return size_value, mean_value, std_value  # type: ignore[return-value]
+
+
+def _timm_cfg_bundle(spec: str, model: nn.Module, name: str) -> ModelBundle:
+    """A bundle whose preprocessing is timm's ``pretrained_cfg`` of ``model``."""
+    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    input_size = cfg.get("input_size") or (3, DEFAULT_INPUT_SIZE, DEFAULT_INPUT_SIZE)
+    size, mean, std = _preprocessing(spec, input_size[-1], cfg.get("mean"), cfg.get("std"))
+    return ModelBundle(model=model.eval(), input_size=size, mean=mean, std=std, name=name)
+
+
+def _hub_bundle(spec: str, prefix: str, rest: str, weights: str | None, trust_remote_code: bool) -> ModelBundle:
+    from . import models_hub, models_miewid
+
+    if weights is not None:
+        raise _bad_spec(spec, f"'{prefix}:' specs carry their own weights; drop weights/--weights")
+    if not rest:
+        raise _bad_spec(spec, f"nothing after '{prefix}:'")
+    if prefix == "hf-hub":
+        folder = models_hub.cached_snapshot(spec, rest)
+        return _timm_cfg_bundle(spec, models_hub.timm_from_folder(spec, folder), spec)
+    if prefix == "local-dir":
+        folder = Path(os.path.expanduser(rest))
+        if not folder.is_dir():
+            raise _bad_spec(spec, f"folder {rest!r} does not exist")
+        return _timm_cfg_bundle(spec, models_hub.timm_from_folder(spec, folder), spec)
+    if prefix == "transformers":
+        model, config, preprocessor = models_hub.load_transformers(spec, rest, trust_remote_code=trust_remote_code)
+        size, mean, std = _preprocessing(spec, *models_hub.transformers_preprocessing(config, preprocessor))
+        return ModelBundle(model=model, input_size=size, mean=mean, std=std, name=spec)
+    match = _MIEWID_SPEC.match(prefix)
+    assert match is not None  # the caller dispatches only matching prefixes
+    backbone = match.group("backbone") or models_miewid.MIEWID_BACKBONE
+    miewid, miewid_config = models_miewid.load_miewid_checkpoint(os.path.expanduser(rest), backbone)
+    size, mean, std = _preprocessing(spec, *models_miewid.checkpoint_preprocessing(miewid_config),
+                                     default_size=models_miewid.MIEWID_INPUT_SIZE)
+    return ModelBundle(model=miewid, input_size=size, mean=mean, std=std, name=spec)
+
+
 def _timm_bundle(spec: str, name: str, weights: str | None) -> ModelBundle:
     import timm
 
@@ -152,8 +223,12 @@ def _callable_bundle(spec: str, module_name: str, attr_path: str, weights: str |
     return bundle
 
 
-def load_model_spec(spec: str | None, weights: str | os.PathLike | None = None) -> ModelBundle:
-    """Build the model a spec names (see the module docstring); ``weights`` is an optional state dict file."""
+def load_model_spec(spec: str | None, weights: str | os.PathLike | None = None, *,
+                    trust_remote_code: bool = False) -> ModelBundle:
+    """Build the model a spec names (see the module docstring); ``weights`` is an optional state dict file.
+
+    ``trust_remote_code`` allows a ``transformers:`` model's own Python code to run (off by default).
+    """
     if spec is None:
         spec = "builtin"
     if not isinstance(spec, str) or not spec.strip():
@@ -171,6 +246,8 @@ def load_model_spec(spec: str | None, weights: str | os.PathLike | None = None) 
         raise _bad_spec(spec, "not a known name and has no ':'")
     if prefix == "timm":
         return _timm_bundle(spec, rest.strip(), weights)
+    if prefix in ("hf-hub", "local-dir", "transformers") or _MIEWID_SPEC.match(prefix):
+        return _hub_bundle(spec, prefix, rest.strip(), weights, trust_remote_code)
     return _callable_bundle(spec, prefix.strip(), rest.strip(), weights)
 
 

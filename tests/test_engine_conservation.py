@@ -8,8 +8,8 @@ import torch
 import torchvision
 from engine_support import randomise_norms_and_biases
 
+from benchmarks.reference_models import miewid_like
 from pairx_plugin.engine.conservation import conservation
-from pairx_plugin.reference_models import miewid_like
 
 FAMILIES = {
     "torchvision_resnet18": (lambda: torchvision.models.resnet18(), "layer3", 224),
@@ -21,7 +21,7 @@ FAMILIES = {
 
 def test_conservative_mode_conserves_on_miewid_like(shared_dir):
     """MiewID layout (.backbone EfficientNetV2 + GeM + BatchNorm1d), BN statistics set from real images."""
-    from pairx_plugin.reference_models import seaturtle_batch
+    from benchmarks.reference_models import seaturtle_batch
 
     images = seaturtle_batch(shared_dir, 128)
     model = miewid_like(seed=0, calibration_images=images)

@@ -6,9 +6,9 @@ import timm
 import torch
 from engine_support import assert_same_state, model_state, randomise_norms_and_biases
 
+from benchmarks.reference_models import seaturtle_batch
 from pairx_plugin import PairX
 from pairx_plugin.engine import engine as engine_module
-from pairx_plugin.reference_models import seaturtle_batch
 
 
 @pytest.fixture(scope="module")

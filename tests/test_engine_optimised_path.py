@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from benchmarks.reference_models import seaturtle_batch
 from pairx_plugin import PairX
-from pairx_plugin.reference_models import seaturtle_batch
 
 
 def _r(a, b) -> float:

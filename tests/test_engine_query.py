@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pairx_plugin import PairX
-from pairx_plugin.reference_models import seaturtle_batch
+from benchmarks.reference_models import seaturtle_batch
 
 
 def _r(a, b) -> float:

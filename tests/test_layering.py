@@ -28,6 +28,8 @@ LAYERS: dict[str, int] = {
     "pairx_plugin.config": 1,
     "pairx_plugin.pretrained": 1,
     "pairx_plugin.models": 1,
+    "pairx_plugin.models_hub": 1,  # model specs: Hugging Face cache, timm folders, transformers
+    "pairx_plugin.models_miewid": 1,  # model specs: the MiewID layout and its WBIA checkpoint loader
     "pairx_plugin.engine": 2,
     "pairx_plugin.artifacts": 2,
     "pairx_plugin.decisions": 2,  # curator decisions beside a run's artifacts (the review page reads them)

@@ -8,7 +8,7 @@ from torch import nn
 
 from pairx_plugin.errors import InvalidInputError
 from pairx_plugin.pretrained import IMAGENET_MEAN, IMAGENET_STD
-from pairx_plugin.reference_models import (
+from benchmarks.reference_models import (
     GeM,
     calibrate_batchnorm,
     imagenet_tensor,
@@ -206,3 +206,16 @@ def test_calibration_failure_mid_forward_restores_the_model():
         calibrate_batchnorm(model, torch.rand(2, 3, 16, 16))
     assert model[1].momentum == 0.3 and not model.training
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_reference_models_leave_the_callers_random_state_alone():
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    first = resnet50_random(seed=0)
+    assert torch.equal(torch.get_rng_state(), before)  # the global generator was not reseeded
+    second = resnet50_random(seed=0)
+    for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items()):
+        assert torch.equal(a, b), name  # still deterministic for a seed
+    expected_next = torch.rand(3)
+    torch.set_rng_state(before)
+    assert torch.equal(torch.rand(3), expected_next)

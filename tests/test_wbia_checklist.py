@@ -222,7 +222,9 @@ def test_checklist_06_models_cached_per_url_and_device_on_cpu():
     b = cache.get("other")
     assert b is not a and len(cache) == 2
     assert a.device == "cpu" and next(a.model.parameters()).device.type == "cpu"
-    assert a.lock is not b.lock
+    from pairx_plugin.engine.locks import model_lock
+
+    assert a.lock is model_lock(a.model) and a.lock is not b.lock  # the engine's one lock per model
 
 
 def test_checklist_06b_use_gpu_without_cuda_runs_on_cpu():
@@ -306,7 +308,10 @@ def test_checklist_08_two_threads_on_one_model_match_sequential_bytes(env, tmp_p
     cached = env.runtime.models.get("sea_turtle")
     assert env.runtime.models.get("turtle_green") is cached  # qaid 2's species: same model
     holders, overlaps = [], []
-    real_lock = cached.lock
+    import wbia_pairx.runtime as runtime_module
+
+    real_model_lock = runtime_module.model_lock
+    real_lock = real_model_lock(cached.model)
 
     class WatchingLock:
         def __enter__(self):
@@ -318,7 +323,8 @@ def test_checklist_08_two_threads_on_one_model_match_sequential_bytes(env, tmp_p
             holders.pop()
             real_lock.release()
 
-    cached.lock = WatchingLock()
+    watching = WatchingLock()
+    runtime_module.model_lock = lambda model: watching if model is cached.model else real_model_lock(model)
     errors = []
     barrier = threading.Barrier(2)
 
@@ -336,7 +342,7 @@ def test_checklist_08_two_threads_on_one_model_match_sequential_bytes(env, tmp_p
         for t in threads:
             t.join()
     finally:
-        cached.lock = real_lock
+        runtime_module.model_lock = real_model_lock
     assert not errors
     assert overlaps == [1, 1]  # serialised: never two explanations at once on one model
     seq_files = _artifact_files(tmp_path / "seq")

@@ -8,8 +8,8 @@ from importlib import metadata
 import pandas as pd
 import pytest
 import torch
-
 from pairx_wildlife_tools.pipeline import load_run_settings
+
 from pairx_plugin.errors import ConfigError
 
 CONFIG = """
@@ -49,8 +49,10 @@ def test_run_explains_the_split_and_writes_manifest_and_review(cli, seaturtle_di
     assert sorted(e["record"]["query_id"] for e in lines) == ["image_2", "image_4"]
     assert {e["record"]["candidate_id"] for e in lines} <= {"image_1", "image_3"}
     assert all(e["status"] == "explained" for e in lines)
-    html = (out / "review" / "turtles.html").read_text()
-    assert len(re.findall(r'<article class="card', html)) == 2
+    from pairx_plugin.artifacts.review import read_page_data
+
+    data = read_page_data((out / "review" / "turtles.html").read_text())
+    assert sum(len(q["records"]) for q in data["queries"]) == 2
     assert re.search(r"top-1 accuracy: (0|0\.5|1)\.?\d*", printed) and "review page:" in printed
 
 
@@ -113,7 +115,7 @@ def test_run_settings_defaults_and_overrides():
     assert load_run_settings(None).pairx.top_k == 5
     with pytest.raises(ConfigError, match=r"batch_size: Input should be greater than or equal to 1, got 0"):
         load_run_settings({"batch_size": 0})
-    with pytest.raises(ConfigError, match=r"^modle: unknown key; valid keys are: model, weights, batch_size, data, pairx$"):
+    with pytest.raises(ConfigError, match=r"^modle: unknown key; valid keys are: model, weights, trust_remote_code, batch_size, data, pairx$"):
         load_run_settings({"modle": "builtin"})
     with pytest.raises(ConfigError, match=r"^data\.img_lod: unknown key; valid keys are: img_load, split_column"):
         load_run_settings({"data": {"img_lod": "full"}})

@@ -6,16 +6,16 @@ import json
 
 import cv2
 import numpy as np
+import pairx_wildlife_tools as pw
 import pandas as pd
 import pytest
 import torch
 import torchvision.transforms as T
-
-import pairx_wildlife_tools as pw
-from pairx_plugin.errors import ConfigError, InvalidInputError, PairXError
-from pairx_plugin.pretrained import IMAGENET_MEAN, IMAGENET_STD
 from pairx_wildlife_tools.correspondence import LineScore, landed_lines, summarise
 from pairx_wildlife_tools.synthetic import generate_synthetic_set
+
+from pairx_plugin.errors import ConfigError, InvalidInputError, PairXError
+from pairx_plugin.pretrained import IMAGENET_MEAN, IMAGENET_STD
 
 TRANSFORM = T.Compose([T.Resize((224, 224)), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
@@ -94,6 +94,9 @@ def test_from_topk_classifier_reads_1x_triple():
         pw.from_topk_classifier(labels)
     with pytest.raises(InvalidInputError, match="must both be n_query x k"):
         pw.from_topk_classifier((labels, scores, index[:, :1]))
+    masked = np.array([[0.9, -np.inf], [-np.inf, -np.inf]])  # e.g. an image against itself
+    rows = pw.from_topk_classifier((labels, masked, index))
+    assert [(r.query_index, r.database_index, r.rank) for r in rows] == [(0, 3, 0)]
 
 
 # --------------------------------------------------------------------------- images and records
@@ -285,6 +288,7 @@ def test_summary_pools_lines_by_correctness():
 def test_classifier_keeps_predictions_when_pairx_cannot_run(lite0_imagenet, seaturtle_dir, tmp_path):
     """An unknown layer key stops PAIR-X before any work; predictions stand, records carry the error."""
     from wildlife_tools.inference import KnnClassifier
+
     from pairx_plugin.artifacts.store import ArtifactStore
 
     metadata = pd.read_csv(seaturtle_dir / "metadata.csv")
@@ -321,22 +325,25 @@ def test_explaining_needs_a_model(turtle_metadata, seaturtle_dir):
         pw.explain_similarity(np.eye(4), dataset, dataset, object(), config={"output_dir": "unused"})
 
 
-def test_register_refuses_an_unknown_wildlife_tools(monkeypatch):
+def test_register_is_a_no_op_on_a_wildlife_tools_without_config_store(monkeypatch):
+    """1.x has no Store/realize: importing and registering must work and register nothing."""
+    from pairx_wildlife_tools import host
     from wildlife_tools import tools
 
     class StoreWithoutTable:
         pass
 
     monkeypatch.setattr(tools, "Store", StoreWithoutTable)
-    with pytest.raises(PairXError, match=r"Store\.modules is missing in the installed wildlife-tools"):
-        pw.register()
+    assert host.api_generation() == "1.x"
+    assert pw.register() == {}
 
 
 def test_line_scoring_reports_unreadable_artifacts_and_foreign_pairs(tmp_path):
-    from pairx_plugin.errors import ArtifactError
-    from pairx_plugin.records import ExplanationMetrics, ExplanationRef, MatchRecord
     from pairx_wildlife_tools.demo import score_lines
     from pairx_wildlife_tools.pipeline import PipelineResult
+
+    from pairx_plugin.errors import ArtifactError
+    from pairx_plugin.records import ExplanationMetrics, ExplanationRef, MatchRecord
 
     synthetic = generate_synthetic_set(tmp_path / "data", animals=2, sightings=2, seed=1)
     ref = ExplanationRef(artifact_id="0" * 64, layer="blocks.3", json_path="artifacts/none/explanation.json",

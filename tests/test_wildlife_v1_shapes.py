@@ -3,12 +3,15 @@ signatures: ``ImageDataset(metadata, root, transform, col_path, col_label, load_
 ``img_load``), ``DeepFeatures`` returning a ``FeatureDataset``, ``CosineSimilarity`` returning the
 matrix, ``KnnClassifier(database_labels, k, return_scores)`` and ``TopkClassifier(database_labels, k,
 return_all)`` returning ``(labels, scores, database_indices)``. The model and engine are real.
+These run in the main (0.0.9) environment; the real 1.x package is tested by test_wildlife_v1_real.py
+(tests/run_wildlife_v1.sh).
 """
 from __future__ import annotations
 
 import os
 
 import numpy as np
+import pairx_wildlife_tools as pw
 import pandas as pd
 import pytest
 import torch
@@ -16,7 +19,6 @@ import torch.nn.functional as F
 import torchvision.transforms as T
 from PIL import Image
 
-import pairx_wildlife_tools as pw
 from pairx_plugin.artifacts.store import ArtifactStore
 from pairx_plugin.pretrained import IMAGENET_MEAN, IMAGENET_STD
 

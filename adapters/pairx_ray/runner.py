@@ -129,6 +129,7 @@ def explain_on_ray(
     max_retries: int = DEFAULT_MAX_RETRIES,
     use_gpu: bool | None = None,
     on_outcome: Callable[[Outcome, int], None] | None = None,
+    trust_remote_code: bool = False,
 ) -> list[MatchRecord]:
     """Explain ``records`` on ``workers`` Ray actors; every record back, in order (as the hook does).
 
@@ -169,7 +170,8 @@ def explain_on_ray(
     actor_class = ray.remote(max_restarts=0)(ExplainWorker).options(**options)
 
     def start() -> Any:
-        return actor_class.remote(model, weights, images, config.model_dump(mode="json"), root, threads)
+        return actor_class.remote(model, weights, images, config.model_dump(mode="json"), root, threads,
+                                  trust_remote_code)
 
     groups, decided = plan_groups(given, config)
     results: list[MatchRecord | None] = [None] * len(given)
@@ -265,8 +267,10 @@ class RayExplainer:
     """
 
     def __init__(self, model: ModelSource, *, weights: str | None = None, workers: int = 2,
-                 address: str | None = "auto", max_retries: int = DEFAULT_MAX_RETRIES) -> None:
+                 address: str | None = "auto", max_retries: int = DEFAULT_MAX_RETRIES,
+                 trust_remote_code: bool = False) -> None:
         self.model, self.weights, self.workers = model, weights, workers
+        self.trust_remote_code = trust_remote_code
         self.address, self.max_retries = address, max_retries
 
     def __call__(self, *, records: Sequence[MatchRecord], images: Any, model: Any = None, config: Any,
@@ -275,7 +279,8 @@ class RayExplainer:
         root = None if store is None else store.root
         return explain_on_ray(records=records, images=images, model=self.model, config=config, store_root=root,
                               workers=self.workers, address=self.address, run_name=run_name, progress=progress,
-                              weights=self.weights, max_retries=self.max_retries)
+                              weights=self.weights, max_retries=self.max_retries,
+                              trust_remote_code=self.trust_remote_code)
 
 
 __all__ = ["DEFAULT_MAX_RETRIES", "RayExplainer", "connect", "explain_on_ray", "plan_groups", "run_records_path"]

@@ -58,11 +58,13 @@ class CollectingStore(ArtifactStore):
         yield self.collected
 
 
-def build_model(source: ModelSource, weights: str | None = None) -> Any:
+def build_model(source: ModelSource, weights: str | None = None, trust_remote_code: bool = False) -> Any:
     """The ``nn.Module`` a spec or factory gives, in eval mode."""
     if isinstance(source, str):
         from pairx_plugin.models import load_model_spec
 
+        if trust_remote_code:
+            return load_model_spec(source, weights, trust_remote_code=True).model.eval()
         return load_model_spec(source, weights).model.eval()
     model = source()
     model = getattr(model, "model", model)  # a factory may return a ModelBundle
@@ -73,7 +75,7 @@ class ExplainWorker:
     """The actor class (wrapped with ``ray.remote`` by the runner, so this module never needs Ray)."""
 
     def __init__(self, model: ModelSource, weights: str | None, images: Any, config: Any, store_root: str,
-                 threads: int | None) -> None:
+                 threads: int | None, trust_remote_code: bool = False) -> None:
         import torch
 
         if threads is not None:
@@ -87,7 +89,7 @@ class ExplainWorker:
         self.startup_error: str | None = None
         try:
             self.config = load_config(config)
-            self.model = build_model(model, weights)
+            self.model = build_model(model, weights, trust_remote_code)
             if self.config.device != "cpu" and torch.cuda.is_available() and not next(self.model.parameters()).is_cuda:
                 self.model = self.model.to("cuda")
             self.engine = PairX(self.model, **self.config.engine_kwargs())

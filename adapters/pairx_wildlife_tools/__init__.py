@@ -1,12 +1,16 @@
 """PAIR-X for wildlife-tools pipelines: explained top-k matches next to the usual predictions.
 
-Three ways in (see docs/wildlife_tools.md):
+Works with wildlife-tools 0.0.9 (PyPI) and 1.x (git); the differences live in :mod:`.host`.
+Ways in (see docs/wildlife_tools.md):
 
 - :class:`PairXKnnClassifier`, a drop-in ``KnnClassifier`` whose ``.records`` hold the explanations;
-- :func:`explain_similarity` for a similarity matrix (0.0.9 dict or 1.x array);
-- ``method: PairXKnnClassifier`` with a ``pairx:`` section in a config built by
-  ``wildlife_tools.tools.realize``. Importing this package registers that name (idempotently);
-  :func:`register` does the same explicitly.
+- :class:`PairXTopkClassifier` (1.x), a drop-in ``TopkClassifier`` that explains as it classifies;
+- :func:`explain_similarity` for a similarity matrix (0.0.9 dict or 1.x array), also from a 1.x
+  ``SimilarityPipeline`` / ``WildFusion`` (``pipeline=``);
+- ``pairx-plugin run --config pipeline.yaml`` with a ``pairx:`` section (both versions);
+- 0.0.9 only: ``method: PairXKnnClassifier`` with a ``pairx:`` section in a config built by
+  ``wildlife_tools.tools.realize``. Importing this package registers that name (idempotently;
+  a no-op on 1.x, which has no config store); :func:`register` does the same explicitly.
 """
 from __future__ import annotations
 
@@ -15,21 +19,23 @@ from .explain import explain_candidates, explain_similarity
 from .images import DatasetImageSource
 from .registry import register
 from .topk import RankedCandidate, from_topk_classifier, similarity_matrix, top_k
+from .topk_classifier import PairXTopkClassifier
 from .translate import records_from_candidates, records_to_frame
 
 register()
 
 __all__ = [
-    "PairXKnnClassifier",
-    "ExplainedPredictions",
-    "explain_similarity",
-    "explain_candidates",
     "DatasetImageSource",
-    "register",
+    "ExplainedPredictions",
+    "PairXKnnClassifier",
+    "PairXTopkClassifier",
     "RankedCandidate",
-    "similarity_matrix",
-    "top_k",
+    "explain_candidates",
+    "explain_similarity",
     "from_topk_classifier",
     "records_from_candidates",
     "records_to_frame",
+    "register",
+    "similarity_matrix",
+    "top_k",
 ]

@@ -17,6 +17,7 @@ from pairx_plugin.config import PairXConfig, load_config
 from pairx_plugin.errors import ConfigError, PairXError
 from pairx_plugin.records import ExplanationErrorInfo, MatchRecord
 
+from . import host
 from .explain import explain_similarity, model_of
 from .images import image_ids
 from .topk import similarity_matrix, top_k
@@ -81,9 +82,7 @@ class PairXKnnClassifier:
         matrix = similarity_matrix(similarity)
         if self.config.enabled:
             self._check_bound()
-        with warnings.catch_warnings():
-            # wildlife-tools 0.0.9's KnnClassifier calls pandas' deprecated fillna(method=...): not the user's to fix
-            warnings.filterwarnings("ignore", message="DataFrame.fillna with 'method'", category=FutureWarning)
+        with host.known_deprecations_silenced():
             predictions = self.classifier(matrix)
         if not self.config.enabled:
             self.records = []

@@ -24,18 +24,26 @@ def _run(args: argparse.Namespace) -> int:
 
     _set_threads(args.threads)
     settings = load_run_settings(args.config, top_k=args.top_k)
+    if args.trust_remote_code:
+        settings = settings.model_copy(update={"trust_remote_code": True})
     out = Path(args.out or settings.pairx.output_dir or "pairx_out")
     explainer = None
     if args.ray is not None:
         from pairx_ray import RayExplainer
 
         explainer = RayExplainer(settings.model or "builtin", weights=settings.weights, workers=args.workers,
-                                 address=args.ray)
+                                 address=args.ray, trust_remote_code=bool(settings.trust_remote_code))
     result = run_pipeline(args.images, args.metadata, settings, out, run_name=args.run_name,
-                          progress=not args.no_progress, explainer=explainer)
+                          progress=not args.no_progress, allow_outside_root=args.allow_outside_root,
+                          explainer=explainer)
     explained = sum(r.explanation is not None for r in result.records)
     failed = sum(r.explanation_error is not None for r in result.records)
-    print(f"top-1 accuracy: {result.accuracy:.4f}")
+    unknown = len(result.query_labels) - result.scored_queries
+    if result.scored_queries == 0:
+        print(f"top-1 accuracy: n/a (no query has a known identity; {unknown} unknown)")
+    else:
+        print(f"top-1 accuracy: {result.accuracy:.4f} (over {result.scored_queries} queries with a known identity"
+              + (f"; {unknown} unknown left out)" if unknown else ")"))
     print(f"match records: {len(result.records)} (explained: {explained}, failed: {failed})")
     print(f"manifest: {out / 'runs' / (result.run_name + '.jsonl')}")
     if result.review_page is not None:
@@ -66,7 +74,13 @@ def register_run(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--top-k", type=positive_int, default=None, help="override pairx.top_k")
     parser.add_argument("--run-name", default=None, help="manifest name (default: a UTC timestamp)")
     parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="hide progress bars (wildlife-tools' feature extraction included)")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="let a transformers: model run its own Python code (same as trust_remote_code: true)")
+    parser.add_argument("--allow-outside-root", action="store_true",
+                        help="accept CSV paths that lead outside --images (by default every path, symlinks "
+                        "followed, must stay inside it)")
     parser.add_argument("--ray", nargs="?", const="auto", default=None, metavar="auto|ADDRESS",
                         help="explain on Ray workers (pairx-plugin[ray]): 'auto' joins a running cluster or starts "
                              "a local one, or HOST:PORT; see docs/scale.md")

@@ -97,16 +97,16 @@ def report_lines(result: DemoResult) -> list[str]:
     explained = sum(r.explanation is not None for r in pipeline.records)
     failed = sum(r.explanation_error is not None for r in pipeline.records)
     return [
-        f"images: {len(result.synthetic.sightings)} ({len(set(s.identity for s in result.synthetic.sightings.values()))} animals)",
+        f"images: {len(result.synthetic.sightings)} ({len({s.identity for s in result.synthetic.sightings.values()})} animals)",
         f"top-1 accuracy: {result.accuracy:.4f}",
         f"explained matches: {explained} (failed: {failed})",
-        f"lines within one cell of the true correspondence, correct matches: {_share(c.correct_share)} "
-        f"({c.correct_lines} lines over {c.correct_matches} matches; chance {_share(c.correct_baseline)})",
-        f"lines within one cell of the true correspondence, incorrect matches: {_share(c.incorrect_share)} "
-        f"({c.incorrect_lines} lines over {c.incorrect_matches} matches; chance {_share(c.incorrect_baseline)})",
+        (f"lines within one cell of the true correspondence, correct matches: {_share(c.correct_share)} "
+         f"({c.correct_lines} lines over {c.correct_matches} matches; chance {_share(c.correct_baseline)})"),
+        (f"lines within one cell of the true correspondence, incorrect matches: {_share(c.incorrect_share)} "
+         f"({c.incorrect_lines} lines over {c.incorrect_matches} matches; chance {_share(c.incorrect_baseline)})"),
         f"review page: {pipeline.review_page}",
-        f"time: {result.seconds:.1f} s (features {pipeline.timings.get('features_s', 0):.1f} s, "
-        f"explanations {pipeline.timings.get('explain_s', 0):.1f} s)",
+        (f"time: {result.seconds:.1f} s (features {pipeline.timings.get('features_s', 0):.1f} s, "
+         f"explanations {pipeline.timings.get('explain_s', 0):.1f} s)"),
     ]
 
 

@@ -48,8 +48,32 @@ def image_ids(dataset: Any, id_column: str = ID_COLUMN) -> list[str]:
     return [str(i) for i in range(len(metadata))]
 
 
+def is_unknown_label(value: Any) -> bool:
+    """An empty identity cell: missing (NaN/None) or blank text. Such an image has no label."""
+    if value is None:
+        return True
+    if isinstance(value, float) and np.isnan(value):
+        return True
+    try:
+        import pandas as pd
+
+        if pd.isna(value):
+            return True
+    except (TypeError, ValueError):
+        pass
+    return isinstance(value, str) and not value.strip()
+
+
 def labels(dataset: Any) -> list[str | None]:
-    """String labels of a dataset's rows (``labels_string``), or ``None`` per row when it has none."""
+    """String labels of a dataset's rows, ``None`` for an empty identity cell or a dataset without labels.
+
+    Read from the metadata's label column (``col_label``) rather than ``labels_string``: wildlife-tools'
+    ``labels_string`` turns an empty cell into the text ``"nan"``, which would look like an identity.
+    """
+    metadata = getattr(dataset, "metadata", None)
+    column = getattr(dataset, "col_label", "identity")
+    if metadata is not None and column in getattr(metadata, "columns", ()):
+        return [None if is_unknown_label(v) else str(v) for v in metadata[column].tolist()]
     values = getattr(dataset, "labels_string", None)
     if values is None:
         return [None] * len(dataset)
@@ -152,8 +176,8 @@ class DatasetImageSource:
         """``LoadedImage`` for the hook: the model's input tensor and a display image of the same crop."""
         from pairx_plugin.hook import LoadedImage
 
-        entry = self._entries.get(image_id)
-        crop = self.crop(image_id)
+        crop = self.crop(image_id)  # raises for an unknown id
+        entry = self._entries[image_id]
         transform = getattr(entry.dataset, "transform", None)
         if transform is None:
             raise InvalidInputError(
@@ -166,7 +190,7 @@ class DatasetImageSource:
                 f"the dataset's transform gave {type(tensor).__name__} for {image_id!r}; "
                 "it must give a (3, H, W) tensor as DeepFeatures feeds the model"
             )
-        display = self._display(transform, crop, tuple(tensor.shape[-2:]))
+        display = self._display(transform, crop, (int(tensor.shape[-2]), int(tensor.shape[-1])))
         pixels = np.asarray(crop.convert("RGB"), dtype=np.uint8)
         digest = hashlib.sha256(f"{pixels.shape}\0".encode())
         digest.update(np.ascontiguousarray(pixels).tobytes())  # the source: the crop's pixels
@@ -180,4 +204,4 @@ class DatasetImageSource:
             if array is not None and array.shape[:2] == size:
                 return array
         height, width = size
-        return np.asarray(crop.convert("RGB").resize((width, height), Image.BILINEAR), dtype=np.uint8).copy()
+        return np.asarray(crop.convert("RGB").resize((width, height), Image.Resampling.BILINEAR), dtype=np.uint8).copy()

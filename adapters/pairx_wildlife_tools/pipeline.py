@@ -4,7 +4,12 @@ metadata CSV (wildlife-tools columns ``image_id, identity, path``, optional ``bb
 column) → ``WildlifeDataset`` → ``DeepFeatures`` → ``CosineSimilarity`` → ``KnnClassifier`` (k=1,
 wrapped by :class:`PairXKnnClassifier`) → explained top-k records, artifacts, a JSON Lines manifest
 and the review page. With no split column every image queries all the others (an image never
-matches itself). ``pairx-plugin run`` and ``pairx-plugin demo`` both come through here.
+matches itself). ``pairx-plugin run`` and ``pairx-plugin demo`` both come through here, with
+wildlife-tools 0.0.9 or 1.x installed (the differences are in :mod:`.host`).
+
+Every image path must lie inside the images folder (:mod:`.metadata`). An empty identity cell means
+"unknown animal": such an image is still matched and explained, its records carry no label, it is
+left out of the accuracy, and as a database image it predicts "unknown" (:data:`UNKNOWN_PREDICTION`).
 """
 from __future__ import annotations
 
@@ -17,12 +22,18 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pairx_plugin.config import PairXConfig, load_config
+from pairx_plugin.config import PairXConfig, load_config, resolve_device
 from pairx_plugin.errors import ConfigError, InvalidInputError
 from pairx_plugin.records import MatchRecord
 
+from . import host
 from .classifier import PairXKnnClassifier
-from .images import image_ids
+from .images import image_ids, labels
+from .metadata import check_image_paths
+
+#: what the classifier predicts from a database image whose identity cell is empty (never a real label:
+#: real labels are non-blank)
+UNKNOWN_PREDICTION = ""
 
 ImgLoad = Literal["auto", "full", "full_mask", "full_hide", "bbox", "bbox_mask", "bbox_hide", "crop_black"]
 
@@ -43,8 +54,11 @@ class RunSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
-    model: str = Field("builtin", description="Model spec: builtin, timm:NAME or module:callable.")
+    model: str = Field("builtin", description="Model spec (pairx_plugin.models): builtin, timm:NAME, hf-hub:ORG/NAME, "
+                       "local-dir:PATH, transformers:DIR_OR_ID, miewid[BACKBONE]:PATH or module:callable.")
     weights: str | None = Field(None, description="State dict file for the model spec (optional).")
+    trust_remote_code: bool = Field(
+        False, description="Let a transformers: model run its own Python code (config.json auto_map, e.g. MiewID).")
     batch_size: int = Field(16, ge=1, description="DeepFeatures batch size.")
     data: DataSettings = Field(default_factory=DataSettings)
     pairx: PairXConfig = Field(default_factory=PairXConfig)
@@ -100,7 +114,12 @@ def _settings_error(exc: ValidationError) -> str:
 
 @dataclass
 class PipelineResult:
-    """What one run produced. ``accuracy`` is top-1 identity accuracy of the KnnClassifier."""
+    """What one run produced.
+
+    ``accuracy`` is the KnnClassifier's top-1 identity accuracy over the queries with a known identity
+    (``scored_queries`` of them; NaN when there are none). ``query_labels`` holds ``None`` for the
+    queries whose identity is unknown.
+    """
 
     records: list[MatchRecord]
     predictions: np.ndarray
@@ -111,6 +130,7 @@ class PipelineResult:
     out_dir: Path
     review_page: Path | None
     timings: dict[str, float] = field(default_factory=dict)
+    scored_queries: int = -1
 
 
 def read_metadata(csv_path: str | Path) -> pd.DataFrame:
@@ -119,7 +139,9 @@ def read_metadata(csv_path: str | Path) -> pd.DataFrame:
     if not csv_path.is_file():
         raise InvalidInputError(f"metadata CSV {str(csv_path)!r} does not exist; pass --metadata with the CSV path")
     try:
-        metadata = pd.read_csv(csv_path, index_col=False)
+        # identities, ids and paths are text: "007" stays "007", and an empty cell in a numeric
+        # identity column does not turn the other identities into floats ("1.0")
+        metadata = pd.read_csv(csv_path, index_col=False, dtype={"identity": str, "image_id": str, "path": str})
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise InvalidInputError(f"metadata CSV {str(csv_path)!r} cannot be parsed: {exc}") from None
     missing = [c for c in ("identity", "path") if c not in metadata.columns]
@@ -149,14 +171,6 @@ def split_metadata(metadata: pd.DataFrame, data: DataSettings) -> tuple[pd.DataF
     return query, database, True
 
 
-def _device(config: PairXConfig) -> str:
-    import torch
-
-    if config.device != "auto":
-        return config.device
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def without_self_matches(similarity: Any, query_ids: list[str], database_ids: list[str]) -> np.ndarray:
     """A float64 copy of ``similarity`` with ``-inf`` where the query and database image are the same.
 
@@ -169,23 +183,39 @@ def without_self_matches(similarity: Any, query_ids: list[str], database_ids: li
 
 
 def default_run_name(prefix: str = "run") -> str:
+    """A run name no other process will pick (the store's: UTC time to the µs, pid, random suffix)."""
     from pairx_plugin.artifacts.store import new_run_name  # unique across processes (issue 11)
 
     return new_run_name(prefix)
 
 
+def accuracy_over_known(predictions: np.ndarray, query_labels: list[str | None]) -> tuple[float, int]:
+    """(top-1 accuracy, number of queries scored): queries with an unknown identity are left out."""
+    scored = [(str(p), label) for p, label in zip(predictions.tolist(), query_labels) if label is not None]
+    if not scored:
+        return float("nan"), 0
+    return float(np.mean([p == label for p, label in scored])), len(scored)
+
+
+def classifier_labels(dataset: Any) -> np.ndarray:
+    """Database labels for the KnnClassifier: strings, :data:`UNKNOWN_PREDICTION` for empty identities."""
+    return np.asarray([UNKNOWN_PREDICTION if v is None else v for v in labels(dataset)], dtype=object)
+
+
 def run_pipeline(images_dir: str | Path, metadata: str | Path | pd.DataFrame, settings: RunSettings,
                  out_dir: str | Path, *, run_name: str | None = None, progress: bool = True,
-                 model: Any = None, review_path: str | Path | None = None, explainer: Any = None) -> PipelineResult:
+                 model: Any = None, review_path: str | Path | None = None,
+                 allow_outside_root: bool = False, explainer: Any = None) -> PipelineResult:
     """Run the pipeline and write artifacts, ``runs/<run_name>.jsonl`` and the review page.
 
     ``model`` (a ``ModelBundle``) skips loading ``settings.model``, e.g. to reuse one across runs;
-    ``review_path`` places the page (default ``<out_dir>/review/<run_name>.html``).
+    ``review_path`` places the page (default ``<out_dir>/review/<run_name>.html``);
+    ``allow_outside_root`` accepts metadata paths that lead outside ``images_dir``.
+    ``progress=False`` hides every progress bar, wildlife-tools' feature extraction included.
     """
     import torchvision.transforms as T
     from wildlife_tools.data import WildlifeDataset
     from wildlife_tools.features import DeepFeatures
-    from wildlife_tools.similarity import CosineSimilarity
 
     from pairx_plugin.artifacts.review import write_review_page
     from pairx_plugin.artifacts.store import ArtifactStore
@@ -200,16 +230,13 @@ def run_pipeline(images_dir: str | Path, metadata: str | Path | pd.DataFrame, se
     img_load = settings.data.img_load
     if img_load == "auto":
         img_load = "bbox" if "bbox" in table.columns and table["bbox"].notna().all() else "full"
+    check_image_paths(table, images_dir, allow_outside_root=allow_outside_root)
     query_rows, database_rows, _ = split_metadata(table, settings.data)
-    missing = [p for p in pd.concat([query_rows, database_rows])["path"].astype(str).unique()
-               if not (images_dir / p).is_file()]
-    if missing:
-        raise InvalidInputError(
-            f"{len(missing)} image file(s) listed in the metadata do not exist under {str(images_dir)!r}, "
-            f"e.g. {missing[:3]}; fix the 'path' column or --images"
-        )
 
-    bundle = model if model is not None else load_model_spec(settings.model, settings.weights)
+    if model is not None:
+        bundle = model
+    else:
+        bundle = load_model_spec(settings.model, settings.weights, trust_remote_code=settings.trust_remote_code)
     transform = T.Compose([
         T.Resize((bundle.input_size, bundle.input_size)),
         T.ToTensor(),
@@ -220,24 +247,27 @@ def run_pipeline(images_dir: str | Path, metadata: str | Path | pd.DataFrame, se
     database_ds = query_ds if same_sets else WildlifeDataset(database_rows, str(images_dir), transform=transform, img_load=img_load)
     query_ids, database_ids = image_ids(query_ds), image_ids(database_ds)  # fails early on duplicate ids
 
-    extractor = DeepFeatures(bundle.model, batch_size=settings.batch_size, num_workers=0, device=_device(settings.pairx))
+    device = str(resolve_device(settings.pairx.device))  # the pipeline builds and places the model itself
+    extractor = DeepFeatures(bundle.model, batch_size=settings.batch_size, num_workers=0, device=device)
     try:
-        query_features = extractor(query_ds)
-        database_features = query_features if same_sets else extractor(database_ds)
-    except Exception as exc:  # noqa: BLE001 - cv2/PIL/pandas raise many types for a bad row
+        with host.quiet_progress(extractor, enabled=not progress):
+            query_features = extractor(query_ds)
+            database_features = query_features if same_sets else extractor(database_ds)
+    except Exception as exc:
         raise InvalidInputError(
             f"wildlife-tools could not load the images listed in the metadata ({type(exc).__name__}: {exc}); "
             f"check that every 'path' exists under {str(images_dir)!r} and that bbox values are [x, y, w, h]"
         ) from exc
     timings["features_s"] = time.perf_counter() - start
 
-    similarity = CosineSimilarity()(query_features, database_features)["cosine"]
+    bundle.model.to(device)  # 1.x's DeepFeatures moves the model back to the CPU after extracting
+    similarity = host.cosine_similarity(query_features, database_features)
     matrix = without_self_matches(similarity, query_ids, database_ids)
 
     run_name = run_name or default_run_name()
     out_dir = Path(out_dir)
     classifier = PairXKnnClassifier(
-        k=1, database_labels=database_ds.labels_string, pairx=settings.pairx, query_dataset=query_ds,
+        k=1, database_labels=classifier_labels(database_ds), pairx=settings.pairx, query_dataset=query_ds,
         database_dataset=database_ds, extractor=extractor, store=ArtifactStore(out_dir), progress=progress,
         run_name=run_name,
     )
@@ -245,9 +275,10 @@ def run_pipeline(images_dir: str | Path, metadata: str | Path | pd.DataFrame, se
     t_explain = time.perf_counter()
     predictions, records = classifier.predict_and_explain(matrix)
     timings["explain_s"] = time.perf_counter() - t_explain
-    query_labels = np.asarray(query_ds.labels_string)
+    query_labels = labels(query_ds)
     predictions = np.asarray(predictions)
-    accuracy = float(np.mean(predictions.astype(str) == query_labels.astype(str)))
+    accuracy, scored = accuracy_over_known(predictions, query_labels)
     review = write_review_page(out_dir, run_name, output=review_path) if settings.pairx.enabled else None
     timings["total_s"] = time.perf_counter() - start
-    return PipelineResult(records, predictions, query_labels, accuracy, matrix, run_name, out_dir, review, timings)
+    return PipelineResult(records, predictions, np.asarray(query_labels, dtype=object), accuracy, matrix, run_name,
+                          out_dir, review, timings, scored)

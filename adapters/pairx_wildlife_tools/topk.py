@@ -7,13 +7,15 @@ returns ``(labels, scores, database_indices)``, each ``n_query x k``. Everything
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from pairx_plugin.errors import InvalidInputError
+
+from .host import unwrap_similarity
 
 
 @dataclass(frozen=True)
@@ -26,21 +28,7 @@ class RankedCandidate:
 
 def similarity_matrix(similarity: Any, key: str | None = None) -> np.ndarray:
     """A 2-D float64 array from a 0.0.9 dict (``{"cosine": m}``), a 1.x array or a torch tensor."""
-    if isinstance(similarity, Mapping):
-        if key is not None:
-            if key not in similarity:
-                raise InvalidInputError(
-                    f"similarity has no key {key!r}; it has {sorted(similarity)}; pass one of those as key"
-                )
-            similarity = similarity[key]
-        elif len(similarity) == 1:
-            similarity = next(iter(similarity.values()))
-        elif "cosine" in similarity:
-            similarity = similarity["cosine"]
-        else:
-            raise InvalidInputError(
-                f"similarity dict has several matrices {sorted(similarity)}; pass key= to pick the one to explain"
-            )
+    similarity = unwrap_similarity(similarity, key)
     if hasattr(similarity, "detach"):
         similarity = similarity.detach().cpu().numpy()
     try:
@@ -95,7 +83,11 @@ def top_k(matrix: np.ndarray, k: int, *, query_ids: Sequence[str] | None = None,
 
 
 def from_topk_classifier(output: Any) -> list[RankedCandidate]:
-    """Rows from 1.x ``TopkClassifier(..., return_all=True)``'s ``(labels, scores, database_indices)``."""
+    """Rows from 1.x ``TopkClassifier(..., return_all=True)``'s ``(labels, scores, database_indices)``.
+
+    TopkClassifier ranks distinct labels: rank r is the best database image of the r-th best label.
+    A ``-inf`` score (a masked pair, e.g. an image against itself) ends its query's row.
+    """
     if not isinstance(output, tuple) or len(output) != 3:
         raise InvalidInputError(
             "expected the (predictions, scores, database_indices) tuple of TopkClassifier(return_all=True); "
@@ -106,8 +98,10 @@ def from_topk_classifier(output: Any) -> list[RankedCandidate]:
         raise InvalidInputError(
             f"TopkClassifier scores {scores.shape} and indices {indices.shape} must both be n_query x k"
         )
-    return [
-        RankedCandidate(q, int(indices[q, r]), r, float(scores[q, r]))
-        for q in range(indices.shape[0])
-        for r in range(indices.shape[1])
-    ]
+    rows: list[RankedCandidate] = []
+    for q in range(indices.shape[0]):
+        for r in range(indices.shape[1]):
+            if np.isneginf(scores[q, r]):
+                break
+            rows.append(RankedCandidate(q, int(indices[q, r]), r, float(scores[q, r])))
+    return rows

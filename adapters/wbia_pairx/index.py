@@ -3,20 +3,20 @@
 WBIA's ``AnnotMatch.from_dict`` drops every attribute outside ``initialize()``, and the review and
 thumbnail paths rebuild match objects that way, so explanations are never hung on match objects.
 Each entry is one small JSON file under ``<root>/index/``, named by the sha256 of the key (ids never
-become file names), written atomically (temp file + ``os.replace``) so concurrent writers and
-readers never see half a file.
+become file names), written with the store's :func:`~pairx_plugin.artifacts.store.atomic_write`
+(temporary file, fsync, rename) so concurrent writers and readers never see half a file.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pairx_plugin.artifacts.store import atomic_write
 from pairx_plugin.errors import ArtifactError
 from pairx_plugin.records import ExplanationErrorInfo, ExplanationRef
 
@@ -54,14 +54,9 @@ class ExplanationIndex:
         path = self.dir / entry_name(entry.query_uuid, entry.database_uuid, entry.config_digest)
         payload = entry.model_dump_json(by_alias=True, indent=1).encode("utf-8")
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-", suffix=".json")
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(payload)
-            os.replace(tmp, path)
-        except OSError as exc:
-            raise ArtifactError(f"cannot write the PAIR-X index entry {path}: {exc}; check that "
-                                f"{self.dir} is writable") from exc
+            atomic_write(path, payload)
+        except ArtifactError as exc:
+            raise ArtifactError(f"cannot write the PAIR-X index entry: {exc}; check that {self.dir} is writable") from exc
         return path
 
     def get(self, query_uuid: Any, database_uuid: Any, config_digest: str) -> IndexEntry | None:

@@ -5,17 +5,20 @@ config_url))``; it reloads weights on every call and many species aliases share 
 cache calls it once per species text, then keeps one model instance per ``(model_url, device)``:
 a second alias of the same weights reuses the first instance (the fresh copy is dropped). The
 device is the host's ``config.engine.device`` when ``config.use_gpu`` is true and CUDA is
-available, else CPU. Each cached model has its own ``threading.Lock``; all explaining on that
-instance happens under it (zennit patches modules in place while it runs).
+available, else CPU. All explaining on one instance happens under the engine's per-model lock
+(:func:`pairx_plugin.engine.locks.model_lock`: zennit patches modules in place while it runs).
 """
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
+from pairx_plugin.config import DEVICE_PATTERN, resolve_device
+from pairx_plugin.engine.locks import model_lock
 from pairx_plugin.errors import PairXError, UnsupportedModelError
 
 HostLoader = Callable[[str], tuple[Any, Any, tuple[str, str]]]
@@ -28,15 +31,25 @@ class CachedModel:
     model_url: str
     config_url: str
     device: str
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def lock(self) -> threading.RLock:
+        """The engine's lock for this model (kept for one release: use ``model_lock(cached.model)``)."""
+        return model_lock(self.model)
 
 
 def host_device(host_config: Any) -> str:
-    """CPU unless the host config asks for a GPU (``use_gpu``) and one is there."""
+    """CPU unless the host config asks for a GPU (``use_gpu``) and one is there.
+
+    The host's ``engine.device`` (``cuda`` or ``cuda:N``; anything else means ``cuda``) is checked by
+    :func:`pairx_plugin.config.resolve_device`, so a GPU index the machine lacks is a clear error.
+    """
     if not getattr(host_config, "use_gpu", False) or not torch.cuda.is_available():
         return "cpu"
-    device = str(getattr(getattr(host_config, "engine", None), "device", "cuda") or "cuda")
-    return device if device.startswith("cuda") else "cuda"
+    name = str(getattr(getattr(host_config, "engine", None), "device", "cuda") or "cuda").strip().lower()
+    if not (DEVICE_PATTERN.match(name) and name.startswith("cuda")):
+        name = "cuda"
+    return str(resolve_device(name, key="host config engine.device"))
 
 
 class ModelCache:

@@ -19,6 +19,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from pairx_plugin.artifacts.render import to_bgr_array
+from pairx_plugin.engine.locks import model_lock
 from pairx_plugin.errors import ArtifactError, InvalidInputError, PairXError
 from pairx_plugin.records import ExplanationErrorInfo, MatchRecord
 
@@ -111,7 +112,7 @@ class WbiaPairx:
         except Exception as exc:  # noqa: BLE001 - chips are read again one by one, failing per pair
             log.info("PAIR-X: batched chip read failed (%s); reading chips one by one", exc)
         try:
-            with cached.lock:
+            with model_lock(cached.model):
                 explained = explain_matches(records=records, images=source, model=cached.model,
                                             config=config, store=ArtifactStore(root / "artifacts"),
                                             progress=self.progress,

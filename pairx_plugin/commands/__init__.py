@@ -54,10 +54,13 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument(
         "--model", default="builtin", metavar="SPEC",
-        help="'builtin' (ImageNet EfficientNet-Lite0, the default), 'timm:NAME' (e.g. timm:resnet18) "
-             "or 'module:callable' returning an nn.Module",
+        help="'builtin' (ImageNet EfficientNet-Lite0, the default), 'timm:NAME' (e.g. timm:resnet18), "
+             "'hf-hub:ORG/NAME' (cached timm hub model), 'local-dir:PATH', 'transformers:DIR_OR_ID', "
+             "'miewid[BACKBONE]:PATH' or 'module:callable' returning an nn.Module (see docs/models.md)",
     )
     group.add_argument("--weights", metavar="FILE", help="state dict to load into the model (torch.save of state_dict())")
+    group.add_argument("--trust-remote-code", action="store_true",
+                       help="let a transformers: model run its own Python code (config.json auto_map, e.g. MiewID)")
     group.add_argument("--size", type=positive_int, metavar="N",
                        help="square input size in pixels (default: the model's own, 224 for the built-in)")
     group.add_argument("--device", type=device_name, metavar="DEVICE",
@@ -75,7 +78,8 @@ def load_bundle(args: argparse.Namespace, device: str | None = None):
     if args.size is not None and args.size < 32:
         raise InvalidInputError(f"--size {args.size} is too small for a CNN; use at least 32 (e.g. 224)")
     target = resolve_device(device or getattr(args, "device", None) or "auto")  # before the slow load
-    bundle = load_model_spec(args.model, weights=args.weights)
+    bundle = load_model_spec(args.model, weights=args.weights,
+                             trust_remote_code=bool(getattr(args, "trust_remote_code", False)))
     if args.size is not None:
         bundle = replace(bundle, input_size=int(args.size))
     bundle.model.to(target)

@@ -1,61 +1,44 @@
-"""Reference models and inputs for benchmarks and tests: a MiewID-like re-ID model, sea-turtle tensors.
+"""Reference models and inputs for benchmarks and tests (not installed): a MiewID-like re-ID model, sea-turtle tensors.
 
 MiewID (Wild Me's multi-species re-identification model) is timm ``efficientnetv2_rw_m`` with
 GeM pooling and a BatchNorm1d neck. Its trained weights are not reachable here, so
 :func:`miewid_like` builds the same architecture from a seeded random init. With the raw init the
 activations grow by orders of magnitude through the blocks (the embedding reaches ~1e8 on the
-sea-turtle images) and the feature maps degenerate, so mutual nearest-neighbour matching finds only a handful of matches and
-a benchmark would understate the real work. Setting every BatchNorm's running statistics from one
+sea-turtle images) and the feature maps degenerate, so mutual nearest-neighbour matching finds only a handful
+of matches and a benchmark would understate the real work. Setting every BatchNorm's running statistics from one
 batch of real images (``calibration_images``) makes each layer's output roughly unit-scale, as in
 a trained model, which is what the engine's cost and behaviour depend on.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .errors import InvalidInputError
-from .images import load_image, prepare_image
-from .pretrained import IMAGENET_MEAN, IMAGENET_STD
+from pairx_plugin.errors import InvalidInputError
+from pairx_plugin.images import load_image, prepare_image
+from pairx_plugin.models_miewid import (  # one MiewID layout, shared with its checkpoint loader
+    MIEWID_BACKBONE,
+    GeM,  # noqa: F401 - kept for one release: imported from here by benchmarks and tests
+    MiewIdLike,
+)
+from pairx_plugin.pretrained import IMAGENET_MEAN, IMAGENET_STD
 
-MIEWID_BACKBONE = "efficientnetv2_rw_m"
 SEATURTLE_SUBDIR = Path("data") / "seaturtle_sample"
 
 
-class GeM(nn.Module):
-    """Generalised-mean pooling over H and W: ``mean(clamp(x, eps) ** p) ** (1 / p)``, learnable ``p``.
-
-    p = 1 is average pooling; larger p moves towards max pooling. (B, C, H, W) -> (B, C, 1, 1).
-    """
-
-    def __init__(self, p: float = 3.0, eps: float = 1e-6) -> None:
-        super().__init__()
-        self.p = nn.Parameter(torch.ones(1) * p)
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        powered = x.clamp(min=self.eps).pow(self.p)
-        return powered.mean(dim=(-2, -1), keepdim=True).pow(1.0 / self.p)
-
-    def extra_repr(self) -> str:
-        return f"p={float(self.p.detach()[0]):.4f}, eps={self.eps}"
-
-
-class MiewIdLike(nn.Module):
-    """``bn(pooling(backbone(x)).flatten(1))``: the MiewID layout (``.backbone``, ``.pooling``, ``.bn``)."""
-
-    def __init__(self, backbone: nn.Module, num_features: int) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.pooling = GeM(p=3.0)
-        self.bn = nn.BatchNorm1d(num_features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.pooling(self.backbone(x)).flatten(1))
+@contextlib.contextmanager
+def _seeded_init(seed: int) -> Iterator[None]:
+    """Module initialisers draw from torch's global CPU generator; seed it inside a fork, so the
+    caller's random state is exactly as it was afterwards (the models stay deterministic per seed)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def _check_image_batch(images, name: str, min_batch: int = 1) -> torch.Tensor:
@@ -101,7 +84,7 @@ def calibrate_batchnorm(model: nn.Module, images: torch.Tensor) -> nn.Module:
         model(images)
         done = True
     finally:
-        for m, momentum, buffers in zip(norms, momenta, saved):
+        for m, momentum, buffers in zip(norms, momenta, saved, strict=True):
             m.momentum = momentum
             if not done:  # a failed forward leaves the statistics as they were
                 for name, value in buffers.items():
@@ -114,7 +97,8 @@ def miewid_like(seed: int = 0, calibration_images: torch.Tensor | None = None) -
     """A MiewID-like embedding model (2152-d for ``efficientnetv2_rw_m``), in eval mode.
 
     timm ``efficientnetv2_rw_m`` (``pretrained=False, num_classes=0, global_pool=""``, initialised
-    after ``torch.manual_seed(seed)``) as ``.backbone``, GeM (p=3) as ``.pooling``, BatchNorm1d as
+    from ``seed`` without touching the caller's random state) as ``.backbone``, GeM (p=3) as ``.pooling``,
+    BatchNorm1d as
     ``.bn``; layer keys look like ``backbone.blocks.3``. With ``calibration_images`` (B >= 2,
     normalised (B, 3, H, W)) every BatchNorm's running statistics are set from that batch (see
     :func:`calibrate_batchnorm`); without them the raw init's activations blow up.
@@ -125,17 +109,31 @@ def miewid_like(seed: int = 0, calibration_images: torch.Tensor | None = None) -
         raise InvalidInputError(f"seed must be an int, got {seed!r}")
     if calibration_images is not None:
         _check_image_batch(calibration_images, "calibration_images", min_batch=2)
-    torch.manual_seed(seed)
-    backbone = timm.create_model(MIEWID_BACKBONE, pretrained=False, num_classes=0, global_pool="")
-    model = MiewIdLike(backbone, backbone.num_features)
+    with _seeded_init(seed):
+        backbone = timm.create_model(MIEWID_BACKBONE, pretrained=False, num_classes=0, global_pool="")
+        model = MiewIdLike(backbone, backbone.num_features)
     model.eval()
     if calibration_images is not None:
         calibrate_batchnorm(model, calibration_images)
     return model
 
 
+def miewid_shaped_lite0() -> MiewIdLike:
+    """The MiewID layout (``.backbone``, ``.pooling``, ``.bn``) around the built-in ImageNet EfficientNet-Lite0.
+
+    Small and with real weights, for tests of hosts that name MiewID layers (``backbone.blocks.3``),
+    e.g. the explain service configured under ``miewid-msv4.1``. Spec:
+    ``benchmarks.reference_models:miewid_shaped_lite0``.
+    """
+    from pairx_plugin.pretrained import efficientnet_lite0_imagenet
+
+    backbone = efficientnet_lite0_imagenet()
+    backbone.reset_classifier(0, global_pool="")  # the feature map, pooled by GeM as in MiewID
+    return MiewIdLike(backbone, backbone.num_features).eval()
+
+
 def resnet50_random(seed: int = 0, calibration_images: torch.Tensor | None = None) -> nn.Module:
-    """torchvision ResNet-50 (random init after ``torch.manual_seed(seed)``), head removed: 2048-d embedding.
+    """torchvision ResNet-50 (random init from ``seed``, the caller's random state untouched), no head: 2048-d.
 
     ``fc`` is replaced by identity so the model returns the pooled features, as a re-ID backbone
     would. BatchNorm statistics are calibrated like :func:`miewid_like` when ``calibration_images``
@@ -147,8 +145,8 @@ def resnet50_random(seed: int = 0, calibration_images: torch.Tensor | None = Non
         raise InvalidInputError(f"seed must be an int, got {seed!r}")
     if calibration_images is not None:
         _check_image_batch(calibration_images, "calibration_images", min_batch=2)
-    torch.manual_seed(seed)
-    model = resnet50(weights=None)
+    with _seeded_init(seed):
+        model = resnet50(weights=None)
     model.fc = nn.Identity()
     model.eval()
     if calibration_images is not None:
