@@ -66,9 +66,11 @@ def build_model(source: ModelSource, weights: str | None = None, trust_remote_co
         if trust_remote_code:
             return load_model_spec(source, weights, trust_remote_code=True).model.eval()
         return load_model_spec(source, weights).model.eval()
-    model = source()
-    model = getattr(model, "model", model)  # a factory may return a ModelBundle
-    return model.eval()
+    from pairx_plugin.models import ModelBundle
+
+    built = source()
+    module = built.model if isinstance(built, ModelBundle) else built  # a factory may return a ModelBundle
+    return module.eval()
 
 
 class ExplainWorker:

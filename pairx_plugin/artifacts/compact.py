@@ -57,7 +57,7 @@ def cap_display(display: np.ndarray, max_side: int) -> np.ndarray:
         return display
     scale = max_side / longest
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return np.asarray(Image.fromarray(np.ascontiguousarray(display)).resize(size, Image.BILINEAR))
+    return np.asarray(Image.fromarray(np.ascontiguousarray(display)).resize(size, Image.Resampling.BILINEAR))
 
 
 # --------------------------------------------------------------------------- deterministic npz
@@ -90,7 +90,7 @@ def _resize_float(values: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     values = np.nan_to_num(np.asarray(values, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     if values.shape == size_hw:
         return values
-    image = Image.fromarray(values, mode="F").resize((size_hw[1], size_hw[0]), Image.BILINEAR)
+    image = Image.fromarray(values, mode="F").resize((size_hw[1], size_hw[0]), Image.Resampling.BILINEAR)
     return np.asarray(image, dtype=np.float32)
 
 
