@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from pairx_ray.runner import plan_groups
+from pairx_ray.worker import CollectingStore, build_model
 from torch import nn
 
 from pairx_plugin.config import PairXConfig
 from pairx_plugin.models import ModelBundle
 from pairx_plugin.records import MatchRecord
-from pairx_ray.runner import plan_groups
-from pairx_ray.worker import CollectingStore, build_model
 
 
 def tiny_module() -> nn.Module:
