@@ -6,15 +6,15 @@ the top-5 query is image_1 vs image_2, image_3, image_4, flipped image_1 and fli
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
 
-from pairx_plugin.errors import InvalidInputError
 from benchmarks.reference_models import miewid_like, resnet50_random, seaturtle_batch
+from pairx_plugin.errors import InvalidInputError
 
 PAIR = (0, 1)  # image_1 vs image_2
 QUERY = (0, [1, 2, 3, 4, 5])  # image_1 vs image_2, image_3, image_4, flip(image_1), flip(image_2)

@@ -1,7 +1,7 @@
 """Pydantic records passed from a benchmark worker process to the table and the ``--json`` file."""
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -27,29 +27,29 @@ class ConfigResult(BaseModel):
     warmup: int
     k_lines: int
     k_colors: int
-    max_batch_images: Optional[int] = None
-    setup_s: Optional[Seconds] = None
+    max_batch_images: int | None = None
+    setup_s: Seconds | None = None
     pair_s: list[Seconds] = Field(default_factory=list, description="wall seconds of each timed explain_pair")
     query_s: list[Seconds] = Field(default_factory=list, description="wall seconds of each timed top-5 explain_query")
     pair_cpu_s: list[Seconds] = Field(default_factory=list,
                                       description="CPU seconds of this process for each timed explain_pair")
     query_cpu_s: list[Seconds] = Field(default_factory=list, description="CPU seconds of each timed top-5 query")
-    pair_median_s: Optional[Seconds] = None
-    query_median_s: Optional[Seconds] = None
-    pair_cpu_median_s: Optional[Seconds] = None
-    query_cpu_median_s: Optional[Seconds] = None
+    pair_median_s: Seconds | None = None
+    query_median_s: Seconds | None = None
+    pair_cpu_median_s: Seconds | None = None
+    query_cpu_median_s: Seconds | None = None
     pair_stages_s: dict[str, float] = Field(default_factory=dict, description="median engine seconds per stage, one pair")
     query_stages_s: dict[str, float] = Field(default_factory=dict,
                                              description="median engine seconds per stage, top-5 query (first chunk)")
-    pair_match_count: Optional[int] = None
-    pair_cosine: Optional[float] = None
+    pair_match_count: int | None = None
+    pair_cosine: float | None = None
     rss_scope: str = "phase"
-    peak_rss_setup_mb: Optional[Megabytes] = None
-    peak_rss_pair_mb: Optional[Megabytes] = None
-    peak_rss_query_mb: Optional[Megabytes] = None
-    peak_gpu_pair_mb: Optional[Megabytes] = None
-    peak_gpu_query_mb: Optional[Megabytes] = None
-    error: Optional[str] = None
+    peak_rss_setup_mb: Megabytes | None = None
+    peak_rss_pair_mb: Megabytes | None = None
+    peak_rss_query_mb: Megabytes | None = None
+    peak_gpu_pair_mb: Megabytes | None = None
+    peak_gpu_query_mb: Megabytes | None = None
+    error: str | None = None
 
 
 class BenchReport(BaseModel):

@@ -46,7 +46,7 @@ def turtle_pair(size: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
     root = shared_dir() / "data" / "seaturtle_sample" / "images" / "identity_a"
     tensors = []
     for name in ("image_1.JPG", "image_2.JPG"):
-        image = Image.open(root / name).convert("RGB").resize((size, size), Image.BILINEAR)
+        image = Image.open(root / name).convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
         x = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float().div(255).unsqueeze(0)
         tensors.append(((x - MEAN) / STD).to(device))
     return tensors[0], tensors[1]
@@ -88,7 +88,7 @@ def bench(label: str, timm_name: str, size: int, args: argparse.Namespace) -> No
         engine = PairX(model, k_lines=args.k_lines, k_colors=args.k_colors, input_size=size)
         engine.backend = GradientXInput(linear_rule=rule)
         pair = engine.explain_pair(x0, x1)  # warm-up
-        wall, cpu = timed(lambda: engine.explain_pair(x0, x1), args.repeats, args.device)
+        wall, cpu = timed(lambda e=engine: e.explain_pair(x0, x1), args.repeats, args.device)
         stages = ", ".join(f"{k} {v:.2f}" for k, v in sorted(pair.timings.items()))
         print(f"{label:<14} rule={rule:<8} layer={engine.layer_keys[0]:<9} {wall:6.2f} s/pair wall, "
               f"{cpu:6.2f} s CPU   (last pair's stages, wall: {stages})")

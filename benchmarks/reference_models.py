@@ -26,6 +26,7 @@ from pairx_plugin.models_miewid import (  # one MiewID layout, shared with its c
     MIEWID_BACKBONE,
     GeM,  # noqa: F401 - kept for one release: imported from here by benchmarks and tests
     MiewIdLike,
+    miewid_model,
 )
 from pairx_plugin.pretrained import IMAGENET_MEAN, IMAGENET_STD
 
@@ -103,16 +104,12 @@ def miewid_like(seed: int = 0, calibration_images: torch.Tensor | None = None) -
     normalised (B, 3, H, W)) every BatchNorm's running statistics are set from that batch (see
     :func:`calibrate_batchnorm`); without them the raw init's activations blow up.
     """
-    import timm
-
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise InvalidInputError(f"seed must be an int, got {seed!r}")
     if calibration_images is not None:
         _check_image_batch(calibration_images, "calibration_images", min_batch=2)
     with _seeded_init(seed):
-        backbone = timm.create_model(MIEWID_BACKBONE, pretrained=False, num_classes=0, global_pool="")
-        model = MiewIdLike(backbone, backbone.num_features)
-    model.eval()
+        model = miewid_model(MIEWID_BACKBONE)  # the checkpoint loader's constructor, under the forked seed
     if calibration_images is not None:
         calibrate_batchnorm(model, calibration_images)
     return model

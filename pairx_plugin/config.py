@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
+from .evidence.models import RerankConfig
 
 if TYPE_CHECKING:  # torch is imported only when a device is actually resolved
     import torch
@@ -86,6 +87,7 @@ class PairXConfig(BaseModel):
     )
     output_dir: str | None = Field(None, description="Artifact store root used when the host passes no store.")
     keep_arrays: bool = Field(False, description="Also save the raw relevance arrays as arrays.npz.")
+    rerank: RerankConfig = Field(default_factory=RerankConfig, description="Opt-in re-ranking (docs/metrics.md).")
 
     def __init__(self, **data: Any) -> None:
         # pydantic calls an overridden __init__ during validation too, so a host model embedding this

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config import PairXConfig, load_config, resolve_device
 from .errors import ConfigError, InvalidInputError, PairXError
+from .evidence.rerank import rerank_records
 from .images import ImageSource, LoadedImage, as_loaded_image
 from .records import STAGES, ExplanationErrorInfo, MatchRecord, coerce_records
 
@@ -114,7 +115,7 @@ def explain_matches(
     with store.open_run(run_name) as manifest:
         runner = _Run(context=context, images=images, engine=engine, store=store, device=device,
                       layer_keys=list(engine.layer_keys), manifest=manifest)
-        return runner.run(given, progress=progress)
+        return rerank_records(runner.run(given, progress=progress), config.rerank)  # H6: opt-in, docs/metrics.md
 
 
 def default_run_name() -> str:

@@ -36,11 +36,14 @@ class LoadedImage:
     display: (h, w, 3) uint8 RGB, the same crop as ``tensor`` before resizing/normalising, so match
         coordinates scale linearly between the two.
     sha256: hash of the source (file bytes or pixels), when the source knows it.
+    foreground: where the animal is, when the host knows: an (h, w) mask (bool, 0..1 or 0..255) or an
+        ``[x, y, width, height]`` box, in display pixels; the evidence score uses it (docs/metrics.md).
     """
 
     tensor: torch.Tensor
     display: np.ndarray
     sha256: str | None = None
+    foreground: np.ndarray | tuple[float, float, float, float] | None = None
 
     def __post_init__(self) -> None:
         tensor, display = self.tensor, self.display
@@ -57,6 +60,10 @@ class LoadedImage:
             raise InvalidInputError(f"LoadedImage.display must be an (h, w, 3) uint8 RGB array, got {desc}")
         if min(display.shape[:2]) < 1:
             raise InvalidInputError(f"LoadedImage.display is empty ({display.shape}); pass the image crop")
+        if self.foreground is not None:
+            from .evidence.foreground import as_mask
+
+            as_mask(self.foreground, display.shape[:2], "LoadedImage.foreground")  # raises naming the problem
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -79,6 +86,8 @@ class LoadedImage:
         digest.update(tensor.numpy().tobytes())
         digest.update(f"{self.display.shape}\0".encode())
         digest.update(np.ascontiguousarray(self.display).tobytes())
+        if self.foreground is not None:  # another animal mask is another evidence score
+            digest.update(b"foreground\0" + np.ascontiguousarray(np.asarray(self.foreground, np.float64)).tobytes())
         return digest.hexdigest()
 
 
@@ -94,7 +103,8 @@ def as_loaded_image(value: Any, image_id: str) -> LoadedImage:
     if isinstance(value, LoadedImage):
         return value
     if hasattr(value, "tensor") and hasattr(value, "display"):  # a compatible type from elsewhere
-        return LoadedImage(tensor=value.tensor, display=value.display, sha256=getattr(value, "sha256", None))
+        return LoadedImage(tensor=value.tensor, display=value.display, sha256=getattr(value, "sha256", None),
+                           foreground=getattr(value, "foreground", None))
     raise InvalidInputError(f"the image source returned {type(value).__name__} for id {image_id!r}; "
                             "it must return a LoadedImage")
 

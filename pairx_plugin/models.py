@@ -100,19 +100,10 @@ def load_weights(model: nn.Module, weights: str | os.PathLike, *, drop_prefixes:
     """
     state = _read_state_dict(weights)
     state = {k: v for k, v in state.items() if not any(k.startswith(p) for p in drop_prefixes)}
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in expected]
-    wrong_shape = [f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
-                   for k in state if k in expected and state[k].shape != expected[k].shape]
-    if missing or unexpected or wrong_shape:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {missing[:3]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
-        if wrong_shape:
-            parts.append(f"{len(wrong_shape)} with the wrong shape (e.g. {wrong_shape[:3]})")
+    from .models_miewid import state_dict_mismatch
+
+    parts = state_dict_mismatch(state, model.state_dict(), ignore_missing_counters=True)
+    if parts:
         raise InvalidInputError(
             f"weights file {str(weights)!r} does not fit the model: " + "; ".join(parts)
             + "; pass weights saved from the same architecture"
@@ -133,7 +124,7 @@ def _preprocessing(spec: str, size: Any, mean: Any, std: Any, default_size: int 
         mean_value, std_value = IMAGENET_MEAN, IMAGENET_STD
     if size_value < 8:
         raise _bad_spec(spec, f"its config gives input size {size_value}; expected at least 8 pixels")
-    return size_value, mean_value, std_value  # type: ignore[return-value]
+    return size_value, mean_value, std_value
 
 
 def _timm_cfg_bundle(spec: str, model: nn.Module, name: str) -> ModelBundle:
@@ -193,7 +184,7 @@ def _timm_bundle(spec: str, name: str, weights: str | None) -> ModelBundle:
         classifier = cfg.get("classifier")
         names = classifier if isinstance(classifier, (list, tuple)) else ([classifier] if classifier else [])
         load_weights(model, weights, drop_prefixes=tuple(f"{n}." for n in names))
-    return ModelBundle(model=model.eval(), input_size=int(input_size[-1]), mean=mean, std=std,  # type: ignore[arg-type]
+    return ModelBundle(model=model.eval(), input_size=int(input_size[-1]), mean=mean, std=std,
                        name=f"timm:{name}")
 
 

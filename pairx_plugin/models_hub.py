@@ -148,7 +148,8 @@ def load_transformers(spec: str, target: str, *, trust_remote_code: bool) -> tup
         from transformers import AutoModel
     except ImportError:
         raise InvalidInputError(
-            f"model spec {spec!r} needs the transformers package; install it with pip install 'pairx-plugin[transformers]'"
+            f"model spec {spec!r} needs the transformers package; "
+            "install it with pip install 'pairx-plugin[transformers]'"
         ) from None
     try:
         model = AutoModel.from_pretrained(str(folder), trust_remote_code=trust_remote_code, local_files_only=True)

@@ -83,6 +83,27 @@ def miewid_model(backbone: str = MIEWID_BACKBONE) -> MiewIdLike:
     return MiewIdLike(trunk, features).eval()
 
 
+def state_dict_mismatch(
+    state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], *, ignore_missing_counters: bool = False
+) -> list[str]:
+    """How ``state`` fails to fit a model whose state dict is ``expected``: one phrase each for missing,
+    unexpected and wrongly shaped keys (empty when it fits). ``ignore_missing_counters``: BatchNorm's
+    ``num_batches_tracked`` may be absent (older checkpoints, strict=False loads)."""
+    missing = [k for k in expected if k not in state
+               and not (ignore_missing_counters and k.endswith("num_batches_tracked"))]
+    unexpected = [k for k in state if k not in expected]
+    wrong_shape = [f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
+                   for k in state if k in expected and state[k].shape != expected[k].shape]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing (e.g. {missing[:3]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+    if wrong_shape:
+        parts.append(f"{len(wrong_shape)} with the wrong shape (e.g. {wrong_shape[:3]})")
+    return parts
+
+
 def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], Mapping[str, Any]]:
     if not path.is_file():
         raise InvalidInputError(f"MiewID checkpoint {str(path)!r} not found; pass the .bin/.pth file WBIA saved")
@@ -145,19 +166,8 @@ def load_miewid_checkpoint(path: str | os.PathLike, backbone: str = MIEWID_BACKB
     state, config = _read_checkpoint(path)
     state = {k: v for k, v in state.items() if not k.startswith(TRAINING_HEAD_PREFIXES)}
     model = miewid_model(backbone)
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong_shape = [f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
-                   for k in state if k in expected and state[k].shape != expected[k].shape]
-    if missing or unexpected or wrong_shape:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {missing[:3]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
-        if wrong_shape:
-            parts.append(f"{len(wrong_shape)} with the wrong shape (e.g. {wrong_shape[:3]})")
+    parts = state_dict_mismatch(state, model.state_dict())
+    if parts:
         raise InvalidInputError(
             f"MiewID checkpoint {str(path)!r} does not fit MiewIdNet on backbone {backbone!r}: " + "; ".join(parts)
             + "; name the backbone it was trained with (miewid[BACKBONE]:PATH) or pass a MiewIdNet state dict"

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import functools
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
+
+if TYPE_CHECKING:
+    from timm.models import EfficientNet
 
 from .errors import PairXError
 
@@ -32,7 +35,7 @@ def _weights_path() -> str:
 
 
 @functools.lru_cache(maxsize=1)
-def _mapped_state_dict() -> "OrderedDict[str, torch.Tensor]":
+def _mapped_state_dict() -> OrderedDict[str, torch.Tensor]:
     import timm
 
     source = torch.load(_weights_path(), map_location="cpu", weights_only=True)
@@ -56,11 +59,14 @@ def _mapped_state_dict() -> "OrderedDict[str, torch.Tensor]":
     return mapped
 
 
-def efficientnet_lite0_imagenet() -> nn.Module:
+def efficientnet_lite0_imagenet() -> EfficientNet:
     """A fresh ``efficientnet_lite0`` (num_classes=0, 1280-d embedding) with ImageNet weights, in eval mode."""
     import timm
+    from timm.models import EfficientNet
 
     model = timm.create_model("efficientnet_lite0", pretrained=False, num_classes=0)
+    if not isinstance(model, EfficientNet):  # timm's registry types every model as nn.Module
+        raise PairXError(f"timm's efficientnet_lite0 is a {type(model).__name__}, not an EfficientNet")
     missing, unexpected = model.load_state_dict(_mapped_state_dict(), strict=False)
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     if missing or unexpected:

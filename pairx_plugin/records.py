@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from .errors import InvalidInputError
+from .evidence.models import EvidenceScores, RerankInfo
 
 #: where explaining a record failed
 Stage = Literal["load", "forward", "relevance", "match", "pixels", "render", "store"]
@@ -100,6 +101,7 @@ class ExplanationMetrics(BaseModel):
         description="Share of all mutual matches that are RANSAC inliers; null under 4 matches."
     )
     match_count: int = Field(ge=0, description="Mutual nearest-neighbour matches before truncation to k_lines.")
+    evidence: EvidenceScores | None = Field(None, description="Evidence score and its components (docs/metrics.md).")
 
 
 class ExplanationRef(BaseModel):
@@ -153,6 +155,7 @@ class MatchRecord(BaseModel):
     explanation: ExplanationRef | None = None
     other_layers: list[ExplanationRef] = Field(default_factory=list)
     explanation_error: ExplanationErrorInfo | None = None
+    rerank: RerankInfo | None = Field(None, description="Position after opt-in re-ranking (pairx.rerank); rank is unchanged.")
 
     @field_validator("rank", mode="before")
     @classmethod

@@ -153,7 +153,7 @@ def test_explain_writes_artifacts_and_prints_one_summary_line(explained, capsys)
     assert artifact.settings.k_lines == 6 and artifact.settings.k_colors == 3
     assert f"matches {artifact.metrics.match_count} " in line
     assert f"cosine {artifact.cosine:.4f} " in line
-    assert [f.role for f in artifact.files] == ["pair_data"]  # compact (1.1): panels drawn into rendered/
+    assert [f.role for f in artifact.files] == ["pair_data"]  # compact (1.2): panels drawn into rendered/
     rendered = {p.stem for p in composite.parent.glob("*.png")}
     assert {"composite", "only_lines", "only_colors", "overlay_heatmap_query", "display_pair"} <= rendered
     [manifest] = list((out / "runs").glob("*.jsonl"))

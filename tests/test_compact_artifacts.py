@@ -1,4 +1,4 @@
-"""Compact artifacts (schema 1.1): shared display images, pair_data.npz, panels drawn on demand,
+"""Compact artifacts (schema 1.2): shared display images, pair_data.npz, panels drawn on demand,
 the display cap, old (1.0) stores still readable, and `pairx-plugin store verify|gc` / `render`."""
 from __future__ import annotations
 

@@ -210,9 +210,10 @@ def test_store_decisions_refuses_a_bad_batch_whole(tmp_path):
 
 
 def test_wbia_decisions_set_annotmatch_evidence_on_the_standin(tmp_path, seaturtle_dir):
-    from wbia_pairx.decisions import EVIDENCE_CODES, apply_decisions
     from wbia_standin import annotmatch_funcs  # noqa: F401 - registers the annotmatch methods
     from wbia_standin.controller import StandinController
+
+    from wbia_pairx.decisions import EVIDENCE_CODES, apply_decisions
 
     ibs = StandinController(seaturtle_dir, tmp_path / "cache")
     decisions = [_decision(0, "2", "1", "same"), _decision(1, "2", "3", "different"),
@@ -228,9 +229,10 @@ def test_wbia_decisions_set_annotmatch_evidence_on_the_standin(tmp_path, seaturt
 
 
 def test_wbia_decisions_refuse_foreign_ids_before_writing(tmp_path, seaturtle_dir):
-    from wbia_pairx.decisions import apply_decisions
     from wbia_standin import annotmatch_funcs  # noqa: F401
     from wbia_standin.controller import StandinController
+
+    from wbia_pairx.decisions import apply_decisions
 
     ibs = StandinController(seaturtle_dir, tmp_path / "cache")
     with pytest.raises(InvalidInputError, match=r"annotation ids \[99\] are not in this WBIA database"):

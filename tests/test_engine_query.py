@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from pairx_plugin import PairX
 from benchmarks.reference_models import seaturtle_batch
+from pairx_plugin import PairX
 
 
 def _r(a, b) -> float:

@@ -498,7 +498,7 @@ def test_acceptance_every_record_back_with_artifact_or_error(turtle_run):
         assert -1.0 <= document["cosine"] <= 1.0 and document["cosine"] == ref.cosine
         assert 0 < len(document["matches"]) <= 20 and document["metrics"]["match_count"] >= len(document["matches"])
         assert [m["color_index"] for m in document["matches"][:3]] == [0, 1, 2]
-        # compact (1.1) default: the data every panel is drawn from is stored, the panels are drawn on demand
+        # compact (1.2) default: the data every panel is drawn from is stored, the panels are drawn on demand
         assert [f["role"] for f in document["files"]] == ["pair_data"]
         images = materialize(store, ref.artifact_id, ALL_PANELS)
         for role in ("composite", "only_lines", "only_colors", "heatmap_query", "overlay_heatmap_query", "display_query"):

@@ -30,8 +30,11 @@ LAYERS: dict[str, int] = {
     "pairx_plugin.models": 1,
     "pairx_plugin.models_hub": 1,  # model specs: Hugging Face cache, timm folders, transformers
     "pairx_plugin.models_miewid": 1,  # model specs: the MiewID layout and its WBIA checkpoint loader
+    "pairx_plugin.evidence.models": 1,  # pydantic models records/config embed (H6)
+    "pairx_plugin.evidence.foreground": 1,  # numpy only; LoadedImage validates its foreground with it
     "pairx_plugin.engine": 2,
     "pairx_plugin.artifacts": 2,
+    "pairx_plugin.evidence": 2,  # evidence score, evaluation, calibration, re-ranking (numpy, no torch)
     "pairx_plugin.decisions": 2,  # curator decisions beside a run's artifacts (the review page reads them)
     "pairx_plugin.reference_models": 2,  # benchmark/test models (leaving the core)
     "pairx_plugin.hook": 3,

@@ -133,7 +133,9 @@ class TinyReidModel(PreTrainedModel):
         super().__init__(config)
         self.backbone = nn.Sequential(
             nn.Conv2d(3, config.width, 3, padding=1), nn.BatchNorm2d(config.width), nn.ReLU(),
-            nn.Conv2d(config.width, config.embedding, 3, stride=2, padding=1), nn.BatchNorm2d(config.embedding), nn.ReLU(),
+            nn.Conv2d(config.width, config.embedding, 3, stride=2, padding=1),
+            nn.BatchNorm2d(config.embedding),
+            nn.ReLU(),
             nn.Conv2d(config.embedding, config.embedding, 3, padding=1), nn.ReLU(),
         )
         self.p = nn.Parameter(torch.ones(1) * 3.0)

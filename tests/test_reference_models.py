@@ -6,8 +6,6 @@ import pytest
 import torch
 from torch import nn
 
-from pairx_plugin.errors import InvalidInputError
-from pairx_plugin.pretrained import IMAGENET_MEAN, IMAGENET_STD
 from benchmarks.reference_models import (
     GeM,
     calibrate_batchnorm,
@@ -17,6 +15,8 @@ from benchmarks.reference_models import (
     seaturtle_batch,
     seaturtle_paths,
 )
+from pairx_plugin.errors import InvalidInputError
+from pairx_plugin.pretrained import IMAGENET_MEAN, IMAGENET_STD
 
 SIZE = 96  # small enough for 2 shared cores; big enough for a 6x6 map at blocks.3 (stride 16)
 

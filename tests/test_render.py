@@ -243,7 +243,7 @@ def test_render_real_engine_result_on_sea_turtles(lite0_imagenet, seaturtle_dir)
         np.testing.assert_array_equal(decode(out[f"display_{side}"]), loaded.display)
     points = decode(out["overlay_points_query"])
     height, width = query.display.shape[:2]
-    for index, match in enumerate(layer.matches):
+    for match in layer.matches:
         x = int(round(match.query_xy[0] * width / 224 - 0.5))
         y = int(round(match.query_xy[1] * height / 224 - 0.5))
         assert points[y, x, 3] == 255

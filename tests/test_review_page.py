@@ -410,12 +410,12 @@ def _metadata_for_ids(seaturtle_dir: Path, path: Path) -> Path:
 def test_keyboard_decisions_survive_reload_export_and_apply_to_both_hosts(real_run, tmp_path, seaturtle_dir, capsys):
     import jsonschema
     from selenium.webdriver.common.by import By
-    from wbia_pairx.decisions import apply_decisions
     from wbia_standin import annotmatch_funcs  # noqa: F401 - registers the annotmatch methods
     from wbia_standin.controller import StandinController
 
     from pairx_plugin.cli import main
     from pairx_plugin.decisions import read_decisions
+    from wbia_pairx.decisions import apply_decisions
 
     root, out = real_run
     page = write_review_page(root, "real")

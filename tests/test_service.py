@@ -27,14 +27,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from pairx_service.config import ServiceConfig
-from pairx_service.crops import crop_rotated
-from pairx_service.request import ExplainRequest
-from pairx_service.uris import UriNotAllowedError, resolve_uri
 from PIL import Image
 
 from pairx_plugin.errors import ConfigError, InvalidInputError
 from pairx_plugin.images import crop_box
+from pairx_service.config import ServiceConfig
+from pairx_service.crops import crop_rotated
+from pairx_service.request import ExplainRequest
+from pairx_service.uris import UriNotAllowedError, resolve_uri
 
 REPO = Path(__file__).resolve().parents[1]
 MIEWID_SPEC = "benchmarks.reference_models:miewid_shaped_lite0"
@@ -81,6 +81,7 @@ class Server:
 
     def __init__(self, config: ServiceConfig) -> None:
         import uvicorn
+
         from pairx_service.app import create_app
 
         self.port = _free_port()
@@ -520,3 +521,75 @@ def test_core_imports_no_web_framework():
         "assert not {'fastapi', 'uvicorn', 'pairx_service'} & set(sys.modules), sorted(sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+# ------------------------------------------------------------------------------ review + decisions
+def _raw(http, path: str, data: bytes | None = None, content_type: str = "application/x-ndjson"):
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{http.port}{path}", data=data, method="POST" if data is not None else "GET",
+        headers={"Content-Type": content_type} if data is not None else {},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=600) as resp:
+            return resp.status, resp.read(), {k.lower(): v for k, v in resp.headers.items()}
+    except urllib.error.HTTPError as err:
+        return err.code, err.read(), {k.lower(): v for k, v in err.headers.items()}
+
+
+@pytest.mark.slow
+def test_served_review_page_posts_decisions_that_are_stored_beside_the_run(http, roots):
+    from pairx_plugin.artifacts.review import read_manifest_entries, read_page_data
+    from pairx_plugin.decisions import read_decisions
+
+    status, _, _ = http.post(_mlservice_body(bb1=[[0, 0, 0, 0]], bb2=[[0, 0, 0, 0]]))
+    assert status == 200
+    runs = roots["base"] / "store" / "runs"
+    manifest = max((p for p in runs.glob("*.jsonl") if not p.name.endswith(".decisions.jsonl")),
+                   key=lambda p: p.stat().st_mtime)
+    run = manifest.name[: -len(".jsonl")]
+    entry = read_manifest_entries(manifest)[0]
+
+    # the page: served with the run's decisions route, its relative links land on files the service serves
+    status, html, headers = _raw(http, f"/store/review/{run}.html")
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    page = html.decode()
+    assert read_page_data(page)["post_url"] == f"/runs/{run}/decisions"
+    assert "connect-src &#39;self&#39;" in page or "connect-src 'self'" in page
+    assert entry.record.explanation is not None and entry.record.explanation.images
+    panel = next(p for p in entry.record.explanation.images.values() if p.endswith(".png"))
+    status, png, _ = _raw(http, f"/store/{panel}")
+    assert status == 200 and png[:8] == b"\x89PNG\r\n\x1a\n"
+
+    line = json.dumps({
+        "run_name": run, "record_index": entry.index, "query_id": entry.record.query_id,
+        "candidate_id": entry.record.candidate_id, "decision": "same", "note": "posted by the page",
+        "decided_at": "2026-11-30T18:00:00Z",
+    })
+    status, body, _ = _raw(http, f"/runs/{run}/decisions", (line + "\n").encode())
+    assert status == 200, body
+    stored = read_decisions(runs / f"{run}.decisions.jsonl")
+    assert [(d.record_index, d.decision, d.note) for d in stored][-1] == (entry.index, "same", "posted by the page")
+    count = len(stored)
+
+    # bad posts: each refused with the service's error shape, nothing stored
+    wrong_ids = line.replace(json.dumps(entry.record.candidate_id), json.dumps("someone-else"))
+    other_run = line.replace(f'"run_name": "{run}"', '"run_name": "other-run"')
+    for path, data, expected, words in (
+        (f"/runs/{run}/decisions", wrong_ids.encode(), 422, "names"),
+        (f"/runs/{run}/decisions", b"{not json\n", 422, "line 1"),
+        (f"/runs/{run}/decisions", other_run.encode(), 422, "other-run"),
+        (f"/runs/{run}/decisions", b"\xff\xfe", 400, "UTF-8"),
+        ("/runs/no-such-run/decisions", line.encode(), 422, "no-such-run"),
+        (f"/runs/{run}/decisions", b"\n" * (http.server.config.app.state.service.config.max_body_bytes + 1), 413,
+         "max_body_bytes"),
+    ):
+        status, body, headers = _raw(http, path, data)
+        reply = json.loads(body)
+        assert status == expected and words in reply["detail"] and reply["hint"] == headers[HINT], (path, reply)
+    assert len(read_decisions(runs / f"{run}.decisions.jsonl")) == count
+
+    # the file route never leaves the store; unknown runs get 404 naming the run
+    for path in ("/store/..%2Fsecret.jpg", "/store/../secret.jpg", "/store/nothing/here.png"):
+        assert _raw(http, path)[0] == 404, path
+    status, body, _ = _raw(http, "/store/review/no-such-run.html")
+    assert status == 404 and "no-such-run" in json.loads(body)["detail"]

@@ -205,9 +205,8 @@ def test_run_names_must_be_safe_file_names(tmp_path, name):
 def test_manifest_that_cannot_be_opened_warns_and_keeps_going(tmp_path):
     (tmp_path / "runs").write_text("a file where the runs folder should be")
     store = ArtifactStore(tmp_path)
-    with pytest.warns(RuntimeWarning, match="cannot write run manifest"):
-        with store.open_run("r") as manifest:
-            manifest.append(0, "not_explained", MatchRecord(query_id="q", candidate_id="c", rank=0, score=1))
+    with pytest.warns(RuntimeWarning, match="cannot write run manifest"), store.open_run("r") as manifest:
+        manifest.append(0, "not_explained", MatchRecord(query_id="q", candidate_id="c", rank=0, score=1))
     assert manifest.error is not None and manifest.lines_written == 0
 
 
@@ -253,7 +252,7 @@ def test_one_fingerprint_and_default_model_artifact_ids_are_unchanged(lite0_imag
     identifier = artifact_id(model_fingerprint=fingerprint, layer="blocks.5", config_digest=legacy_digest,
                              query_sha256="a" * 64, candidate_sha256="b" * 64, schema_version="1.0.0")
     assert identifier == "cc8200bf8536bc15cbc8f51d07c2034c7256c61d4c61cf69be34e1ee5dc76910"
-    # schema 1.1.0 (compact artifacts, display_max_side in the digest) deliberately gives new ids
+    # schema 1.2.0 (compact artifacts, display_max_side in the digest; 1.1.0 added evidence) gives new ids on purpose
     identifier = artifact_id(model_fingerprint=fingerprint, layer="blocks.5", config_digest=PairXConfig().digest(),
                              query_sha256="a" * 64, candidate_sha256="b" * 64)
-    assert identifier == "93e4e7416bccb4b74209ba63aa329a2c2c75786a8d388aabb8cf6817c1afb214"
+    assert identifier == "25cbbb4649d86b69eb833c01278ada7d41479bb87f7deeb357c12fb62f48147e"

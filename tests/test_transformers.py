@@ -513,11 +513,10 @@ def _native_output(model, key, x):
 @pytest.mark.slow
 def test_wildlife_tools_pipeline_explains_every_match_of_a_megadescriptor_shaped_swin(seaturtle_dir, tmp_path):
     """Random-init MegaDescriptor-shaped Swin through DeepFeatures -> CosineSimilarity -> KnnClassifier."""
-    from pairx_wildlife_tools.pipeline import load_run_settings, run_pipeline
-
     from pairx_plugin.artifacts.schema import ExplanationArtifact
     from pairx_plugin.artifacts.store import ArtifactStore
     from pairx_plugin.models import ModelBundle
+    from pairx_wildlife_tools.pipeline import load_run_settings, run_pipeline
 
     swin = _timm("swin_tiny_patch4_window7_224")
     bundle = ModelBundle(model=swin, input_size=224, name="megadescriptor-shaped-swin")

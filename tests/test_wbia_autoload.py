@@ -5,7 +5,6 @@ import sys
 import types
 
 import pytest
-
 from wbia_standin import controller_inject, graph, installed, miewid, modules_replaced
 from wbia_standin.env import PLUGIN_MODULE, fresh_plugin_import
 

@@ -17,12 +17,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-from pairx_plugin.errors import ConfigError
-
 from wbia_standin import controller_inject, dtool, graph, miewid
 from wbia_standin.annotmatch import AnnotMatch
 from wbia_standin.env import SMALL_XPX, deployment
+
+from pairx_plugin.errors import ConfigError
 
 pytestmark = pytest.mark.slow  # the module's fixtures run the real engine on a MiewID-like model
 
@@ -559,7 +558,8 @@ def test_checklist_16_config_class_drops_unknown_keys_and_cfgstr_covers_picture_
     miew = {p.varname for p in miewid.MiewIdConfig._param_info_list}
     assert not ours & miew and not any(n.startswith("pairx_") for n in ours)
     changed = {"xpx_enabled": False, "xpx_top_k": 9, "xpx_score": "name", "xpx_layer_key": "backbone.blocks.5",
-               "xpx_k_lines": 7, "xpx_k_colors": 4, "xpx_mode": "parity", "xpx_channel_order": "rgb"}
+               "xpx_k_lines": 7, "xpx_k_colors": 4, "xpx_mode": "parity", "xpx_channel_order": "rgb",
+               "xpx_rerank": True, "xpx_rerank_k": 3, "xpx_rerank_alpha": 0.5, "xpx_rerank_score": "mc"}  # H6
     base = XpxConfig().get_cfgstr()
     for param in XPX_PARAMS:
         if param.in_cfgstr:

@@ -7,12 +7,11 @@ import sys
 import numpy as np
 import pytest
 import torch
-
-from pairx_plugin.errors import ArtifactError, ConfigError, InvalidInputError, PairXError, UnsupportedModelError
-
 from wbia_standin import dtool, graph, miewid
 from wbia_standin.annotmatch import AnnotMatch
 from wbia_standin.env import SMALL_XPX, deployment
+
+from pairx_plugin.errors import ArtifactError, ConfigError, InvalidInputError, PairXError, UnsupportedModelError
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,10 @@
 """Building the explained pipeline from a YAML config through wildlife-tools' own ``realize``."""
 from __future__ import annotations
 
-import pairx_wildlife_tools  # noqa: F401 - importing registers PairXKnnClassifier in the config store
 import pytest
 import torch
+
+import pairx_wildlife_tools  # noqa: F401 - importing registers PairXKnnClassifier in the config store
 
 pytestmark = pytest.mark.slow
 

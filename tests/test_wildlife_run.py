@@ -8,9 +8,9 @@ from importlib import metadata
 import pandas as pd
 import pytest
 import torch
-from pairx_wildlife_tools.pipeline import load_run_settings
 
 from pairx_plugin.errors import ConfigError
+from pairx_wildlife_tools.pipeline import load_run_settings
 
 CONFIG = """
 model: builtin

@@ -16,13 +16,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torch import nn
+
+from pairx_plugin.errors import InvalidInputError
 from pairx_wildlife_tools import host
 from pairx_wildlife_tools.images import labels
 from pairx_wildlife_tools.metadata import check_image_paths
 from pairx_wildlife_tools.pipeline import accuracy_over_known, classifier_labels
-from torch import nn
-
-from pairx_plugin.errors import InvalidInputError
 
 CONFIG = "model: builtin\nbatch_size: 4\npairx:\n  top_k: 1\n  k_colors: 1\n  render: [composite]\n"
 

@@ -6,16 +6,16 @@ import json
 
 import cv2
 import numpy as np
-import pairx_wildlife_tools as pw
 import pandas as pd
 import pytest
 import torch
 import torchvision.transforms as T
-from pairx_wildlife_tools.correspondence import LineScore, landed_lines, summarise
-from pairx_wildlife_tools.synthetic import generate_synthetic_set
 
+import pairx_wildlife_tools as pw
 from pairx_plugin.errors import ConfigError, InvalidInputError, PairXError
 from pairx_plugin.pretrained import IMAGENET_MEAN, IMAGENET_STD
+from pairx_wildlife_tools.correspondence import LineScore, landed_lines, summarise
+from pairx_wildlife_tools.synthetic import generate_synthetic_set
 
 TRANSFORM = T.Compose([T.Resize((224, 224)), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
@@ -327,8 +327,9 @@ def test_explaining_needs_a_model(turtle_metadata, seaturtle_dir):
 
 def test_register_is_a_no_op_on_a_wildlife_tools_without_config_store(monkeypatch):
     """1.x has no Store/realize: importing and registering must work and register nothing."""
-    from pairx_wildlife_tools import host
     from wildlife_tools import tools
+
+    from pairx_wildlife_tools import host
 
     class StoreWithoutTable:
         pass
@@ -339,11 +340,10 @@ def test_register_is_a_no_op_on_a_wildlife_tools_without_config_store(monkeypatc
 
 
 def test_line_scoring_reports_unreadable_artifacts_and_foreign_pairs(tmp_path):
-    from pairx_wildlife_tools.demo import score_lines
-    from pairx_wildlife_tools.pipeline import PipelineResult
-
     from pairx_plugin.errors import ArtifactError
     from pairx_plugin.records import ExplanationMetrics, ExplanationRef, MatchRecord
+    from pairx_wildlife_tools.demo import score_lines
+    from pairx_wildlife_tools.pipeline import PipelineResult
 
     synthetic = generate_synthetic_set(tmp_path / "data", animals=2, sightings=2, seed=1)
     ref = ExplanationRef(artifact_id="0" * 64, layer="blocks.3", json_path="artifacts/none/explanation.json",

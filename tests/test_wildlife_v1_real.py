@@ -14,16 +14,16 @@ import json
 
 import jsonschema
 import numpy as np
-import pairx_wildlife_tools as pw
 import pandas as pd
 import pytest
 import torch
 import torchvision.transforms as T
-from pairx_wildlife_tools import host
 
+import pairx_wildlife_tools as pw
 from pairx_plugin.artifacts.schema import ExplanationArtifact, json_schemas
 from pairx_plugin.artifacts.store import ArtifactStore
 from pairx_plugin.pretrained import IMAGENET_MEAN, IMAGENET_STD
+from pairx_wildlife_tools import host
 
 IS_V1 = host.api_generation() == "1.x"
 pytestmark = [

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import pairx_wildlife_tools as pw
 import pandas as pd
 import pytest
 import torch
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 import torchvision.transforms as T
 from PIL import Image
 
+import pairx_wildlife_tools as pw
 from pairx_plugin.artifacts.store import ArtifactStore
 from pairx_plugin.pretrained import IMAGENET_MEAN, IMAGENET_STD
 

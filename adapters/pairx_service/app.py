@@ -1,4 +1,6 @@
-"""The FastAPI wiring: ``POST /explain/``, ``GET /artifacts/{artifact_id}``, ``GET /health``.
+"""The FastAPI wiring: ``POST /explain/``, ``GET /artifacts/{artifact_id}``, ``GET /health``, and the
+review of a stored run: ``GET /store/review/{run_name}.html`` (the page), ``GET /store/{path}`` (the files
+it links to) and ``POST /runs/{run_name}/decisions`` (where the page saves each curator decision).
 
 Where ml-service has a rule (status 400) the reply body is exactly its ``{"detail": <text>}`` and our
 hint (which field, what to do) is in the ``X-PairX-Hint`` header. Statuses of our own carry
@@ -8,11 +10,13 @@ that is not the request's shape), 500 (an internal failure).
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import ValidationError
 
 from pairx_plugin.config import format_validation_error
@@ -29,6 +33,7 @@ class RequestTooLargeError(InvalidInputError):
 
 
 HINT_HEADER = "X-PairX-Hint"
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,120}$")
 
 
 def _header_text(text: str, limit: int = 500) -> str:
@@ -65,15 +70,21 @@ def create_app(config: ServiceConfig | dict[str, Any] | None = None) -> FastAPI:
             chunks.append(chunk)
         return b"".join(chunks)
 
+    async def read_body(request: Request, too_large_hint: str) -> bytes | JSONResponse:
+        """The bounded body, or the error reply for a body that is too large or declares a bad length."""
+        try:
+            return await bounded_body(request)
+        except RequestTooLargeError as exc:
+            return _error(413, str(exc), too_large_hint)
+        except InvalidInputError as exc:
+            return _error(400, str(exc), "send a valid Content-Length or none")
+
     @app.post("/explain/")
     @app.post("/explain", include_in_schema=False)
     async def explain(request: Request) -> JSONResponse:
-        try:
-            body = await bounded_body(request)
-        except RequestTooLargeError as exc:
-            return _error(413, str(exc), "send fewer or shorter URIs, or raise max_body_bytes in the service config")
-        except InvalidInputError as exc:
-            return _error(400, str(exc), "send a valid Content-Length or none")
+        body = await read_body(request, "send fewer or shorter URIs, or raise max_body_bytes in the service config")
+        if isinstance(body, JSONResponse):
+            return body
         try:
             parsed = ExplainRequest.model_validate_json(body)
         except ValidationError as exc:
@@ -101,6 +112,42 @@ def create_app(config: ServiceConfig | dict[str, Any] | None = None) -> FastAPI:
         except ArtifactError as exc:
             return _error(404, str(exc), "explain the pair first; ids are returned with return_artifacts: true")
 
+    store_root = service.store.root
+
+    @app.get("/store/review/{run_name}.html")
+    async def review_page(run_name: str) -> Response:
+        try:
+            html = await run_in_threadpool(_review_html, store_root, run_name)
+        except InvalidInputError as exc:
+            return _error(404, str(exc), "open the review of a run this service stored (see runs/ in the store)")
+        except ArtifactError as exc:
+            return _error(500, str(exc), "see the service log")
+        return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
+    @app.get("/store/{path:path}")
+    async def store_file(path: str) -> Response:
+        target = _store_file(store_root, path)
+        if target is None:
+            return _error(404, f"no stored file {path[:200]!r}", "follow the links of a review page")
+        return FileResponse(target)
+
+    @app.post("/runs/{run_name}/decisions")
+    async def decisions(run_name: str, request: Request) -> JSONResponse:
+        body = await read_body(request, "post fewer decisions at a time, or raise max_body_bytes")
+        if isinstance(body, JSONResponse):
+            return body
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return _error(400, "posted decisions are not UTF-8 text", "send JSON Lines, one decision per line")
+        try:
+            files = await run_in_threadpool(_store_run_decisions, store_root, run_name, text)
+        except InvalidInputError as exc:
+            return _error(422, str(exc), "send decision lines of this run (docs/schema/decision.schema.json)")
+        except ArtifactError as exc:
+            return _error(500, str(exc), "see the service log")
+        return JSONResponse({"stored": True, "files": [f.name for f in files]})
+
     @app.get("/health")
     async def health() -> dict[str, Any]:
         return {
@@ -114,6 +161,58 @@ def create_app(config: ServiceConfig | dict[str, Any] | None = None) -> FastAPI:
         }
 
     return app
+
+
+def _review_html(store_root: Path, run_name: str) -> str:
+    """The review page of ``runs/<run_name>.jsonl``, served from ``/store/review/`` (so its relative links
+    land on ``/store/...``), saving decisions to this run's decisions route."""
+    from pairx_plugin.artifacts.review import read_manifest_entries, render_review_html
+
+    manifest = _run_manifest(store_root, run_name)
+    entries = read_manifest_entries(manifest)
+    return render_review_html(
+        entries,
+        store_root,
+        store_root / "review",
+        f"PAIR-X review: {run_name}",
+        run_name=run_name,
+        decisions_url=f"/runs/{run_name}/decisions",
+    )
+
+
+def _run_manifest(store_root: Path, run_name: str) -> Path:
+    if not _RUN_NAME.match(run_name):
+        raise InvalidInputError(f"run name {run_name[:130]!r} is not a plain run name (letters, digits, '_', '.', '-')")
+    manifest = store_root / "runs" / f"{run_name}.jsonl"
+    if not manifest.is_file():
+        raise InvalidInputError(f"run {run_name!r} has no manifest in this service's store")
+    return manifest
+
+
+def _store_run_decisions(store_root: Path, run_name: str, text: str) -> list[Path]:
+    """Validate and append posted decision lines; every line must be about ``run_name`` (the URL's run)."""
+    from pairx_plugin.decisions import parse_decisions, store_decisions
+
+    _run_manifest(store_root, run_name)
+    lines = text.splitlines()
+    for decision in parse_decisions(lines, source="posted decisions"):
+        if decision.run_name != run_name:
+            raise InvalidInputError(
+                f"posted decision names run {decision.run_name!r} but was posted to run {run_name!r}'s route"
+            )
+    return store_decisions(store_root / "runs", lines)
+
+
+def _store_file(store_root: Path, path: str) -> Path | None:
+    """A regular file inside the store for ``path``, or None (missing, outside the store, a symlink out)."""
+    root = store_root.resolve()
+    try:
+        target = (root / path).resolve()
+    except (OSError, RuntimeError, ValueError):
+        return None
+    if not target.is_relative_to(root) or not target.is_file():
+        return None
+    return target
 
 
 __all__ = ["HINT_HEADER", "RequestTooLargeError", "create_app"]

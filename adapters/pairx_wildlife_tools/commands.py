@@ -56,7 +56,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     _set_threads(args.threads)
     result = run_demo(args.out, animals=args.animals, sightings=args.sightings, top_k=args.top_k,
-                      k_colors=args.k_colors, seed=args.seed, progress=not args.no_progress)
+                      k_colors=args.k_colors, seed=args.seed, progress=not args.no_progress, scenes=args.scenes)
     return EXIT_OK if all(r.explanation_error is None for r in result.pipeline.records) else EXIT_FAILED
 
 
@@ -108,6 +108,8 @@ def register_demo(subparsers) -> argparse.ArgumentParser:
                         help=f"torch CPU threads (default {DEFAULT_THREADS}: on a shared 2-core machine more threads "
                         "wait on each other; see docs/demo.md)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--scenes", action="store_true", help="the harder scene set: shared backgrounds, full images, "
+                        "animal masks (docs/metrics.md)")
     parser.set_defaults(handler=_demo)
     return parser
 

@@ -20,8 +20,10 @@ from pairx_plugin.config import PairXConfig
 from pairx_plugin.errors import ArtifactError, InvalidInputError
 
 from .correspondence import CorrespondenceSummary, LineScore, landed_lines, summarise
+from .evidence_report import EvidenceSummary, evidence_lines, summarise_evidence
 from .pipeline import DataSettings, PipelineResult, RunSettings, run_pipeline
 from .synthetic import SyntheticSet, generate_synthetic_set
+from .synthetic_scenes import generate_scene_set
 
 DEMO_RUN_NAME = "demo"
 #: defaults sized to finish well inside 10 minutes on 2 CPU cores (see docs/demo.md for timings)
@@ -39,6 +41,7 @@ class DemoResult:
     line_scores: list[LineScore]
     correspondence: CorrespondenceSummary
     seconds: float
+    evidence: EvidenceSummary | None = None
 
     @property
     def accuracy(self) -> float:
@@ -104,6 +107,7 @@ def report_lines(result: DemoResult) -> list[str]:
          f"({c.correct_lines} lines over {c.correct_matches} matches; chance {_share(c.correct_baseline)})"),
         (f"lines within one cell of the true correspondence, incorrect matches: {_share(c.incorrect_share)} "
          f"({c.incorrect_lines} lines over {c.incorrect_matches} matches; chance {_share(c.incorrect_baseline)})"),
+        *(evidence_lines(result.evidence) if result.evidence is not None else []),
         f"review page: {pipeline.review_page}",
         (f"time: {result.seconds:.1f} s (features {pipeline.timings.get('features_s', 0):.1f} s, "
          f"explanations {pipeline.timings.get('explain_s', 0):.1f} s)"),
@@ -113,18 +117,23 @@ def report_lines(result: DemoResult) -> list[str]:
 def run_demo(out_dir: str | Path, *, animals: int = DEFAULT_ANIMALS, sightings: int = DEFAULT_SIGHTINGS,
              top_k: int = DEFAULT_TOP_K, k_colors: int = DEFAULT_K_COLORS, seed: int = 0,
              progress: bool = True, model: Any = None, render: list[str] | None = None,
-             echo: Callable[[str], None] | None = print) -> DemoResult:
+             echo: Callable[[str], None] | None = print, scenes: bool = False) -> DemoResult:
     """Generate, match, explain, score; writes ``demo_summary.json`` beside the review page.
 
     model: a ``ModelBundle`` to use instead of loading the built-in one; render: panel kinds
-    (default: all of them).
+    (default: all of them); scenes: the harder scene set (:mod:`.synthetic_scenes`: shared backgrounds,
+    full images with the animal's segmentation) instead of the cropped easy set.
     """
     start = time.perf_counter()
     out_dir = Path(out_dir)
-    synthetic = generate_synthetic_set(out_dir / "data", animals=animals, sightings=sightings, seed=seed)
+    if scenes:
+        synthetic: Any = generate_scene_set(out_dir / "data", animals=animals, sightings=sightings,
+                                            scenes=max(2, animals // 2), seed=seed)
+    else:
+        synthetic = generate_synthetic_set(out_dir / "data", animals=animals, sightings=sightings, seed=seed)
     settings = RunSettings(
         model="builtin",
-        data=DataSettings(img_load="bbox"),
+        data=DataSettings(img_load="full" if scenes else "bbox"),
         pairx=PairXConfig(top_k=top_k, k_colors=k_colors, output_dir=str(out_dir),
                           **({"render": render} if render is not None else {})),
     )
@@ -133,13 +142,16 @@ def run_demo(out_dir: str | Path, *, animals: int = DEFAULT_ANIMALS, sightings: 
                             run_name=DEMO_RUN_NAME, progress=progress, model=model,
                             review_path=out_dir / "review.html")
     line_scores = score_lines(pipeline, synthetic)
-    result = DemoResult(pipeline, synthetic, line_scores, summarise(line_scores), time.perf_counter() - start)
+    evidence = summarise_evidence(pipeline.records, out_dir, synthetic)
+    result = DemoResult(pipeline, synthetic, line_scores, summarise(line_scores), time.perf_counter() - start, evidence)
     summary = {
         "accuracy": result.accuracy,
         "correspondence": asdict(result.correspondence),
         "seconds": result.seconds,
         "timings": pipeline.timings,
-        "settings": {"animals": animals, "sightings": sightings, "top_k": top_k, "k_colors": k_colors, "seed": seed},
+        "settings": {"animals": animals, "sightings": sightings, "top_k": top_k, "k_colors": k_colors, "seed": seed,
+                     "scenes": scenes},
+        "evidence": evidence_lines(evidence),
         "per_match": [asdict(s) | {"share": s.share if s.lines else None} for s in line_scores],
     }
     (out_dir / "demo_summary.json").write_text(json.dumps(summary, indent=1, default=float))

@@ -135,7 +135,7 @@ def quiet_progress(extractor: Any, enabled: bool = True) -> Iterator[None]:
         yield
     finally:
         for module, original in swapped:
-            module.tqdm = original  # type: ignore[attr-defined]
+            module.tqdm = original
 
 
 def topk_classifier_class() -> Any:

@@ -194,7 +194,18 @@ class DatasetImageSource:
         pixels = np.asarray(crop.convert("RGB"), dtype=np.uint8)
         digest = hashlib.sha256(f"{pixels.shape}\0".encode())
         digest.update(np.ascontiguousarray(pixels).tobytes())  # the source: the crop's pixels
-        return LoadedImage(tensor=tensor.unsqueeze(0), display=display, sha256=digest.hexdigest())
+        return LoadedImage(tensor=tensor.unsqueeze(0), display=display, sha256=digest.hexdigest(),
+                           foreground=self._foreground(entry, transform, crop, display.shape[:2]))  # H6: evidence
+
+    def _foreground(self, entry: _Entry, transform: Callable, crop: Image.Image, size: tuple[int, int]) -> np.ndarray | None:
+        """The row's animal mask (segmentation or bbox) taken through the display transform, or None."""
+        from .foreground import row_foreground
+
+        mask = row_foreground(entry.dataset, entry.index, (crop.height, crop.width))
+        if mask is None:
+            return None
+        as_image = Image.fromarray(mask.astype(np.uint8) * 255).convert("RGB")
+        return self._display(transform, as_image, size)[..., 0] > 127
 
     @staticmethod
     def _display(transform: Callable, crop: Image.Image, size: tuple[int, int]) -> np.ndarray:

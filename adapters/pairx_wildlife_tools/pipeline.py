@@ -226,7 +226,8 @@ def run_pipeline(images_dir: str | Path, metadata: str | Path | pd.DataFrame, se
     table = metadata if isinstance(metadata, pd.DataFrame) else read_metadata(metadata)
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
-        raise InvalidInputError(f"images directory {str(images_dir)!r} does not exist; pass --images with the folder the CSV paths are relative to")
+        raise InvalidInputError(f"images directory {str(images_dir)!r} does not exist; "
+            "pass --images with the folder the CSV paths are relative to")
     img_load = settings.data.img_load
     if img_load == "auto":
         img_load = "bbox" if "bbox" in table.columns and table["bbox"].notna().all() else "full"

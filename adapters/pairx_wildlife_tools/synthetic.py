@@ -71,7 +71,8 @@ class SyntheticSet:
 
 
 def _random_colour(rng: np.random.Generator, low: int = 0, high: int = 256) -> tuple[int, int, int]:
-    return tuple(int(v) for v in rng.integers(low, high, size=3))
+    red, green, blue = (int(v) for v in rng.integers(low, high, size=3))
+    return red, green, blue
 
 
 def _draw_animal(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -89,7 +90,8 @@ def _draw_animal(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
 
     def marking() -> tuple[int, int, int]:
         factor = rng.uniform(0.25, 0.55) if rng.random() < 0.6 else rng.uniform(1.4, 1.9)
-        return tuple(int(v) for v in np.clip(base * factor + rng.uniform(-20, 20, size=3), 0, 255))
+        red, green, blue = (int(v) for v in np.clip(base * factor + rng.uniform(-20, 20, size=3), 0, 255))
+        return red, green, blue
 
     for _ in range(int(rng.integers(2, 5))):  # stripes through the body
         p0 = np.array(centre) + rng.uniform(-60, 60, size=2) * [1.4, 0.8]

@@ -25,7 +25,7 @@ def _param_info(dtool: Any) -> Any:
 
         return utool.ParamInfo
     except ImportError:
-        return getattr(dtool, "ParamInfo")
+        return dtool.ParamInfo
 
 
 def find_miewid() -> SimpleNamespace | None:

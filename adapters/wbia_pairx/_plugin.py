@@ -60,7 +60,7 @@ def attach(request_cls: type, config_cls: type | None = None, param_info: Any = 
 
 # ---------------------------------------------------------------------- controller methods
 def wbia_plugin_pairx_explain(ibs: Any, qaid: int, daid_list: list[int],
-                              query_config_dict: dict | None = None) -> list[dict]:
+                              query_config_dict: dict[str, Any] | None = None) -> list[dict[str, Any] | None]:
     """Explain ``qaid`` against each of ``daid_list`` now; one JSON entry per daid (error or ref)."""
     from .selection import Candidate
 

@@ -15,7 +15,8 @@ colours whatever the model was fed.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -68,7 +69,9 @@ def chip_to_input(chip_bgr: np.ndarray, size_hw: tuple[int, int], flip: bool, ch
     # the hash names what the model saw (channel order, flip and size included), so artifacts of
     # differently fed inputs never share a content address
     digest = hashlib.sha256(f"{channel_order}:".encode() + image_sha256(resized).encode()).hexdigest()
-    return LoadedImage(tensor=tensor, display=display, sha256=digest)
+    # the chip is the annotation's box: all of it is the animal as far as WBIA knows (evidence score, H6)
+    return LoadedImage(tensor=tensor, display=display, sha256=digest,
+                       foreground=(0, 0, int(display.shape[1]), int(display.shape[0])))
 
 
 class WbiaChipSource:
@@ -110,5 +113,6 @@ class WbiaChipSource:
         flip = self.fliplr and self.ibs.get_annot_viewpoints(aid) in self.fliplr_view
         loaded = chip_to_input(chip, self.size_hw, flip, self.channel_order)
         if str(self.device) != "cpu":
-            loaded = LoadedImage(tensor=loaded.tensor.to(self.device), display=loaded.display, sha256=loaded.sha256)
+            loaded = LoadedImage(tensor=loaded.tensor.to(self.device), display=loaded.display, sha256=loaded.sha256,
+                                 foreground=loaded.foreground)
         return loaded

@@ -12,11 +12,14 @@ hashes the request's cfgstr, changes with it). Values are validated when the con
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from pairx_plugin.config import PairXConfig
 from pairx_plugin.errors import ConfigError
+
+from .rerank import RERANK_PARAM_SPECS, rerank_config
 
 CHANNEL_ORDERS = ("bgr", "rgb")
 SCORE_KEYS = ("annot", "name")
@@ -57,7 +60,7 @@ XPX_PARAMS: tuple[XpxParam, ...] = (
              "'bgr' (feed WBIA's BGR chip as is, as MiewID scores it) or 'rgb' (convert first)"),
     XpxParam("xpx_render_on_demand", True, lambda v: isinstance(v, bool), "true or false",
              in_cfgstr=False),
-)
+) + tuple(XpxParam(*spec) for spec in RERANK_PARAM_SPECS)  # H6: opt-in re-ranking (rerank.py)
 PARAM_NAMES = tuple(p.name for p in XPX_PARAMS)
 
 
@@ -65,13 +68,23 @@ class XpxConfig:
     """``dtool.Config``-like: declared ``xpx_*`` parameters; unknown keys are dropped silently."""
 
     _param_info_list = XPX_PARAMS
+    # set from XPX_PARAMS in __init__; declared here for the type checker (keep in step with XPX_PARAMS)
+    xpx_enabled: bool
+    xpx_top_k: int
+    xpx_score: str
+    xpx_layer_key: str
+    xpx_k_lines: int
+    xpx_k_colors: int
+    xpx_mode: str
+    xpx_channel_order: str
+    xpx_render_on_demand: bool
 
     def __init__(self, **cfgdict: Any) -> None:
         for param in XPX_PARAMS:
             setattr(self, param.name, cfgdict.get(param.name, param.default))
 
     @classmethod
-    def from_mapping(cls, mapping: Any) -> "XpxConfig":
+    def from_mapping(cls, mapping: Any) -> XpxConfig:
         """From a dict, a ``dtool.Config``/request config (``parse_items``) or ``None``."""
         if mapping is None:
             return cls()
@@ -86,7 +99,7 @@ class XpxConfig:
         body = ",".join(f"{p.name}={getattr(self, p.name)}" for p in XPX_PARAMS if p.in_cfgstr)
         return f"XpxConfig({body})"
 
-    def validated(self) -> "XpxConfig":
+    def validated(self) -> XpxConfig:
         """Itself, after checking every value; :class:`ConfigError` names the first bad key."""
         for param in XPX_PARAMS:
             value = getattr(self, param.name)
@@ -104,6 +117,7 @@ class XpxConfig:
             k_colors=self.xpx_k_colors,
             mode=self.xpx_mode,
             render=sorted(set(VERSION_PANELS.values())),
+            rerank=rerank_config(self),
         )
 
     def __repr__(self) -> str:

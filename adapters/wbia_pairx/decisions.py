@@ -20,7 +20,7 @@ EVIDENCE_CODES: dict[str, int] = {"same": 1, "different": 0, "unsure": 3}
 
 def _evidence_codes() -> dict[str, int]:
     try:
-        from wbia.constants import EVIDENCE_DECISION  # type: ignore[import-not-found]
+        from wbia.constants import EVIDENCE_DECISION
     except (ImportError, AttributeError):
         return dict(EVIDENCE_CODES)
     return {"same": EVIDENCE_DECISION.POSITIVE, "different": EVIDENCE_DECISION.NEGATIVE,

@@ -9,7 +9,8 @@ ignores it; the same data is served per pair by the plugin API ``/api/plugin/pai
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 REFS_KEY = "xpx_explanations"
 REFS_VERSION = 1

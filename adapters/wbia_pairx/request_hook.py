@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .config import XPX_PARAMS, XpxConfig
 from .runtime import WbiaPairx, render_version
@@ -40,7 +41,7 @@ def request_xpx_config(request: Any) -> XpxConfig:
 class PairxAttachment:
     """What :func:`enable_pairx` changed, and how to undo it."""
 
-    def __init__(self, request_cls: type, runtime: WbiaPairx, config_cls: type | None) -> None:
+    def __init__(self, request_cls: type, runtime: WbiaPairx, config_cls: Any) -> None:
         self.request_cls = request_cls
         self.runtime = runtime
         self.config_cls = config_cls
@@ -69,7 +70,7 @@ class PairxAttachment:
                 self.config_cls._param_info_list = self._saved_params
         self.active = False
 
-    def __enter__(self) -> "PairxAttachment":
+    def __enter__(self) -> PairxAttachment:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -113,7 +114,7 @@ def _render_wrapper(runtime: WbiaPairx) -> Callable[[Callable], Callable]:
     return make
 
 
-def enable_pairx(request_cls: type, runtime: WbiaPairx, config_cls: type | None = None,
+def enable_pairx(request_cls: type, runtime: WbiaPairx, config_cls: Any = None,
                  param_info: Callable[..., Any] | None = None) -> PairxAttachment:
     """Wrap ``request_cls`` (and extend ``config_cls``'s parameters); see the module docstring.
 
@@ -124,7 +125,7 @@ def enable_pairx(request_cls: type, runtime: WbiaPairx, config_cls: type | None 
     if config_cls is not None:
         declared = config_cls.__dict__.get("_param_info_list", None)
         existing = list(getattr(config_cls, "_param_info_list", []) or [])
-        names = {getattr(p, "varname", None) for p in existing}
+        names = {name for p in existing if isinstance(name := getattr(p, "varname", None), str)}
         clash = names & {p.name for p in XPX_PARAMS}
         if clash:
             from pairx_plugin.errors import ConfigError

@@ -82,7 +82,7 @@ def build_artifact(
 
     pair / layer: the engine's ``PairExplanation`` / ``LayerExplanation``; query / candidate:
     ``LoadedImage``; rendered: ``render_pair``'s output. The store fills ``files`` in as it writes.
-    display_files: the shared display images (``{"query": ..., "candidate": ...}``, schema 1.1, what
+    display_files: the shared display images (``{"query": ..., "candidate": ...}``, schema 1.2, what
     :func:`store_pair` passes); with them the display sizes are theirs (capped at ``display_max_side``)
     and ``pair_data.npz`` is added. Without them the document is the 1.0 layout (panels only).
     """
@@ -238,6 +238,7 @@ def store_pair(
     An artifact that is already complete (an identical pair earlier in the run) is reused. A failure
     comes back as a :class:`PairFailure` (the exception untouched, so the record names its real type).
     """
+    from ..evidence.attach import attach_evidence
     from .compact import cap_display
     from .render import render_pair
 
@@ -273,6 +274,7 @@ def store_pair(
                 rendered=rendered, config=config, config_digest=context.config_digest,
                 model_fingerprint=context.model_fingerprint, display_files=display_files,
             )
+            document = attach_evidence(document, pair, layer_key, query, candidate)  # H6: docs/metrics.md
             document = store.write(document, blobs)
         except Exception as exc:  # noqa: BLE001 - costs only this record
             return PairFailure(exc, "store")

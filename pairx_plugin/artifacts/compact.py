@@ -1,6 +1,6 @@
-"""Compact artifacts (schema 1.1): the data every panel is drawn from, and drawing panels from it on demand.
+"""Compact artifacts (schema 1.2): the data every panel is drawn from, and drawing panels from it on demand.
 
-A 1.1 artifact stores, per record, ``explanation.json`` plus ``pair_data.npz``; the display photos are
+A 1.2 artifact stores, per record, ``explanation.json`` plus ``pair_data.npz``; the display photos are
 stored once per content under ``images/`` (see :meth:`ArtifactStore.put_shared`). ``pair_data.npz``
 holds (a zip written with fixed timestamps, so equal data gives equal bytes):
 
@@ -141,7 +141,7 @@ def read_pair_data(data: bytes, *, source: str = PAIR_DATA_NAME) -> dict[str, np
 
 
 def stored_layer(document: ExplanationArtifact, arrays: Mapping[str, np.ndarray]) -> LayerExplanation:
-    """A ``LayerExplanation`` rebuilt from a 1.1 document and its pair data (pixel maps at input size)."""
+    """A ``LayerExplanation`` rebuilt from a 1.2 document and its pair data (pixel maps at input size)."""
     from ..engine.results import LayerExplanation, Match, PairMetrics
 
     maps = {}

@@ -9,13 +9,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from .schema import json_schemas
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "docs" / "schema"
 
 
-def schema_text(schema: dict) -> str:
+def schema_text(schema: dict[str, Any]) -> str:
     """The exact text written for ``schema`` (stable key order, trailing newline)."""
     return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
 

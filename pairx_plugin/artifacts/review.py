@@ -142,7 +142,7 @@ class _ArtifactReader:
         self._cache: dict[str, dict[str, Any] | None] = {}
 
     def images(self, ref: Any) -> dict[str, str]:
-        """The record's panel files; a compact (1.1) artifact's panels are drawn from its data on demand."""
+        """The record's panel files; a compact (1.2) artifact's panels are drawn from its data on demand."""
         from .compact import materialize
         from .store import ArtifactStore
 

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..records import SHA256_PATTERN, ExplanationMetrics, HostFloat, MatchRecord
 
-SCHEMA_VERSION = "1.1.0"
+SCHEMA_VERSION = "1.2.0"
 
 _SHA256 = SHA256_PATTERN
 #: file names inside an artifact directory and run names: produced by us or checked, never paths
@@ -42,7 +42,7 @@ SHARED_PATH_PATTERN = r"^images/[0-9a-f]{2}/[0-9a-f]{64}\.png$"
 
 
 class SharedFile(_Strict):
-    """A file stored once per content under ``images/`` and shared by every artifact that uses it (1.1)."""
+    """A file stored once per content under ``images/`` and shared by every artifact that uses it (1.2)."""
 
     path: str = Field(pattern=SHARED_PATH_PATTERN, description="Relative to the store root; named by its sha256.")
     media_type: MediaType = "image/png"
@@ -67,7 +67,7 @@ class ImageInfo(_Strict):
     source_sha256: str | None = Field(None, pattern=_SHA256, description="Hash of the source file bytes, when known.")
     display_file: SharedFile | None = Field(
         None,
-        description="(1.1) The display image (display_width x display_height) as a shared PNG under images/; "
+        description="(1.2) The display image (display_width x display_height) as a shared PNG under images/; "
         "null in 1.0 documents, which carry display_* PNGs of their own when rendered.",
     )
 
@@ -85,6 +85,10 @@ class ArtifactMatch(_Strict):
     distance: float = Field(description="L2 distance of the two cells' feature vectors.")
     color_index: int | None = Field(
         None, description="Index of this match's pixel colour map (top k_colors matches), else null."
+    )
+    supports_evidence: bool | None = Field(
+        None, description="True when the match is on the animal and agrees with the fitted transform, i.e. it "
+        "counts towards metrics.evidence (docs/metrics.md); null when no evidence was computed."
     )
 
 
@@ -117,7 +121,7 @@ class ArtifactSettings(_Strict):
     render: list[str]
     keep_arrays: bool
     display_max_side: int | None = Field(
-        None, ge=1, description="(1.1) Longest side the display image was capped to; null in 1.0 documents."
+        None, ge=1, description="(1.2) Longest side the display image was capped to; null in 1.0 documents."
     )
 
 

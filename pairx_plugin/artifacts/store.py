@@ -4,7 +4,7 @@ Layout under ``root``::
 
     artifacts/<id[:2]>/<id>/explanation.json   the ExplanationArtifact document, written last
     artifacts/<id[:2]>/<id>/*.png              rendered panels and overlay layers
-    artifacts/<id[:2]>/<id>/pair_data.npz      what every panel is drawn from (schema 1.1, compact.py)
+    artifacts/<id[:2]>/<id>/pair_data.npz      what every panel is drawn from (schema 1.2, compact.py)
     artifacts/<id[:2]>/<id>/arrays.npz         raw relevance arrays (keep_arrays only)
     images/<sha[:2]>/<sha>.png                 display images, once per content, shared by artifacts
     rendered/<id[:2]>/<id>/<role>.png          panels drawn on demand (a cache; safe to delete)

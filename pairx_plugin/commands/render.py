@@ -1,4 +1,4 @@
-"""``pairx-plugin render``: draw PNG panels of stored artifacts on demand (schema 1.1 compact artifacts).
+"""``pairx-plugin render``: draw PNG panels of stored artifacts on demand (schema 1.2 compact artifacts).
 
 Over a whole store, one run (``--run NAME``) or given artifact ids. Panels go to the store's render
 cache ``rendered/<id[:2]>/<id>/<role>.png`` (reused when present; ``--force`` redraws). Panels an

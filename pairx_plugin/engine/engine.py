@@ -33,7 +33,7 @@ from .hooks import capture_outputs
 from .layers import default_layer_key, resolve_layers
 from .layouts import Layout, detect_layout
 from .locks import model_lock
-from .matching import mutual_nearest_neighbours
+from .matching import mutual_nearest_neighbours, nearest_ratio
 from .metrics import pair_metrics
 from .modelinfo import model_device, model_dtype
 from .relevance import RelevanceBackend, RelevanceRun, choose_backend
@@ -130,6 +130,7 @@ class LayerMatching:
     relevance: np.ndarray
     rel_q: np.ndarray
     rel_c: np.ndarray
+    ratio: np.ndarray | None = None  # Lowe's ratio per match (matching.nearest_ratio), same order
     pixel_query: np.ndarray | None = None
     pixel_candidate: np.ndarray | None = None
 
@@ -526,6 +527,7 @@ class PairX:
             relevance=relevance[order].detach().cpu().numpy(),
             rel_q=rel_q.detach().cpu().numpy().astype(np.float32),
             rel_c=rel_c.detach().cpu().numpy().astype(np.float32),
+            ratio=nearest_ratio(fm_q, fm_c, idx0, idx1)[order].detach().cpu().numpy(),
         )
 
     def _layer_result(self, key: str, m: LayerMatching, p: ForwardPass) -> LayerExplanation:
@@ -542,9 +544,10 @@ class PairX:
         all_c = [centre(i, hc, wc, Hc, Wc) for i in m.idx1]
         matches = [
             Match(query_cell=cq, candidate_cell=cc, query_xy=pq, candidate_xy=pc,
-                  relevance=float(r), distance=float(d))
-            for (cq, pq), (cc, pc), r, d in zip(all_q[: self.k_lines], all_c[: self.k_lines],
-                                                 m.relevance[: self.k_lines], m.distance[: self.k_lines])
+                  relevance=float(r), distance=float(d),
+                  ratio=None if m.ratio is None else float(m.ratio[n]))
+            for n, ((cq, pq), (cc, pc), r, d) in enumerate(zip(all_q[: self.k_lines], all_c[: self.k_lines],
+                                                                m.relevance[: self.k_lines], m.distance[: self.k_lines]))
         ]
         metrics = pair_metrics(
             np.array([xy for _, xy in all_q], dtype=np.float32).reshape(-1, 2),

@@ -24,6 +24,8 @@ class Match:
     candidate_xy: tuple[float, float]
     relevance: float
     distance: float
+    #: Lowe's ratio nearest / second-nearest distance, the larger of both directions (engine.matching.nearest_ratio)
+    ratio: float | None = None
 
 
 @dataclass(frozen=True)

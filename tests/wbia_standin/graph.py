@@ -57,7 +57,7 @@ def ensure_review_image(ibs, aid, cm, qreq_, draw_matches=False, draw_heatmask=F
         return str(fpath)
     image = qreq_.render_single_result(cm, aid, **render_config)
     if not cv2.imwrite(str(fpath), image):
-        raise IOError(f"cv2.imwrite failed for {fpath}")
+        raise OSError(f"cv2.imwrite failed for {fpath}")
     return str(fpath)
 
 
