@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         out = explain_matches(records=records, images=source, model=model, config=variant,
                               store=ArtifactStore(out_dir / name), progress=False)
-        rows.append(_row(name, out_dir / name, out, time.perf_counter() - start, f"1 process ({torch.get_num_threads()} threads)"))
+        threads = f"1 process ({torch.get_num_threads()} threads)"
+        rows.append(_row(name, out_dir / name, out, time.perf_counter() - start, threads))
 
     from pairx_ray import explain_on_ray
     from pairx_ray.runner import connect
@@ -103,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(row) if args.json else
               f"{row['store']:>8}  workers {row['workers']!s:>22}  {row['records']} records  "
               f"{row['seconds']:>7.1f} s  {row['records_per_s']:>6} rec/s  "
-              f"{row['bytes_per_record'] / 1024:>8.1f} KiB/record  shared images {row['shared_image_bytes'] / 1024:.0f} KiB")
+              f"{row['bytes_per_record'] / 1024:>8.1f} KiB/record  "
+              f"shared images {row['shared_image_bytes'] / 1024:.0f} KiB")
     return 0
 
 

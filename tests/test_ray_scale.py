@@ -10,9 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-ray = pytest.importorskip("ray")
-
 from pairx_ray import explain_on_ray
 
 from pairx_plugin.artifacts.store import ArtifactStore, read_manifest
@@ -22,6 +19,8 @@ from pairx_plugin.hook import explain_matches
 from pairx_plugin.images import FileImageSource
 from pairx_plugin.pretrained import IMAGENET_MEAN, IMAGENET_STD
 from pairx_plugin.records import MatchRecord
+
+ray = pytest.importorskip("ray")
 
 pytestmark = pytest.mark.slow
 SIZE = 64
@@ -84,7 +83,9 @@ def test_two_workers_give_the_single_process_records(local_ray, source, records,
     assert len(seen_pids - {os.getpid()}) == 2  # both workers did work
 
 
-def test_a_killed_worker_loses_and_doubles_nothing_and_a_rerun_is_all_hits(local_ray, source, records, tmp_path):
+def test_a_killed_worker_loses_and_doubles_nothing_and_a_rerun_is_all_hits(
+    local_ray, source, records, tmp_path, caplog
+):
     killed: list[int] = []
 
     def kill_once(outcome, pid: int) -> None:
@@ -95,6 +96,7 @@ def test_a_killed_worker_loses_and_doubles_nothing_and_a_rerun_is_all_hits(local
     out = explain_on_ray(records=records, images=source, model="builtin", config=CONFIG, store_root=tmp_path,
                          workers=2, run_name="crash", progress=False, on_outcome=kill_once)
     assert killed
+    assert any("a Ray worker died while explaining query" in r.getMessage() for r in caplog.records)  # it was busy
     lines = _lines(tmp_path, "crash")
     assert sorted(lines) == list(range(len(records)))
     assert [r.pair for r in out] == [r.pair for r in records]

@@ -17,6 +17,7 @@ from the store: every record already stored is a hit.
 """
 from __future__ import annotations
 
+import logging
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -30,6 +31,7 @@ from pairx_plugin.records import ExplanationErrorInfo, MatchRecord, coerce_recor
 from .worker import ExplainWorker, ModelSource, Outcome
 
 DEFAULT_MAX_RETRIES = 2
+logger = logging.getLogger(__name__)
 
 
 def _import_ray() -> Any:
@@ -75,7 +77,8 @@ def plan_groups(records: list[MatchRecord], config: PairXConfig) -> tuple[list[l
                 f"duplicate record: (query_id, candidate_id) = {record.pair!r} already appears at index "
                 f"{first[record.pair]}; pass each pair once"
             )
-            decided.append(Outcome(index, "error", record.with_error(ExplanationErrorInfo.from_exception(error, "load"))))
+            info = ExplanationErrorInfo.from_exception(error, "load")
+            decided.append(Outcome(index, "error", record.with_error(info)))
             continue
         first[record.pair] = index
         groups.setdefault(record.query_id, []).append(index)
@@ -233,6 +236,8 @@ def _loop(ray: Any, start: Callable[[], Any], groups: list[list[int]], records: 
             outcomes = ray.get(done[0])
         except (RayActorError, WorkerCrashedError) as exc:
             attempts[number] += 1
+            logger.warning("a Ray worker died while explaining query %r (%s); starting another, attempt %d of %d",
+                           records[groups[number][0]].query_id, type(exc).__name__, attempts[number], max_retries + 1)
             ray.kill(actor, no_restart=True)
             replacement = start()
             pids[id(replacement)] = _worker_pid(ray, replacement)

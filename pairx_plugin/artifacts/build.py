@@ -136,7 +136,8 @@ def build_artifact(
         backend=str(pair.backend),
         config_digest=config_digest,
         settings=ArtifactSettings(
-            k_lines=config.k_lines, k_colors=config.k_colors, render=list(config.render), keep_arrays=config.keep_arrays,
+            k_lines=config.k_lines, k_colors=config.k_colors, render=list(config.render),
+            keep_arrays=config.keep_arrays,
             display_max_side=config.display_max_side if display_files is not None else None,
         ),
         query=sides["query"],
