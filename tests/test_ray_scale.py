@@ -76,7 +76,8 @@ def test_two_workers_give_the_single_process_records(local_ray, source, records,
                             on_outcome=lambda outcome, pid: seen_pids.add(pid))
     assert [r.explanation.artifact_id if r.explanation else None for r in spread] == \
         [r.explanation.artifact_id if r.explanation else None for r in single]
-    assert [_rounded(r.model_dump(mode="json")) for r in spread] == [_rounded(r.model_dump(mode="json")) for r in single]
+    dumped = [_rounded(r.model_dump(mode="json")) for r in spread]
+    assert dumped == [_rounded(r.model_dump(mode="json")) for r in single]
     assert _lines(tmp_path / "ray", "ray") == _lines(tmp_path / "one", "one")
     statuses = [status for status, _ in _lines(tmp_path / "ray", "ray").values()]
     assert statuses.count("explained") == 8 and statuses.count("not_explained") == 4 and statuses.count("error") == 1
