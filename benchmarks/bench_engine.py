@@ -61,6 +61,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="folder holding data/seaturtle_sample (default: $PAIRX_SHARED_DIR, ./shared, ../shared)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds allowed per configuration")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
+    parser.add_argument("--e2e-repeats", type=int, default=None,
+                        help="timed explain_matches calls on 5 records (default: --repeats; 0 skips)")
+    parser.add_argument("--floor-repeats", type=int, default=None,
+                        help="timed plain forward+backward passes (default: --repeats; 0 skips)")
+    parser.add_argument("--reference", type=Path, default=None,
+                        help="source folder of the published PAIR-X code (read-only): time its pairx() on the "
+                             "same pair, side by side; skipped when not given")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     problems = []
@@ -68,6 +75,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         problems.append(f"--repeats must be at least 1, got {args.repeats}")
     if args.query_repeats is None:
         args.query_repeats = args.repeats
+    for name in ("e2e_repeats", "floor_repeats"):
+        if getattr(args, name) is None:
+            setattr(args, name, args.repeats)
+        if getattr(args, name) < 0:
+            problems.append(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(args, name)}")
+    if args.reference is not None and not args.reference.is_dir():
+        problems.append(f"--reference must be the folder of the published PAIR-X source, got {args.reference}")
     if args.query_repeats < 0:
         problems.append(f"--query-repeats must be 0 or more, got {args.query_repeats}")
     if args.warmup < 0:
@@ -118,9 +132,15 @@ def _median_stages(timings: list[dict[str, float]]) -> dict[str, float]:
 def run_worker(args: argparse.Namespace, report=None) -> ConfigResult:
     """Measure one configuration in this process; ``report(result)`` gets the pair numbers early."""
     import torch
-
     from bench_configs import PAIR, QUERY, build, default_shared_dir, get_config
     from bench_memory import PeakMemory
+    from bench_shapes import (
+        end_to_end_records,
+        forward_backward_floor,
+        reference_pair,
+        timed_cpu,
+    )
+
     from pairx_plugin import PairX
 
     config = get_config(args.worker)
@@ -174,9 +194,34 @@ def run_worker(args: argparse.Namespace, report=None) -> ConfigResult:
 
     q, cands = x[QUERY[0]], [x[i] for i in QUERY[1]]
     memory.reset()
-    outputs = _timed(lambda: engine.explain_query(q, cands), args.query_repeats, f"{config.name} top-5 query",
-                     sync, result.query_s, result.query_cpu_s)
+    # top-5 query and the same five pairs, interleaved in this process, so the ratio sees the same load
+    outputs = []
+    for _ in range(args.query_repeats):
+        outputs += _timed(lambda: engine.explain_query(q, cands), 1, f"{config.name} top-5 query",
+                          sync, result.query_s, result.query_cpu_s)
+        _, five = timed_cpu(lambda: [engine.explain_pair(q, c) for c in cands], 1, sync)
+        result.five_pairs_cpu_s += five
     query_stages = [out[0].timings for out in outputs]
+    if result.five_pairs_cpu_s:
+        result.five_pairs_cpu_median_s = statistics.median(result.five_pairs_cpu_s)
+        result.query_vs_pairs = statistics.median(result.query_cpu_s) / result.five_pairs_cpu_median_s
+
+    if args.floor_repeats:
+        _, result.floor_cpu_s = forward_backward_floor(model, query, candidate, args.floor_repeats, sync)
+        result.floor_cpu_median_s = statistics.median(result.floor_cpu_s)
+        result.pair_floor_multiple = result.pair_cpu_median_s / result.floor_cpu_median_s
+    result.engine_pairs_per_s = 1.0 / result.pair_cpu_median_s
+    if args.e2e_repeats:
+        _, result.e2e_cpu_s, n_records, result.e2e_shares = end_to_end_records(
+            model, engine, config.layer, size, args.shared_dir or default_shared_dir(), args.e2e_repeats, sync,
+            args.k_lines, args.k_colors, args.mode)
+        result.e2e_records_per_s = n_records / statistics.median(result.e2e_cpu_s)
+        result.e2e_vs_engine = result.e2e_records_per_s / result.engine_pairs_per_s
+    if args.reference is not None:
+        _, result.reference_pair_cpu_s = reference_pair(args.reference, model, query, candidate, config.layer,
+                                                        args.repeats, sync, args.k_lines, args.k_colors)
+        result.reference_pair_cpu_median_s = statistics.median(result.reference_pair_cpu_s)
+        result.reference_speedup = result.reference_pair_cpu_median_s / result.pair_cpu_median_s
     if result.query_s:
         result.peak_rss_query_mb = memory.peak_rss_mb()
         result.peak_gpu_query_mb = memory.peak_gpu_mb()
@@ -202,7 +247,10 @@ def _worker_command(args: argparse.Namespace, name: str) -> list[str]:
            "--repeats", str(args.repeats), "--query-repeats", str(args.query_repeats),
            "--warmup", str(args.warmup), "--threads", args.threads,
            "--device", args.device, "--mode", args.mode,
-           "--k-lines", str(args.k_lines), "--k-colors", str(args.k_colors)]
+           "--k-lines", str(args.k_lines), "--k-colors", str(args.k_colors),
+           "--e2e-repeats", str(args.e2e_repeats), "--floor-repeats", str(args.floor_repeats)]
+    if args.reference is not None:
+        cmd += ["--reference", str(args.reference)]
     if args.size is not None:
         cmd += ["--size", str(args.size)]
     if args.max_batch_images is not None:
@@ -275,8 +323,19 @@ def format_table(report: BenchReport) -> str:
                 stage_rows.append([r.name, label] + [_fmt(stages.get(s)) for s in STAGES]
                                   + [_fmt(sum(stages.values()))])
     notes = [f"ERROR {r.name}: {r.error}" for r in report.results if r.error and r.pair_s]
+    shape_cols = ["config", "floor CPU s", "pair / floor", "5 pairs CPU s", "top-5 query / 5 pairs",
+                  "engine pairs/s", "e2e records/s", "e2e / engine", "published pair CPU s", "speed-up"]
+    shape_rows = [[r.name, _fmt(r.floor_cpu_median_s), _fmt(r.pair_floor_multiple, 2),
+                   _fmt(r.five_pairs_cpu_median_s), _fmt(r.query_vs_pairs, 3), _fmt(r.engine_pairs_per_s, 2),
+                   _fmt(r.e2e_records_per_s, 2), _fmt(r.e2e_vs_engine, 2), _fmt(r.reference_pair_cpu_median_s),
+                   _fmt(r.reference_speedup, 2)]
+                  for r in report.results if r.pair_s]
+    shares = [f"{r.name} explain_matches time shares: " + ", ".join(f"{k} {v:.0%}" for k, v in r.e2e_shares.items())
+              for r in report.results if r.e2e_shares]
     return "\n".join([head, "", _grid(cols, rows), *notes, "", "seconds per stage (engine timings, medians):",
-                      _grid(stage_cols, stage_rows)])
+                      _grid(stage_cols, stage_rows), "",
+                      "shapes users run (CPU seconds, medians; ratios measured in the same process):",
+                      _grid(shape_cols, shape_rows), *shares])
 
 
 def _grid(cols: list[str], rows: list[list[str]]) -> str:

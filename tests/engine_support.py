@@ -2,8 +2,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
+
+#: Devices the device-parametrised engine tests run on: CUDA runs when a GPU is present, else skips.
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                   reason="no CUDA device present"))]
 
 
 def randomise_norms_and_biases(model: nn.Module, seed: int = 0) -> nn.Module:

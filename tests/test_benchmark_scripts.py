@@ -52,6 +52,14 @@ def _check_result(result: dict, size: int) -> None:
     assert result["pair_match_count"] >= 1 and -1.0 <= result["pair_cosine"] <= 1.0 + 1e-6
     assert result["peak_gpu_pair_mb"] is None  # CPU run
     assert result["max_batch_images"] >= 1
+    # the shapes users run: floor, query vs five pairs, end to end; no published code given
+    assert 0 < result["floor_cpu_median_s"] < result["pair_cpu_median_s"]
+    assert result["pair_floor_multiple"] == pytest.approx(result["pair_cpu_median_s"] / result["floor_cpu_median_s"])
+    assert result["query_vs_pairs"] == pytest.approx(result["query_cpu_median_s"] / result["five_pairs_cpu_median_s"])
+    assert 0 < result["e2e_records_per_s"] and 0 < result["e2e_vs_engine"]
+    assert set(result["e2e_shares"]) >= {"engine", "decode", "hash", "render", "encode"}
+    assert 0 < result["e2e_shares"]["engine"] <= 1 and 0 < result["e2e_shares"]["encode"] <= result["e2e_shares"]["render"]
+    assert result["reference_pair_cpu_median_s"] is None and not result["reference_pair_cpu_s"]
 
 
 @pytest.mark.slow
@@ -179,3 +187,15 @@ def test_bench_records_refuse_non_finite_or_non_positive_times():
     for bad in (float("nan"), float("inf"), 0.0, -1.0):
         with pytest.raises(ValueError):
             bench_engine.ConfigResult(**base, pair_s=[bad])
+
+
+def test_bench_engine_reference_must_be_a_folder(tmp_path):
+    bench_engine = _import_bench_engine()
+    with pytest.raises(SystemExit):
+        bench_engine.parse_args(["--reference", str(tmp_path / "no such folder")])
+    args = bench_engine.parse_args(["--reference", str(tmp_path)])
+    assert args.reference == tmp_path and args.e2e_repeats == args.repeats == args.floor_repeats
+    with pytest.raises(Exception, match="published PAIR-X source"):
+        import bench_shapes
+
+        bench_shapes.load_reference(tmp_path)

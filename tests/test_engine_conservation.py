@@ -6,7 +6,7 @@ import pytest
 import timm
 import torch
 import torchvision
-from engine_support import randomise_norms_and_biases
+from engine_support import DEVICES, randomise_norms_and_biases
 
 from benchmarks.reference_models import miewid_like
 from pairx_plugin.engine.conservation import conservation
@@ -50,9 +50,13 @@ def test_parity_mode_is_not_conserving_on_timm_efficientnet():
     assert not 0.9 <= c0 <= 1.1
 
 
-def test_conservation_holds_with_real_imagenet_weights(lite0_imagenet, golden_dir):
+@pytest.mark.parametrize("device", DEVICES)
+def test_conservation_holds_with_real_imagenet_weights(lite0_imagenet, golden_dir, device):
+    import copy
+
     from engine_support import golden_inputs
 
     _, x0, x1 = golden_inputs(golden_dir, 224, "p12")
-    c0, c1 = conservation(lite0_imagenet, x0, x1, "blocks.3")
+    model = lite0_imagenet if device == "cpu" else copy.deepcopy(lite0_imagenet).to(device)
+    c0, c1 = conservation(model, x0.to(device), x1.to(device), "blocks.3")
     assert 0.98 <= c0 <= 1.02 and 0.98 <= c1 <= 1.02

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from engine_support import golden_inputs
+from engine_support import DEVICES, golden_inputs
 
 from pairx_plugin import PairX
 
@@ -13,15 +13,26 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module")
-def parity_engine(lite0_imagenet):
-    return PairX(lite0_imagenet, layer_keys=["blocks.3"], k_lines=20, k_colors=10, mode="parity")
+def parity_engines(lite0_imagenet):
+    import copy
+
+    engines: dict[str, PairX] = {}
+
+    def on(device: str) -> PairX:
+        if device not in engines:
+            model = lite0_imagenet if device == "cpu" else copy.deepcopy(lite0_imagenet).to(device)
+            engines[device] = PairX(model, layer_keys=["blocks.3"], k_lines=20, k_colors=10, mode="parity")
+        return engines[device]
+
+    return on
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("size", [224, 440])
 @pytest.mark.parametrize("pair", ["p12", "p13"])
-def test_parity_matches_published_outputs(parity_engine, golden_dir, size, pair):
+def test_parity_matches_published_outputs(parity_engines, golden_dir, size, pair, device):
     gold, x0, x1 = golden_inputs(golden_dir, size, pair)
-    result = parity_engine.explain_pair(x0, x1)
+    result = parity_engines(device).explain_pair(x0.to(device), x1.to(device))
     layer = result.layers["blocks.3"]
 
     assert _pearson(layer.relevance_query, gold["ir0"]) >= 0.999

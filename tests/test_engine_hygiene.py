@@ -4,7 +4,12 @@ from __future__ import annotations
 import pytest
 import timm
 import torch
-from engine_support import assert_same_state, model_state, randomise_norms_and_biases
+from engine_support import (
+    DEVICES,
+    assert_same_state,
+    model_state,
+    randomise_norms_and_biases,
+)
 
 from benchmarks.reference_models import seaturtle_batch
 from pairx_plugin import PairX
@@ -16,13 +21,14 @@ def inputs(shared_dir):
     return seaturtle_batch(shared_dir, 160, flips=False)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("mode", ["conservative", "parity"])
-def test_model_untouched_after_success(inputs, mode):
+def test_model_untouched_after_success(inputs, mode, device):
     torch.manual_seed(0)
-    model = randomise_norms_and_biases(timm.create_model("efficientnet_lite0", num_classes=0)).train()
+    model = randomise_norms_and_biases(timm.create_model("efficientnet_lite0", num_classes=0)).train().to(device)
     model.blocks[0].requires_grad_(False)
     before = model_state(model)
-    x0, x1 = inputs[:1].clone(), inputs[1:2].clone()
+    x0, x1 = inputs[:1].clone().to(device), inputs[1:2].clone().to(device)
     x0_copy, x1_copy = x0.clone(), x1.clone()
     PairX(model, layer_keys=["blocks.3"], k_lines=5, k_colors=2, mode=mode).explain_pair(x0, x1)
     assert_same_state(before, model_state(model))

@@ -132,3 +132,9 @@ def test_cnn_with_a_fixed_size_head_is_canonized_at_its_size():
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     c0, c1 = conservation(model, x[:1], x[1:], "3")
     assert 0.98 <= c0 <= 1.02 and 0.98 <= c1 <= 1.02
+
+
+@pytest.mark.parametrize("value", [-1, 2.5, True, "many"])
+def test_bad_pixel_rows(lite0_imagenet, value):
+    with pytest.raises(InvalidInputError, match="pixel_rows"):
+        PairX(lite0_imagenet, layer_keys=["blocks.3"], pixel_rows=value)

@@ -55,7 +55,7 @@ def test_out_of_memory_halves_the_chunk_and_retries(model, images, monkeypatch):
     failed = []
 
     def once_at_full_size(images, rows):
-        if len(images) == 5 and not failed:
+        if len(images) == 8 and not failed:
             failed.append(True)
             return True
         return False
@@ -63,7 +63,7 @@ def test_out_of_memory_halves_the_chunk_and_retries(model, images, monkeypatch):
     monkeypatch.setattr(engine_module.PairX, "_forward", _forward_that_runs_out(batch_sizes, once_at_full_size))
     got = PairX(model, layer_keys=["layer3"], k_lines=5, k_colors=2, max_batch_images=4).explain_query(
         query, candidates)
-    assert batch_sizes == [5, 3, 3]  # query + 4 ran out; two halves of query + 2 each
+    assert batch_sizes == [8, 4, 4]  # 4 query rows + 4 candidates ran out; two halves of 2 + 2 each
     assert [_numbers(p) for p in got] == [_numbers(p) for p in expected]
     assert_same_state(before, model_state(model))
 
@@ -77,7 +77,7 @@ def test_one_candidate_that_never_fits_fails_alone(model, images, monkeypatch):
         batch_sizes, lambda images, rows: any(img is huge for img in images)))
     engine = PairX(model, layer_keys=["layer3"], k_lines=5, k_colors=2, max_batch_images=4)
     results = engine.explain_query(query, candidates, return_exceptions=True)
-    assert batch_sizes == [5, 3, 3, 2, 2]  # 4 ran out -> [0, 1] ok, [2, 3] ran out -> [2] fails alone, [3] ok
+    assert batch_sizes == [8, 4, 4, 2, 2]  # 4 ran out -> [0, 1] ok, [2, 3] ran out -> [2] fails alone, [3] ok
     failure = results[2]
     assert isinstance(failure, StepError) and failure.stage == "forward" and failure.candidate_index == 2
     assert "out of memory explaining candidates[2] even alone" in str(failure)

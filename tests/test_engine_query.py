@@ -26,8 +26,27 @@ def engine(lite0_imagenet):
     return PairX(lite0_imagenet, layer_keys=["blocks.3"], k_lines=12, k_colors=4)
 
 
-def test_query_equals_separate_pairs(engine, turtles):
-    q, cands = turtles[:1], [turtles[i:i + 1] for i in (1, 2, 5)]
+CUDA = pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))
+
+
+def _on(device: str, engine: PairX, **settings) -> PairX:
+    """The engine's model on ``device`` (a copy for CUDA), same settings."""
+    if device == "cpu" and not settings:
+        return engine
+    import copy
+
+    model = engine.model if device == "cpu" else copy.deepcopy(engine.model).to(device)
+    return PairX(model, layer_keys=engine.layer_keys, k_lines=engine.k_lines, k_colors=engine.k_colors, **settings)
+
+
+@pytest.mark.parametrize(("device", "settings"), [
+    ("cpu", {}),
+    ("cpu", {"pixel_rows": 5}),  # the replicated back-projection CUDA chooses, forced on the CPU
+    pytest.param(*CUDA.values, {}, marks=CUDA.marks),
+])
+def test_query_equals_separate_pairs(engine, turtles, device, settings):
+    engine = _on(device, engine, **settings)
+    q, cands = turtles[:1].to(device), [turtles[i:i + 1].to(device) for i in (1, 2, 5)]
     batched = engine.explain_query(q, cands)
     for cand, got in zip(cands, batched):
         alone = engine.explain_pair(q, cand)
@@ -52,7 +71,7 @@ def test_one_forward_per_distinct_image(lite0_imagenet, turtles):
         results = engine.explain_query(turtles[:1], [c1, c2, c1.clone()])
     finally:
         handle.remove()
-    assert seen == [3]  # query + 2 distinct candidates, one batched forward
+    assert seen == [4]  # one batched forward: a query row per distinct candidate + the 2 distinct candidates
     assert results[2].cosine == results[0].cosine
 
 
@@ -65,7 +84,7 @@ def test_batch_limit_splits_candidates(lite0_imagenet, turtles):
         results = engine.explain_query(turtles[:1], [turtles[i:i + 1] for i in (1, 2, 3)])
     finally:
         handle.remove()
-    assert seen == [3, 2]  # the query rides along with each chunk of at most 2 candidates
+    assert seen == [4, 2]  # a query row per candidate rides along with each chunk of at most 2 candidates
     assert len(results) == 3 and all(r.layers["blocks.3"].matches for r in results)
 
 
@@ -112,10 +131,11 @@ def test_default_layer_is_chosen(lite0_imagenet):
 
 
 def test_pixel_budget_bounds_each_batch(lite0_imagenet, turtles):
-    """Large inputs get smaller batches: query + chunk never exceeds max_batch_pixels."""
+    """Large inputs get smaller batches: the chunk's batch (a query row per candidate plus the
+    candidates) never exceeds max_batch_pixels."""
     small = torch.nn.functional.interpolate(turtles, size=(96, 96), mode="bilinear", align_corners=False)
     engine = PairX(lite0_imagenet, layer_keys=["blocks.3"], k_lines=4, k_colors=1,
-                   max_batch_images=8, max_batch_pixels=3 * 96 * 96)
+                   max_batch_images=8, max_batch_pixels=5 * 96 * 96)
     seen = []
     handle = lite0_imagenet.register_forward_pre_hook(
         lambda m, args: seen.append(args[0].shape[0]) if args[0].shape[-1] == 96 else None)
@@ -123,7 +143,7 @@ def test_pixel_budget_bounds_each_batch(lite0_imagenet, turtles):
         results = engine.explain_query(small[:1], [small[i:i + 1] for i in (1, 2, 3, 4, 5)])
     finally:
         handle.remove()
-    assert seen == [3, 3, 2]  # query + 2, query + 2, query + 1
+    assert seen == [4, 4, 2]  # 2 query rows + 2, 2 + 2, 1 + 1
     alone = engine.explain_pair(small[:1], small[5:6])
     assert results[4].cosine == pytest.approx(alone.cosine, abs=1e-6)
 
@@ -161,3 +181,17 @@ def test_two_models_explained_in_parallel_threads(lite0_imagenet, turtles):
         key = jobs[name].layer_keys[0]
         assert np.array_equal(a.layers[key].pixel_relevance_query, b.layers[key].pixel_relevance_query)
         assert np.array_equal(a.layers[key].relevance_candidate, b.layers[key].relevance_candidate)
+
+
+def test_replicated_back_projection_equals_the_shared_forward(engine, turtles):
+    """pixel_rows (one row per cell, forwards stopped at the layer: the CUDA default) changes no number."""
+    q, cands = turtles[:1], [turtles[i:i + 1] for i in (1, 2)]
+    shared = engine.explain_query(q, cands)
+    replicated = _on("cpu", engine, pixel_rows=3).explain_query(q, cands)
+    for a, b in zip(shared, replicated):
+        la, lb = a.layers["blocks.3"], b.layers["blocks.3"]
+        assert [(m.query_cell, m.candidate_cell) for m in la.matches] == \
+               [(m.query_cell, m.candidate_cell) for m in lb.matches]
+        for k in range(len(la.pixel_relevance_query)):
+            assert _r(la.pixel_relevance_query[k], lb.pixel_relevance_query[k]) >= 0.9999
+            assert _r(la.pixel_relevance_candidate[k], lb.pixel_relevance_candidate[k]) >= 0.9999

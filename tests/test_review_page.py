@@ -26,6 +26,7 @@ from PIL import Image
 from pairx_plugin.artifacts.review import render_review_html, write_review_page
 from pairx_plugin.artifacts.schema import ManifestEntry
 from pairx_plugin.errors import ArtifactError, InvalidInputError
+from pairx_plugin.evidence.models import EvidenceScores
 from pairx_plugin.records import ExplanationErrorInfo, ExplanationMetrics, ExplanationRef, MatchRecord
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,7 +37,8 @@ HOSTILE_NOTE = '</textarea><img src=x onerror="window.__pwned=3"><script>window.
 RUN = "review-test"
 
 
-def _write_artifact(root: Path, composite: np.ndarray, heat: np.ndarray, seed: str) -> ExplanationRef:
+def _write_artifact(root: Path, composite: np.ndarray, heat: np.ndarray, seed: str,
+                    evidence: EvidenceScores | None = None) -> ExplanationRef:
     artifact_id = hashlib.sha256(seed.encode()).hexdigest()
     folder = root / "artifacts" / artifact_id[:2] / artifact_id
     folder.mkdir(parents=True)
@@ -47,7 +49,7 @@ def _write_artifact(root: Path, composite: np.ndarray, heat: np.ndarray, seed: s
     return ExplanationRef(
         artifact_id=artifact_id, layer="blocks.3", json_path=f"{rel}/explanation.json",
         images={"composite": f"{rel}/composite.png", "heatmaps": f"{rel}/heatmaps.png"},
-        metrics=ExplanationMetrics(irm=0.41, mc=1.5e-4, inlier_ratio=0.6, match_count=37),
+        metrics=ExplanationMetrics(irm=0.41, mc=1.5e-4, inlier_ratio=0.6, match_count=37, evidence=evidence),
         cosine=0.8123,
     )
 
@@ -58,7 +60,8 @@ def review_store(tmp_path: Path, golden_dir: Path) -> tuple[Path, list[ManifestE
     golden = np.load(golden_dir / "effnet_lite0_224.npz")
     root = tmp_path / "store"
     refs = [
-        _write_artifact(root, golden["p12__explain"], golden["p12__img_np0"], "a"),
+        _write_artifact(root, golden["p12__explain"], golden["p12__img_np0"], "a", evidence=EvidenceScores(
+            score=0.27, on_animal=0.9, geometric=0.5, support=0.6, inliers=4, foreground="box")),
         _write_artifact(root, golden["p13__explain"], golden["p13__img_np1"], "b"),
         _write_artifact(root, golden["p13__explain"], golden["p12__img_np1"], "c"),
     ]
@@ -103,6 +106,9 @@ def test_page_data_has_one_record_per_entry_in_rank_order(review_store):
     first = _records(data)[0]
     assert first["same"] is True and first["cosine"] == pytest.approx(0.8123) and first["metrics"]["mc"] == 1.5e-4
     assert [r["same"] for r in _records(data)] == [True, False, False, None, None]
+    # the page's evidence number is the combined evidence score where the record has one (else absent)
+    assert first["metrics"]["evidence"] == pytest.approx(0.27) and first["metrics"]["inlier_ratio"] == 0.6
+    assert _records(data)[1]["metrics"]["evidence"] is None
     assert _records(data)[-1]["score"] == "-Infinity" and _records(data)[2]["error"].startswith("InvalidInputError")
     assert data["run"] == RUN and data["decision_schema"] == "1.0.0" and data["post_url"] is None
     assert "2 queries, 5 match records:" in page.read_text() and "1 failed" in page.read_text()

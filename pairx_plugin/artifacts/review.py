@@ -206,6 +206,8 @@ def _card(entry: ManifestEntry, root: Path, prefix: list[str], reader: _Artifact
     card.metrics = {
         "irm": _finite(ref.metrics.irm), "mc": _finite(ref.metrics.mc),
         "inlier_ratio": _finite(ref.metrics.inlier_ratio), "match_count": ref.metrics.match_count,
+        # the combined evidence score (docs/metrics.md); absent on artifacts made before schema 1.1
+        "evidence": _finite(ref.metrics.evidence.score) if ref.metrics.evidence is not None else None,
     }
     if os.path.isfile(os.path.join(root, ref.json_path)):
         card.json_href = _href(prefix, ref.json_path)

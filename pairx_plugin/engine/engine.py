@@ -2,15 +2,15 @@
 
 For a query and its candidates, :class:`PairX`
 
-1. forwards every distinct image once (the query's pass is shared by all its candidates;
-   candidates are batched up to ``max_batch_images``), under the relevance backend, keeping
-   each requested layer's output and the embeddings;
+1. forwards each chunk of distinct candidates (up to ``max_batch_images``, within
+   ``max_batch_pixels``) as one batch with one query row per candidate, under the relevance
+   backend, keeping each requested layer's output and the embeddings;
 2. seeds relevance at each embedding from the cosine (see :mod:`.seeds`) and propagates it to
    the layers only (autograd stops at the layer) — relevance per cell = |R| summed over channels;
 3. matches the two feature maps' cells by mutual nearest neighbours (L2) and scores each match by
    relevance0 × relevance1;
-4. back-projects each of the top ``k_colors`` matched cells of each image to its pixels, every
-   seed of a batch in one backward pass over the whole batch;
+4. back-projects each of the top ``k_colors`` matched cells of each image to its pixels: one
+   cell per row per backward pass, each distinct query cell once per call;
 5. computes plausibility metrics (IRM, MC, inlier ratio, match count).
 
 The model is left exactly as it was (see :mod:`.guard`); inputs are never modified.
@@ -29,7 +29,7 @@ from torch import nn
 
 from ..errors import InvalidInputError, PairXError, StepError
 from .guard import model_guard
-from .hooks import capture_outputs
+from .hooks import StopForward, capture_outputs
 from .layers import default_layer_key, resolve_layers
 from .layouts import Layout, detect_layout
 from .locks import model_lock
@@ -48,6 +48,10 @@ except ImportError:  # pragma: no cover - before versions.py exists
     ENGINE_VERSION = "3"
 
 MODES = ("conservative", "parity")
+
+#: Input pixels per replicated back-projection batch when ``pixel_rows`` is automatic on CUDA
+#: (128 rows at 224 px, 33 at 440 px).
+CUDA_PIXEL_BATCH_PIXELS = 128 * 224 * 224
 
 #: Parameter dtypes the engine refuses: LRP's stabilised divisions underflow in half precision, and
 #: converting a host's model silently would copy or change it (see docs/engine.md, "Precision").
@@ -157,11 +161,18 @@ class PairX:
     mode: ``"conservative"`` (relevance-conserving LRP) or ``"parity"`` (the published PAIR-X).
     backend: ``"auto"`` or a relevance backend name (``"zennit-lrp"``, ``"gradient-x-input"``).
     max_batch_images: most candidate images forwarded together.
-    max_batch_pixels: most input pixels in one forward batch (query included); bounds memory for
-        large inputs. The default, 8 × 224², lets 7 candidates ride with a 224-px query but only one
-        with a 440-px query (a 440-px EfficientNetV2 pair already peaks near 6 GB on CPU).
+    max_batch_pixels: most input pixels in one forward batch (a chunk of n candidates is 2n rows:
+        one query row per candidate); bounds memory for large inputs. The default, 8 × 224², lets 4
+        candidates ride at 224 px but only one at 440 px (a 440-px EfficientNetV2 pair already
+        peaks near 6 GB on CPU).
     input_size: input size used to pick the default layer when ``layer_keys`` is None.
     optimised: False runs the backend's straightforward path (same numbers, slower; for tests).
+    pixel_rows: how cells are back-projected to pixels. ``0``: on the explaining forward, one cell
+        per image row and backward pass (a pass costs per row on CPU, so this wastes nothing
+        there). ``n >= 1``: every cell gets a row of its own in a forward that stops at the layer,
+        ``n`` rows per forward+backward, so a whole top-k query takes one or a few passes (what a
+        GPU wants). ``None`` (default): 0 on CPU; on CUDA as many rows as
+        ``CUDA_PIXEL_BATCH_PIXELS`` input pixels allow.
 
     One ``PairX`` may be shared by any number of threads: explanations of the same model are
     serialised by :func:`~pairx_plugin.engine.locks.model_lock`, and each call keeps its state in a
@@ -181,6 +192,7 @@ class PairX:
         max_batch_pixels: int = 8 * 224 * 224,
         input_size: int | tuple[int, int] = 224,
         optimised: bool = True,
+        pixel_rows: int | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise InvalidInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -199,6 +211,10 @@ class PairX:
         self.k_colors = _check_positive_int("k_colors", k_colors)
         self.max_batch_images = _check_positive_int("max_batch_images", max_batch_images)
         self.max_batch_pixels = _check_positive_int("max_batch_pixels", max_batch_pixels)
+        if pixel_rows is not None and (isinstance(pixel_rows, bool) or not isinstance(pixel_rows, (int, np.integer))
+                                       or pixel_rows < 0):
+            raise InvalidInputError(f"pixel_rows must be None (automatic), 0 or a positive integer, got {pixel_rows!r}")
+        self.pixel_rows = None if pixel_rows is None else int(pixel_rows)
         self.backend: RelevanceBackend = choose_backend(model, mode=mode, name=backend, optimised=optimised)
         if layer_keys is None or layer_keys == "auto":
             layer_keys = [default_layer_key(model, input_size)]
@@ -333,8 +349,9 @@ class PairX:
             raise InvalidInputError(f"{name} contains NaN or infinite values")
 
     def _chunks(self, indices: list[int], image_pixels: int) -> list[list[int]]:
-        """Candidate chunks: at most ``max_batch_images``, and query + chunk within the pixel budget."""
-        by_pixels = self.max_batch_pixels // max(1, image_pixels) - 1
+        """Candidate chunks: at most ``max_batch_images``, and the chunk's batch (one query row per
+        candidate plus the candidates) within the pixel budget."""
+        by_pixels = self.max_batch_pixels // max(1, image_pixels) // 2
         step = max(1, min(self.max_batch_images, by_pixels))
         return [indices[start:start + step] for start in range(0, len(indices), step)]
 
@@ -431,32 +448,32 @@ class PairX:
         return list(self.backend.relevance(grads, p.x.detach().unsqueeze(0)).sum(dim=2).abs())
 
     def _explain_chunk(self, state: CallState, chunk: list[int]) -> dict[int, PairExplanation | PairXError]:
-        """Explain the query against one chunk of candidates, all from one shared forward pass.
+        """Explain the query against one chunk of candidates, all from one forward pass.
 
-        The query is row 0 of the batch and candidates follow, so every backward pass below runs on
-        one graph (zennit's rule hooks keep the inputs of the most recent forward, so each graph
-        must be finished before the next forward starts).
+        The batch holds one query row per candidate (rows ``0..n-1``) and the candidates after them
+        (rows ``n..2n-1``): query row ``j`` carries the query's relevance for candidate ``j``, so one
+        relevance pass serves every pair, and the query's distinct back-projected cells are spread
+        over the ``n`` query rows, so every row of every pixel pass has a cell to carry (a pass costs
+        mostly per pass, little per row). Every backward runs on this one graph (zennit's rule hooks
+        keep the inputs of the most recent forward, so a graph must be finished before the next
+        forward starts).
         """
         n = len(chunk)
         timings: dict[str, float] = {}
         start = time.perf_counter()
         with _stage("forward"):
-            p = self._forward(state.run, [state.query] + [state.candidates[i] for i in chunk], [None, *chunk])
+            p = self._forward(state.run, [state.query] * n + [state.candidates[i] for i in chunk],
+                              [None] * n + list(chunk))
         timings["forward"] = time.perf_counter() - start
 
         start = time.perf_counter()
         e = p.emb.detach()
-        e_q, e_c = e[:1].expand(n, -1), e[1:]
+        e_q, e_c = e[:1].expand(n, -1), e[n:]
         cosines = cosine(e_q, e_c)
         seed_q, seed_c = self._seed(e_q, e_c)
-        # pass 0 seeds the query for candidate 0 and every candidate; pass j the query for candidate j
-        seeds = [torch.cat([seed_q[:1], seed_c])]
-        seeds += [torch.cat([seed_q[j:j + 1], torch.zeros_like(seed_c)]) for j in range(1, n)]
         with _stage("relevance"):
-            rel = [self._layer_relevance(p, s) for s in seeds]
+            rel = self._layer_relevance(p, torch.cat([seed_q, seed_c]))
             p.drop_above_layers(state.run)
-        rel_q = [{k: rel[j][k][0] for k in self.layer_keys} for j in range(n)]
-        rel_c = {k: rel[0][k][1:] for k in self.layer_keys}
         timings["relevance"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -465,13 +482,17 @@ class PairX:
             for key in self.layer_keys:
                 fm = p.nchw(key)
                 for j in range(n):
-                    pairs[j][key] = self._match(fm[0], fm[1 + j], rel_q[j][key], rel_c[key][j])
+                    pairs[j][key] = self._match(fm[0], fm[n + j], rel[key][j], rel[key][n + j])
         timings["matching"] = time.perf_counter() - start
 
         start = time.perf_counter()
+        rows = self._pixel_rows_for(state.query)
         with _stage("pixels"):
             for key in self.layer_keys:
-                self._pixels_at(state, p, key, [pairs[j][key] for j in range(n)])
+                if rows:
+                    self._pixels_replicated(state, key, chunk, [pairs[j][key] for j in range(n)], rows)
+                else:
+                    self._pixels_at(state, p, key, [pairs[j][key] for j in range(n)])
         timings["pixels"] = time.perf_counter() - start
 
         out: dict[int, PairExplanation | PairXError] = {}
@@ -491,23 +512,31 @@ class PairX:
         return out
 
     def _pixels_at(self, state: CallState, p: ForwardPass, key: str, matchings: list[LayerMatching]) -> None:
-        """Fill each matching's pixel maps at ``key``; the query's cells are back-projected once per call."""
+        """Fill each matching's pixel maps at ``key``.
+
+        The batch is ``n`` query rows then ``n`` candidate rows. Each distinct query cell is
+        back-projected once per call (cached across chunks), its cells dealt round-robin over the
+        query rows; candidate ``j``'s cells go to row ``n + j``, one per pass.
+        """
+        n = len(matchings)
         H, W = p.x.shape[-2:]
         cand_cells = [m.idx1[: self.k_colors] for m in matchings]
-        wanted = sorted({cell for m in matchings for cell in m.idx0[: self.k_colors]
-                         if (key, cell) not in state.query_pixel_cache})
-        depth = max([len(wanted)] + [len(cells) for cells in cand_cells])
-        plan: list[list[int | None]] = [
-            [wanted[t] if t < len(wanted) else None] + [cells[t] if t < len(cells) else None for cells in cand_cells]
-            for t in range(depth)
-        ]
-        maps = self._pixel_relevance(p, key, plan)
+        wanted = list(dict.fromkeys(cell for m in matchings for cell in m.idx0[: self.k_colors]
+                                    if (key, cell) not in state.query_pixel_cache))
+        depth = max([-(-len(wanted) // n)] + [len(cells) for cells in cand_cells])
+        plan: list[list[int | None]] = [[None] * (2 * n) for _ in range(depth)]
         for t, cell in enumerate(wanted):
-            state.query_pixel_cache[(key, cell)] = maps[t][0].detach().cpu().numpy().astype(np.float32)
+            plan[t // n][t % n] = cell
+        for j, cells in enumerate(cand_cells):
+            for t, cell in enumerate(cells):
+                plan[t][n + j] = cell
+        maps = self._pixel_relevance(p, key, plan) if depth else []
+        for t, cell in enumerate(wanted):
+            state.query_pixel_cache[(key, cell)] = maps[t // n][t % n].detach().cpu().numpy().astype(np.float32)
         for j, matching in enumerate(matchings):
             k_c = len(cand_cells[j])
             matching.pixel_candidate = (
-                np.stack([maps[t][1 + j].detach().cpu().numpy() for t in range(k_c)]).astype(np.float32)
+                np.stack([maps[t][n + j].detach().cpu().numpy() for t in range(k_c)]).astype(np.float32)
                 if k_c else np.zeros((0, H, W), np.float32)
             )
             q_cells = matching.idx0[: self.k_colors]
@@ -515,6 +544,64 @@ class PairX:
                 np.stack([state.query_pixel_cache[(key, cell)] for cell in q_cells])
                 if q_cells else np.zeros((0, H, W), np.float32)
             )
+
+    def _pixel_rows_for(self, query: torch.Tensor) -> int:
+        if self.pixel_rows is not None:
+            return self.pixel_rows
+        if query.device.type != "cuda":
+            return 0
+        return max(1, CUDA_PIXEL_BATCH_PIXELS // int(query.shape[-2] * query.shape[-1]))
+
+    def _forward_to_layer(self, run: RelevanceRun, images: list[torch.Tensor], key: str) -> ForwardPass:
+        """Forward ``images`` as one batch only up to layer ``key`` (nothing above it runs)."""
+        x = torch.cat([img.detach() for img in images]).contiguous(memory_format=torch.channels_last)
+        x = x.clone(memory_format=torch.channels_last).requires_grad_(True)
+        module = self.layer_modules[key]
+        with torch.enable_grad(), capture_outputs({key: module}, stop_after={key}) as outputs:
+            try:
+                run.module(x)
+            except StopForward:
+                pass
+        out = outputs.get(key)
+        layout = None if out is None else detect_layout(self.model, key, module, out)
+        if out is None or layout is None:
+            raise PairXError(f"layer {key!r} gave no feature map in the back-projection forward")
+        return ForwardPass(x=x, emb=out.new_zeros(0), native={key: out}, layouts={key: layout})
+
+    def _pixels_replicated(self, state: CallState, key: str, chunk: list[int], matchings: list[LayerMatching],
+                           rows: int) -> None:
+        """Fill each matching's pixel maps at ``key`` with one row per back-projected cell.
+
+        Jobs (the distinct query cells not yet cached, then every candidate's cells) are packed
+        ``rows`` to a batch; each batch is one forward up to the layer and one backward, and its
+        maps leave the device once.
+        """
+        H, W = (int(v) for v in state.query.shape[-2:])
+        jobs: list[tuple[torch.Tensor, int, tuple[int, int]]] = []  # image, cell, (candidate j or -1, slot)
+        wanted = list(dict.fromkeys(cell for m in matchings for cell in m.idx0[: self.k_colors]
+                                    if (key, cell) not in state.query_pixel_cache))
+        jobs += [(state.query, cell, (-1, cell)) for cell in wanted]
+        for j, m in enumerate(matchings):
+            jobs += [(state.candidates[chunk[j]], cell, (j, t)) for t, cell in enumerate(m.idx1[: self.k_colors])]
+        cand_maps: dict[tuple[int, int], np.ndarray] = {}
+        for start in range(0, len(jobs), rows):
+            part = jobs[start:start + rows]
+            p = self._forward_to_layer(state.run, [image for image, _, _ in part], key)
+            maps = self._pixel_relevance(p, key, [[cell for _, cell, _ in part]])[0]
+            del p
+            values = maps.detach().cpu().numpy().astype(np.float32)
+            for row, (_, cell, (j, slot)) in enumerate(part):
+                if j < 0:
+                    state.query_pixel_cache[(key, cell)] = values[row]
+                else:
+                    cand_maps[(j, slot)] = values[row]
+        for j, matching in enumerate(matchings):
+            k_c = len(matching.idx1[: self.k_colors])
+            matching.pixel_candidate = (np.stack([cand_maps[(j, t)] for t in range(k_c)]) if k_c
+                                        else np.zeros((0, H, W), np.float32))
+            q_cells = matching.idx0[: self.k_colors]
+            matching.pixel_query = (np.stack([state.query_pixel_cache[(key, cell)] for cell in q_cells])
+                                    if q_cells else np.zeros((0, H, W), np.float32))
 
     def _match(self, fm_q: torch.Tensor, fm_c: torch.Tensor, rel_q: torch.Tensor, rel_c: torch.Tensor) -> LayerMatching:
         idx0, idx1, dist = mutual_nearest_neighbours(fm_q, fm_c)

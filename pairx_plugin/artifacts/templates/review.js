@@ -8,7 +8,7 @@
   var DATA = JSON.parse(document.getElementById('review-data').textContent);
   var RUN = DATA.run;
   var STORE_KEY = 'pairx-review/v1/' + RUN;
-  var LOW_EVIDENCE = 0.5;  // share of matches that one geometry explains; below this is "low evidence"
+  var LOW_EVIDENCE = 0.5;  // evidence score (or, on old artifacts, inlier ratio) below this is "low evidence"
   var FIRST_ROWS = 150;    // rows rendered at once; more as the list is scrolled
   var KINDS = {
     same: {key: 'y', icon: '\u2713', text: 'same individual'},
@@ -48,7 +48,14 @@
   var mcSorted = records.map(function (r) { return r.metrics && r.metrics.mc; })
     .filter(function (v) { return typeof v === 'number'; }).sort(function (a, b) { return a - b; });
 
-  function evidence(rec) { return rec.metrics && typeof rec.metrics.inlier_ratio === 'number' ? rec.metrics.inlier_ratio : null; }
+  // the combined evidence score (on the animal x one geometry x enough support); artifacts made
+  // before it existed fall back to the inlier ratio
+  function evidence(rec) {
+    var m = rec.metrics;
+    if (!m) { return null; }
+    if (typeof m.evidence === 'number') { return m.evidence; }
+    return typeof m.inlier_ratio === 'number' ? m.inlier_ratio : null;
+  }
   function lowEvidence(rec) { return rec.status === 'explained' && (evidence(rec) === null || evidence(rec) < LOW_EVIDENCE); }
   function mcShare(rec) {
     var v = rec.metrics && rec.metrics.mc;
@@ -72,11 +79,12 @@
   function fmtEvidence(rec) {
     var e = evidence(rec);
     if (rec.status !== 'explained') { return 'not explained'; }
-    return e === null ? 'too few matches' : Math.round(e * 100) + '% fit';
+    if (e === null) { return 'too few matches'; }
+    return typeof rec.metrics.evidence === 'number' ? Math.round(e * 100) + '% evidence' : Math.round(e * 100) + '% fit';
   }
-  var EVIDENCE_HELP = 'Share of the matched feature cells that one geometric transform (RANSAC homography, 5 px) ' +
-    'explains: high means the matches agree on how the two photos line up; below ' + Math.round(LOW_EVIDENCE * 100) +
-    '% counts as low evidence.';
+  var EVIDENCE_HELP = 'Evidence score (0-100%): how much of the match relevance sits on the animal, agrees on one ' +
+    'geometric transform between the two photos, and is backed by enough matches (docs/metrics.md). Below ' +
+    Math.round(LOW_EVIDENCE * 100) + '% counts as low evidence. Older artifacts show the inlier ratio instead (% fit).';
   function labelCue(rec) {
     if (rec.same === true) { return {icon: '=', text: 'same label', cls: 'same'}; }
     if (rec.same === false) { return {icon: '\u2260', text: 'other label', cls: 'different'}; }

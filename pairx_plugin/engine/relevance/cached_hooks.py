@@ -77,7 +77,8 @@ class _Bypass(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        return grad.new_zeros(ctx.input_shape, dtype=ctx.input_dtype), None
+        # a broadcast zero (no memory written): zennit's hook replaces it with the relevance
+        return grad.new_zeros((), dtype=ctx.input_dtype).expand(ctx.input_shape), None
 
 
 class _ModifiedInput:
@@ -137,7 +138,9 @@ class CachedForwardHook:
             with ParamMod.ensure(self.param_modifiers[t])(module) as modified, grad_mode:
                 out = self.output_modifiers[t](modified.forward(inp))
                 weight = modified.weight.detach().clone() if direct else None
-            if direct and inp is not original:  # keep no modified copy: rebuild it on each box
+            # keep no modified copy: rebuild it on each box (on CUDA the whole map is used at once, and
+            # rebuilding would read a value back to the host on every backward)
+            if direct and inp is not original and not original.is_cuda:
                 inp = _ModifiedInput(self.input_modifiers[t], original)
             terms[t] = (inp, out, weight)
         return terms[t]
@@ -172,8 +175,9 @@ class CachedForwardHook:
                 grad = out_grad * scale if grad is None else grad
                 autograd_terms.append((inp, out, _like_layout(grad, out)))
         if direct_terms:
+            # boxes need their bounds on the host: on CUDA the whole map is cheaper than a sync per image
             relevance = boxed_conv_relevance(module, direct_terms, out_grad, self.stored_tensors["input"][0],
-                                             boxed=self.session.optimised)
+                                             boxed=self.session.optimised and not out_grad.is_cuda)
         if autograd_terms:
             grads = torch.autograd.grad(
                 [o for _, o, _ in autograd_terms], [i for i, _, _ in autograd_terms],
@@ -199,13 +203,13 @@ def boxed_conv_relevance(module: torch.nn.Conv2d, terms, out_grad: torch.Tensor,
     multiplied on the box). The result has ``like``'s shape. ``boxed=False`` computes on the whole
     map (the straightforward path).
     """
+    if not boxed:
+        return _whole_conv_relevance(module, terms, out_grad, like)
     (sh, sw), (ph, pw) = module.stride, module.padding
     H, W = like.shape[-2:]
     relevance = torch.zeros_like(like)
     g_all = out_grad.detach()
     support = (g_all.amax(dim=1) != 0) | (g_all.amin(dim=1) != 0)  # (N, Ho, Wo); the fastest test on CPU
-    if not boxed:
-        support = torch.ones_like(support)
     for b in range(like.shape[0]):
         rows = support[b].any(dim=1).nonzero()
         if rows.numel() == 0:
@@ -226,6 +230,26 @@ def boxed_conv_relevance(module: torch.nn.Conv2d, terms, out_grad: torch.Tensor,
             term = inp[b:b + 1, :, rows_in, cols_in] * part[..., ty0:ty1, tx0:tx1]
             acc = term if acc is None else acc + term
         relevance[b:b + 1, :, rows_in, cols_in] = acc
+    return relevance
+
+
+def _whole_conv_relevance(module: torch.nn.Conv2d, terms, out_grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Σ_t input_t ⊙ convᵀ(grad_t, weight_t) over the whole batch at once: no value is read back to
+    the host (what a GPU wants), and the straightforward path."""
+    (sh, sw), (ph, pw) = module.stride, module.padding
+    kh, kw = module.kernel_size
+    H, W = like.shape[-2:]
+    Ho, Wo = out_grad.shape[-2:]
+    extra = (H - ((Ho - 1) * sh - 2 * ph + kh), W - ((Wo - 1) * sw - 2 * pw + kw))
+    whole = (slice(None),) * 4
+    relevance = None
+    for inp, weight, grad, scale in terms:
+        g = grad if grad is not None else out_grad * scale
+        part = torch.nn.functional.conv_transpose2d(g, weight, stride=module.stride, padding=module.padding,
+                                                    output_padding=extra, groups=module.groups)
+        term = inp[whole] * part
+        relevance = term if relevance is None else relevance + term
+    assert relevance is not None
     return relevance
 
 

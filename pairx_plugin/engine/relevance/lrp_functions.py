@@ -21,14 +21,16 @@ class SumRule(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(a, b)
-        return a + b
+        total = a + b
+        # the shares depend on the forward only: computed once, each backward is two products
+        inverse = 1.0 / stabilize(total.detach())
+        ctx.save_for_backward(a.detach() * inverse, b.detach() * inverse)
+        return total
 
     @staticmethod
     def backward(ctx, relevance: torch.Tensor):
-        a, b = ctx.saved_tensors
-        ratio = relevance / stabilize(a + b)
-        return a * ratio, b * ratio
+        share_a, share_b = ctx.saved_tensors
+        return relevance * share_a, relevance * share_b
 
 
 class SignalOnlyGate(torch.autograd.Function):
