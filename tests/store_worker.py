@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from pairx_plugin.artifacts.store import ArtifactStore
-from pairx_plugin.config import PairXConfig
+from pairx_plugin.config import ALL_PANELS, PairXConfig
 from pairx_plugin.hook import explain_matches
 from pairx_plugin.images import LoadedImage, prepare_image
 from pairx_plugin.records import MatchRecord
@@ -64,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     model = tiny_model()
-    config = PairXConfig(top_k=4, k_lines=5, k_colors=2, max_batch_images=2)
+    # every panel eagerly: the run writes shared display images, pair_data.npz and the PNGs (and lasts
+    # long enough for the random kills to land inside it)
+    config = PairXConfig(top_k=4, k_lines=5, k_colors=2, max_batch_images=2, render=list(ALL_PANELS))
     from pairx_plugin.engine import PairX
 
     engine = PairX(model, **config.engine_kwargs())
