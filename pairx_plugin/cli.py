@@ -22,7 +22,7 @@ from .commands import EXIT_BAD_INPUT
 from .errors import PairXError
 
 PROG = "pairx-plugin"
-BUILTIN_COMMANDS: tuple[str, ...] = ("explain", "layers", "decisions", "evaluate", "calibrate")
+BUILTIN_COMMANDS: tuple[str, ...] = ("explain", "layers", "decisions", "evaluate", "calibrate", "render", "store")
 ENTRY_POINT_GROUP = "pairx_plugin.commands"
 
 

@@ -35,7 +35,8 @@ ALL_PANELS: tuple[PanelKind, ...] = ("composite", "only_lines", "only_colors", "
 #: what), ``top_k`` (which records get explained, not what one explanation holds) and ``layer_keys``
 #: (the resolved layer key is part of the artifact id on its own, so "auto" and the key it resolves to
 #: share artifacts).
-DIGEST_FIELDS: tuple[str, ...] = ("k_lines", "k_colors", "mode", "backend", "render", "keep_arrays")
+DIGEST_FIELDS: tuple[str, ...] = ("k_lines", "k_colors", "mode", "backend", "render", "keep_arrays",
+                                  "display_max_side")
 
 #: Every accepted device name: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
@@ -75,8 +76,14 @@ class PairXConfig(BaseModel):
         8, ge=1, description="Most candidate images of one query passed to one engine call."
     )
     render: list[PanelKind] = Field(
-        default_factory=lambda: list(ALL_PANELS),
-        description="Panel kinds to render into each artifact (duplicates are dropped, order is canonical).",
+        default_factory=list,
+        description="Panel kinds to render eagerly into each artifact as PNGs (duplicates are dropped, order is "
+        "canonical). Default none: the artifact stores the data every panel is drawn from (pair_data.npz and "
+        "the shared display images) and `pairx-plugin render` or the review page draws panels on demand.",
+    )
+    display_max_side: int = Field(
+        1024, ge=16, le=16384,
+        description="Longest side (pixels) of the stored display image; larger display crops are scaled down.",
     )
     output_dir: str | None = Field(None, description="Artifact store root used when the host passes no store.")
     keep_arrays: bool = Field(False, description="Also save the raw relevance arrays as arrays.npz.")
@@ -109,7 +116,7 @@ class PairXConfig(BaseModel):
             raise ValueError(f"duplicate layer keys {duplicates}; list each layer once")
         return list(value)
 
-    @field_validator("top_k", "k_lines", "k_colors", "max_batch_images", mode="before")
+    @field_validator("top_k", "k_lines", "k_colors", "max_batch_images", "display_max_side", mode="before")
     @classmethod
     def _reject_bool_counts(cls, value: Any) -> Any:
         if isinstance(value, bool):  # YAML "yes" would otherwise count as 1

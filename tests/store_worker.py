@@ -1,6 +1,6 @@
 """A real explain_matches run in its own process, for the multi-process and crash tests.
 
-    python tests/store_worker.py STORE [--run-name NAME] [--pairs N] [--go FILE]
+    python tests/store_worker.py STORE [--run-name NAME] [--pairs N] [--offsets K,..] [--go FILE]
 
 A tiny seeded CNN at 64 px and seeded random images (the same for every process), the real engine,
 renderer and store. Prints ``ready`` once everything is imported and built, waits for ``--go FILE``
@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from pairx_plugin.artifacts.store import ArtifactStore
-from pairx_plugin.config import PairXConfig
+from pairx_plugin.config import ALL_PANELS, PairXConfig
 from pairx_plugin.hook import explain_matches
 from pairx_plugin.images import LoadedImage, prepare_image
 from pairx_plugin.records import MatchRecord
@@ -45,12 +45,18 @@ class SeededImages:
         return prepare_image(rgb, SIZE, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 
 
-def records(pairs: int) -> list[MatchRecord]:
-    """One query per 4 candidates: ``img0`` vs img1..4, ``img10`` vs img11..14, ..."""
+def records(pairs: int, offset: int = 0) -> list[MatchRecord]:
+    """One query per 4 candidates: ``img0`` vs img1..4, ``img10`` vs img11..14, ...
+
+    ``offset`` K shifts every image number by 1000·K, so each K is a different set of images (and
+    artifacts) in the same store.
+    """
     out = []
+    base = 1000 * offset
     for q in range(0, pairs, 4):
+        query = base + q * 10 // 4
         for rank in range(min(4, pairs - q)):
-            out.append(MatchRecord(query_id=f"img{q * 10 // 4}", candidate_id=f"img{q * 10 // 4 + rank + 1}",
+            out.append(MatchRecord(query_id=f"img{query}", candidate_id=f"img{query + rank + 1}",
                                    rank=rank, score=1.0 - rank / 10))
     return out
 
@@ -61,10 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-name")
     parser.add_argument("--pairs", type=int, default=4)
     parser.add_argument("--go")
+    parser.add_argument("--offsets", default="0", help="comma-separated image-set offsets (see records())")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     model = tiny_model()
-    config = PairXConfig(top_k=4, k_lines=5, k_colors=2, max_batch_images=2)
+    # every panel eagerly: the run writes shared display images, pair_data.npz and the PNGs (and lasts
+    # long enough for the random kills to land inside it)
+    config = PairXConfig(top_k=4, k_lines=5, k_colors=2, max_batch_images=2, render=list(ALL_PANELS))
     from pairx_plugin.engine import PairX
 
     engine = PairX(model, **config.engine_kwargs())
@@ -74,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.01)
     store = ArtifactStore(args.store)
     try:
-        out = explain_matches(records=records(args.pairs), images=SeededImages(), model=model, config=config,
+        todo = [r for k in args.offsets.split(",") for r in records(args.pairs, int(k))]
+        out = explain_matches(records=todo, images=SeededImages(), model=model, config=config,
                               store=store, engine=engine, progress=False, run_name=args.run_name)
     except Exception as exc:  # noqa: BLE001 - the test reads the message
         print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)

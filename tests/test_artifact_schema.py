@@ -13,7 +13,7 @@ from pairx_plugin.artifacts.export_schema import main as export_main
 from pairx_plugin.artifacts.export_schema import stale_files
 from pairx_plugin.artifacts.schema import SCHEMA_VERSION, ExplanationArtifact, ManifestEntry, json_schemas
 from pairx_plugin.artifacts.store import ArtifactStore, read_manifest
-from pairx_plugin.config import PairXConfig
+from pairx_plugin.config import ALL_PANELS, PairXConfig
 from pairx_plugin.hook import explain_matches
 from pairx_plugin.records import MatchRecord
 
@@ -64,7 +64,7 @@ def real_artifact(tmp_path_factory, seaturtle_dir, lite0_imagenet):
         MatchRecord(query_id="a1", candidate_id="a2", rank=0, score=float("-inf"), extras={"db": "turtles"}),
         MatchRecord(query_id="a1", candidate_id="a9", rank=1, score=0.5),  # no such image: an error line
     ]
-    config = PairXConfig(k_colors=3, keep_arrays=True)
+    config = PairXConfig(k_colors=3, keep_arrays=True, render=list(ALL_PANELS))
     out = explain_matches(records=records, images=source, model=lite0_imagenet, config=config,
                           store=ArtifactStore(root), progress=False, run_name="schema")
     return root, out
@@ -80,7 +80,10 @@ def test_real_artifact_validates_against_the_checked_in_schema(real_artifact):
     assert math.isinf(ExplanationArtifact.model_validate(document).score)
     roles = {f["role"] for f in document["files"]}
     assert {"composite", "only_lines", "only_colors", "heatmap_query", "heatmap_candidate", "overlay_heatmap_query",
-            "overlay_colors_candidate", "display_query", "arrays"} <= roles
+            "overlay_colors_candidate", "display_query", "arrays", "pair_data"} <= roles
+    for side in ("query", "candidate"):  # 1.1: the display image is also stored once, shared
+        shared = document[side]["display_file"]
+        assert (root / shared["path"]).is_file() and shared["path"].endswith(shared["sha256"] + ".png")
     from importlib.metadata import version
 
     assert document["versions"]["torch"] == version("torch") and document["versions"]["zennit"] == version("zennit")

@@ -153,8 +153,9 @@ def test_explain_writes_artifacts_and_prints_one_summary_line(explained, capsys)
     assert artifact.settings.k_lines == 6 and artifact.settings.k_colors == 3
     assert f"matches {artifact.metrics.match_count} " in line
     assert f"cosine {artifact.cosine:.4f} " in line
-    roles = {f.role for f in artifact.files}
-    assert {"composite", "only_lines", "only_colors", "overlay_heatmap_query", "display_pair"} <= roles
+    assert [f.role for f in artifact.files] == ["pair_data"]  # compact (1.2): panels drawn into rendered/
+    rendered = {p.stem for p in composite.parent.glob("*.png")}
+    assert {"composite", "only_lines", "only_colors", "overlay_heatmap_query", "display_pair"} <= rendered
     [manifest] = list((out / "runs").glob("*.jsonl"))
     [entry] = read_manifest(manifest)
     assert entry.status == "explained" and entry.record.query_id == argv[1]
@@ -287,8 +288,9 @@ def test_python_m_explain_subprocess(turtles, tmp_path):
     document = json.loads((artifact_dir / "explanation.json").read_text())
     for entry in document["files"]:
         assert (artifact_dir / entry["name"]).is_file()
-    assert (artifact_dir / "composite.png").is_file()
-    assert (artifact_dir / "overlay_lines_pair.png").is_file()
+    rendered = store_root / "rendered" / artifact_dir.parent.name / artifact_dir.name  # drawn on demand
+    assert (rendered / "composite.png").is_file()
+    assert (rendered / "overlay_lines_pair.png").is_file()
     assert document["query_id"] == turtles["a1"] and document["candidate_id"] == turtles["b3"]
     assert len(list((store_root / "runs").glob("*.jsonl"))) == 1
 

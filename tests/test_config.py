@@ -16,7 +16,8 @@ def test_defaults_match_the_documented_values():
     assert config.layer_keys == "auto"
     assert (config.top_k, config.k_lines, config.k_colors, config.max_batch_images) == (5, 20, 10, 8)
     assert (config.mode, config.backend, config.device) == ("conservative", "auto", "auto")
-    assert config.render == list(ALL_PANELS)
+    assert config.render == []  # compact artifacts: panels are drawn on demand from pair_data.npz
+    assert config.display_max_side == 1024
     assert config.output_dir is None and config.keep_arrays is False
 
 

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 
+from pairx_plugin.artifacts.compact import materialize
 from pairx_plugin.artifacts.store import ArtifactStore, read_manifest
-from pairx_plugin.config import PairXConfig
+from pairx_plugin.config import ALL_PANELS, PairXConfig
 from pairx_plugin.engine.results import LayerExplanation, Match, PairExplanation, PairMetrics
 from pairx_plugin.errors import ConfigError, InvalidInputError, StepError
 from pairx_plugin.hook import explain_matches
@@ -319,7 +320,9 @@ def test_store_failure_is_recorded_on_its_record(tmp_path, golden, model, monkey
 
     def disk_fills_up(fd, data):
         calls["n"] += 1
-        if calls["n"] > 4:  # 3 display PNGs + the JSON of the first artifact fit, then the disk is full
+        # the first artifact fits (2 shared display images, 3 display PNGs, pair_data.npz, the JSON),
+        # then the disk is full
+        if calls["n"] > 7:
             raise OSError(errno.ENOSPC, "No space left on device")
         real_write(fd, data)
 
@@ -495,8 +498,11 @@ def test_acceptance_every_record_back_with_artifact_or_error(turtle_run):
         assert -1.0 <= document["cosine"] <= 1.0 and document["cosine"] == ref.cosine
         assert 0 < len(document["matches"]) <= 20 and document["metrics"]["match_count"] >= len(document["matches"])
         assert [m["color_index"] for m in document["matches"][:3]] == [0, 1, 2]
+        # compact (1.2) default: the data every panel is drawn from is stored, the panels are drawn on demand
+        assert [f["role"] for f in document["files"]] == ["pair_data"]
+        images = materialize(store, ref.artifact_id, ALL_PANELS)
         for role in ("composite", "only_lines", "only_colors", "heatmap_query", "overlay_heatmap_query", "display_query"):
-            assert (turtle_run["dir"] / ref.images[role]).is_file(), role
+            assert (turtle_run["dir"] / images[role]).is_file(), role
         width_scale = document["query"]["display_width"] / document["query"]["input_width"]
         first = document["matches"][0]
         assert first["query_display_xy"][0] == pytest.approx(first["query_xy"][0] * width_scale)

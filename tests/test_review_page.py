@@ -331,7 +331,12 @@ def _expected_mask(layer: str, shape, geometry: dict, root: Path, ref: Explanati
                         for m in document["matches"]]
         if layer in ("heat", "colours"):
             role = {"heat": "overlay_heatmap_", "colours": "overlay_colors_"}[layer] + side
-            alpha = Image.open(root / ref.images[role]).getchannel("A").resize((round(w), round(h)), Image.BILINEAR)
+            # compact (1.1) artifacts: the overlay layers are drawn from the stored data (as the page's are)
+            from pairx_plugin.artifacts.compact import materialize
+            from pairx_plugin.artifacts.store import ArtifactStore
+
+            layers = materialize(ArtifactStore(root), ref.artifact_id, ["overlays"])
+            alpha = Image.open(root / layers[role]).getchannel("A").resize((round(w), round(h)), Image.BILINEAR)
             region = np.asarray(alpha) > 0
             top, left = round(y), round(x)
             mask[top: top + region.shape[0], left: left + region.shape[1]] |= region[: shape[0] - top, : shape[1] - left]

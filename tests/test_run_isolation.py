@@ -174,30 +174,41 @@ def test_sigkill_at_random_points_then_rerun_gives_a_complete_store(tmp_path):
 
     from pairx_plugin.artifacts.schema import ExplanationArtifact, json_schemas
 
+    # how long one uninterrupted run lasts after "ready" on this machine right now
+    calibration = _start(tmp_path / "calibration", "--pairs", "4")
+    _wait_ready(calibration)
+    started = time.monotonic()
+    calibration.communicate(timeout=600)
+    run_seconds = time.monotonic() - started
+    assert calibration.returncode == 0
+
     store_dir = tmp_path / "store"
     rng = random.Random(11)
+    rounds = 10
     killed_while_running = 0
-    for _ in range(10):
-        worker = _start(store_dir, "--pairs", "4")
+    for offset in range(rounds):
+        # every round writes its own images and artifacts (offset), so no round finds earlier work cached
+        worker = _start(store_dir, "--pairs", "4", "--offsets", str(offset))
         _wait_ready(worker)
-        time.sleep(rng.uniform(0.0, 2.5))
+        time.sleep(rng.uniform(0.02, 0.9) * run_seconds)
         if worker.poll() is None:
             killed_while_running += 1
         worker.send_signal(signal.SIGKILL)
         worker.communicate(timeout=60)
         for manifest in (store_dir / "runs").glob("*.jsonl") if (store_dir / "runs").is_dir() else []:
             read_manifest(manifest)  # a killed run leaves whole lines only
-    assert killed_while_running >= 5  # most kills landed inside the run, not after it
-    worker = _start(store_dir, "--pairs", "4")
+    assert killed_while_running >= 7, (killed_while_running, run_seconds)  # the kills landed inside the runs
+    every_round = ",".join(str(k) for k in range(rounds))
+    worker = _start(store_dir, "--pairs", "4", "--offsets", every_round)
     _wait_ready(worker)
-    out, err = worker.communicate(timeout=600)
+    out, err = worker.communicate(timeout=900)
     assert worker.returncode == 0, err[-3000:]
-    assert json.loads(out.strip().splitlines()[-1])["statuses"] == ["explained"] * 4
+    assert json.loads(out.strip().splitlines()[-1])["statuses"] == ["explained"] * 4 * rounds
     leftovers = [p for p in store_dir.rglob("*") if p.name.endswith(".tmp")]
     assert leftovers == []
     store = ArtifactStore(store_dir)
     ids = list(store.artifact_ids())
-    assert len(ids) == 4 and all(store.has(identifier) for identifier in ids)
+    assert len(ids) == 4 * rounds and all(store.has(identifier) for identifier in ids)
     schema = json_schemas()["explanation_artifact.schema.json"]
     for identifier in ids:
         document = json.loads(store.json_path(identifier).read_text(encoding="utf-8"))

@@ -245,8 +245,14 @@ def test_one_fingerprint_and_default_model_artifact_ids_are_unchanged(lite0_imag
     fingerprint = model_fingerprint(lite0_imagenet)
     assert fingerprint == fingerprint_state_dict(lite0_imagenet) == model_fingerprint_for(lite0_imagenet)
     assert fingerprint == "7c6507e573338f009a74e7292f5ee9d6f46edd81bbc275671b02ac8b96b5a360"
-    # pinned at schema 1.0.0: schema 1.1.0 (evidence, H6) gives new ids on purpose, so 1.0.0 artifacts
-    # (without evidence) are never served as cache hits
-    identifier = artifact_id(model_fingerprint=fingerprint, layer="blocks.5", config_digest=PairXConfig().digest(),
+    # schema 1.0.0 inputs (main's default config: every panel, 1.0 digest fields) still give 1.0.0's id
+    legacy = PairXConfig(render=["composite", "only_lines", "only_colors", "heatmaps", "overlays", "display"])
+    payload = legacy.model_dump(mode="json", include={"k_lines", "k_colors", "mode", "backend", "render", "keep_arrays"})
+    legacy_digest = hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    identifier = artifact_id(model_fingerprint=fingerprint, layer="blocks.5", config_digest=legacy_digest,
                              query_sha256="a" * 64, candidate_sha256="b" * 64, schema_version="1.0.0")
     assert identifier == "cc8200bf8536bc15cbc8f51d07c2034c7256c61d4c61cf69be34e1ee5dc76910"
+    # schema 1.2.0 (compact artifacts, display_max_side in the digest; 1.1.0 added evidence) gives new ids on purpose
+    identifier = artifact_id(model_fingerprint=fingerprint, layer="blocks.5", config_digest=PairXConfig().digest(),
+                             query_sha256="a" * 64, candidate_sha256="b" * 64)
+    assert identifier == "25cbbb4649d86b69eb833c01278ada7d41479bb87f7deeb357c12fb62f48147e"

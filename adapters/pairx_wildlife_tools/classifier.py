@@ -59,6 +59,7 @@ class PairXKnnClassifier:
         self.store = store
         self.progress = progress
         self.run_name = run_name
+        self.explainer: Any = None  # a hook-compatible callable instead of explain_matches (pairx_ray)
         self.records: list[MatchRecord] = []
         self.bind(query_dataset=query_dataset, database_dataset=database_dataset, extractor=extractor, model=model)
 
@@ -90,7 +91,7 @@ class PairXKnnClassifier:
             self.records = explain_similarity(
                 matrix, self.query_dataset, self.database_dataset, config=self.config,
                 model=model_of(self.extractor, self.model), store=self.store, progress=self.progress,
-                run_name=self.run_name,
+                run_name=self.run_name, explainer=self.explainer,
             )
         except PairXError as exc:
             # a problem of the whole call (unknown layer, unsupported model, store): the predictions

@@ -27,8 +27,15 @@ def _run(args: argparse.Namespace) -> int:
     if args.trust_remote_code:
         settings = settings.model_copy(update={"trust_remote_code": True})
     out = Path(args.out or settings.pairx.output_dir or "pairx_out")
+    explainer = None
+    if args.ray is not None:
+        from pairx_ray import RayExplainer
+
+        explainer = RayExplainer(settings.model or "builtin", weights=settings.weights, workers=args.workers,
+                                 address=args.ray, trust_remote_code=bool(settings.trust_remote_code))
     result = run_pipeline(args.images, args.metadata, settings, out, run_name=args.run_name,
-                          progress=not args.no_progress, allow_outside_root=args.allow_outside_root)
+                          progress=not args.no_progress, allow_outside_root=args.allow_outside_root,
+                          explainer=explainer)
     explained = sum(r.explanation is not None for r in result.records)
     failed = sum(r.explanation_error is not None for r in result.records)
     unknown = len(result.query_labels) - result.scored_queries
@@ -74,6 +81,10 @@ def register_run(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--allow-outside-root", action="store_true",
                         help="accept CSV paths that lead outside --images (by default every path, symlinks "
                         "followed, must stay inside it)")
+    parser.add_argument("--ray", nargs="?", const="auto", default=None, metavar="auto|ADDRESS",
+                        help="explain on Ray workers (pairx-plugin[ray]): 'auto' joins a running cluster or starts "
+                             "a local one, or HOST:PORT; see docs/scale.md")
+    parser.add_argument("--workers", type=positive_int, default=2, help="Ray workers, one model copy each (default 2)")
     parser.set_defaults(handler=_run)
     return parser
 

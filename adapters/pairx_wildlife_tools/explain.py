@@ -37,7 +37,8 @@ def model_of(extractor: Any = None, model: Any = None) -> Any:
 
 def explain_candidates(candidates: list[RankedCandidate], query_dataset: Any, database_dataset: Any,
                        *, model: Any = None, config: Any = None, store: Any = None, progress: bool = True,
-                       run_name: str | None = None, pipeline: Any = None) -> list[MatchRecord]:
+                       run_name: str | None = None, pipeline: Any = None,
+                       explainer: Any = None) -> list[MatchRecord]:
     """Records for ``candidates`` (e.g. from :func:`from_topk_classifier`), explained by the hook.
 
     Candidates with ``rank >= config.top_k`` come back unexplained; with ``config.enabled`` off,
@@ -59,13 +60,15 @@ def explain_candidates(candidates: list[RankedCandidate], query_dataset: Any, da
     if extras:
         records = [record.model_copy(update={"extras": {**record.extras, **extras}}) for record in records]
     source = DatasetImageSource([query_dataset, database_dataset])
-    return explain_matches(records=records, images=source, model=model, config=config, store=store,
-                           progress=progress, run_name=run_name)
+    explain = explain_matches if explainer is None else explainer  # e.g. pairx_ray.RayExplainer
+    return explain(records=records, images=source, model=model, config=config, store=store,
+                   progress=progress, run_name=run_name)
 
 
 def explain_similarity(similarity: Any, query_dataset: Any, database_dataset: Any, extractor: Any = None,
                        config: Any = None, *, model: Any = None, store: Any = None, key: str | None = None,
-                       progress: bool = True, run_name: str | None = None, pipeline: Any = None) -> list[MatchRecord]:
+                       progress: bool = True, run_name: str | None = None, pipeline: Any = None,
+                       explainer: Any = None) -> list[MatchRecord]:
     """Explained ``MatchRecord``s for the ``config.top_k`` best candidates of every query.
 
     similarity: ``CosineSimilarity``'s output, ``{"cosine": matrix}`` (0.0.9) or the matrix (1.x);
@@ -86,4 +89,5 @@ def explain_similarity(similarity: Any, query_dataset: Any, database_dataset: An
     if pipeline is None:
         model = model_of(extractor, model)
     return explain_candidates(candidates, query_dataset, database_dataset, model=model, config=config,
-                              store=store, progress=progress, run_name=run_name, pipeline=pipeline)
+                              store=store, progress=progress, run_name=run_name, pipeline=pipeline,
+                              explainer=explainer)

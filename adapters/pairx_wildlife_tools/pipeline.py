@@ -205,7 +205,7 @@ def classifier_labels(dataset: Any) -> np.ndarray:
 def run_pipeline(images_dir: str | Path, metadata: str | Path | pd.DataFrame, settings: RunSettings,
                  out_dir: str | Path, *, run_name: str | None = None, progress: bool = True,
                  model: Any = None, review_path: str | Path | None = None,
-                 allow_outside_root: bool = False) -> PipelineResult:
+                 allow_outside_root: bool = False, explainer: Any = None) -> PipelineResult:
     """Run the pipeline and write artifacts, ``runs/<run_name>.jsonl`` and the review page.
 
     ``model`` (a ``ModelBundle``) skips loading ``settings.model``, e.g. to reuse one across runs;
@@ -272,6 +272,7 @@ def run_pipeline(images_dir: str | Path, metadata: str | Path | pd.DataFrame, se
         database_dataset=database_ds, extractor=extractor, store=ArtifactStore(out_dir), progress=progress,
         run_name=run_name,
     )
+    classifier.explainer = explainer  # None: the hook in this process; pairx_ray.RayExplainer: Ray workers
     t_explain = time.perf_counter()
     predictions, records = classifier.predict_and_explain(matrix)
     timings["explain_s"] = time.perf_counter() - t_explain

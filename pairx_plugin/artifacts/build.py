@@ -16,7 +16,15 @@ import numpy as np
 
 from ..errors import PairXError
 from ..records import SHA256_PATTERN, ExplanationMetrics, ExplanationRef, MatchRecord
-from .schema import SCHEMA_VERSION, ArtifactMatch, ArtifactSettings, ExplanationArtifact, ImageInfo, LibraryVersions
+from .schema import (
+    SCHEMA_VERSION,
+    ArtifactMatch,
+    ArtifactSettings,
+    ExplanationArtifact,
+    ImageInfo,
+    LibraryVersions,
+    SharedFile,
+)
 from .store import ArtifactBlob, ArtifactStore, arrays_blob
 
 if TYPE_CHECKING:
@@ -68,15 +76,25 @@ def build_artifact(
     config: PairXConfig,
     config_digest: str,
     model_fingerprint: str,
+    display_files: Mapping[str, SharedFile] | None = None,
 ) -> tuple[ExplanationArtifact, list[ArtifactBlob]]:
     """The document (``files`` still empty) and the files to store for one pair at one layer.
 
     pair / layer: the engine's ``PairExplanation`` / ``LayerExplanation``; query / candidate:
     ``LoadedImage``; rendered: ``render_pair``'s output. The store fills ``files`` in as it writes.
+    display_files: the shared display images (``{"query": ..., "candidate": ...}``, schema 1.2, what
+    :func:`store_pair` passes); with them the display sizes are theirs (capped at ``display_max_side``)
+    and ``pair_data.npz`` is added. Without them the document is the 1.0 layout (panels only).
     """
+    from .compact import PAIR_DATA_NAME, PAIR_DATA_ROLE, pair_data_bytes
+
     sides = {}
     for side, image, input_size in (("query", query, pair.query_size), ("candidate", candidate, pair.candidate_size)):
-        display_h, display_w = int(image.display.shape[0]), int(image.display.shape[1])
+        shared = None if display_files is None else display_files[side]
+        if shared is not None:
+            display_h, display_w = shared.height, shared.width
+        else:
+            display_h, display_w = int(image.display.shape[0]), int(image.display.shape[1])
         sides[side] = ImageInfo(
             input_height=int(input_size[0]),
             input_width=int(input_size[1]),
@@ -84,6 +102,7 @@ def build_artifact(
             display_width=display_w,
             content_sha256=image.content_sha256(),
             source_sha256=image.sha256 if image.sha256 and _SHA256_RE.fullmatch(image.sha256) else None,
+            display_file=shared,
         )
     pixel_maps = layer.pixel_relevance_query
     colour_maps = int(np.asarray(pixel_maps).shape[0]) if np.ndim(pixel_maps) == 3 else 0
@@ -117,7 +136,9 @@ def build_artifact(
         backend=str(pair.backend),
         config_digest=config_digest,
         settings=ArtifactSettings(
-            k_lines=config.k_lines, k_colors=config.k_colors, render=list(config.render), keep_arrays=config.keep_arrays
+            k_lines=config.k_lines, k_colors=config.k_colors, render=list(config.render),
+            keep_arrays=config.keep_arrays,
+            display_max_side=config.display_max_side if display_files is not None else None,
         ),
         query=sides["query"],
         candidate=sides["candidate"],
@@ -136,6 +157,9 @@ def build_artifact(
         ArtifactBlob(image.name, image.role, "image/png", image.png, int(image.width), int(image.height))
         for image in sorted(rendered.values(), key=lambda item: item.name)
     ]
+    if display_files is not None:
+        blobs.append(ArtifactBlob(PAIR_DATA_NAME, PAIR_DATA_ROLE, "application/x-npz",
+                                  pair_data_bytes(layer, pair.query_size, pair.candidate_size)))
     if config.keep_arrays:
         blobs.append(
             arrays_blob(
@@ -216,9 +240,12 @@ def store_pair(
     comes back as a :class:`PairFailure` (the exception untouched, so the record names its real type).
     """
     from ..evidence.attach import attach_evidence
+    from .compact import cap_display
     from .render import render_pair
 
     refs: list[ExplanationRef] = []
+    displays: dict[str, Any] | None = None
+    display_files: dict[str, SharedFile] = {}
     for layer_key, identifier in zip(layer_keys, artifact_ids, strict=True):
         layer = pair.layers.get(layer_key)
         if layer is None:
@@ -230,15 +257,23 @@ def store_pair(
             continue
         config = context.config
         try:
-            rendered = render_pair(query.display, candidate.display, layer, pair.query_size, pair.candidate_size,
-                                   k_lines=config.k_lines, panels=set(config.render))
+            if displays is None:  # capped once per pair, shared by its layers
+                displays = {side: cap_display(image.display, config.display_max_side)
+                            for side, image in (("query", query), ("candidate", candidate))}
+            rendered = {}
+            if config.render:
+                rendered = render_pair(displays["query"], displays["candidate"], layer, pair.query_size,
+                                       pair.candidate_size, k_lines=config.k_lines, panels=set(config.render))
         except Exception as exc:  # noqa: BLE001 - costs only this record
             return PairFailure(exc, "render")
         try:
+            if not display_files:
+                for side, image in (("query", query), ("candidate", candidate)):
+                    display_files[side] = store.put_shared_image(image.content_sha256(), displays[side])
             document, blobs = build_artifact(
                 artifact_id=identifier, record=record, pair=pair, layer=layer, query=query, candidate=candidate,
                 rendered=rendered, config=config, config_digest=context.config_digest,
-                model_fingerprint=context.model_fingerprint,
+                model_fingerprint=context.model_fingerprint, display_files=display_files,
             )
             document = attach_evidence(document, pair, layer_key, query, candidate)  # H6: docs/metrics.md
             document = store.write(document, blobs)

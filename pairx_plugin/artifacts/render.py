@@ -24,8 +24,9 @@ aligned; a shorter image leaves white (or, in overlays, transparent) space below
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -82,8 +83,10 @@ def to_bgr_array(png_bytes: bytes) -> np.ndarray:
     if image.mode in ("RGBA", "LA", "P"):
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(white, rgba)
-    rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
+        flat: Image.Image = Image.alpha_composite(white, rgba)
+    else:
+        flat = image
+    rgb = np.asarray(flat.convert("RGB"), dtype=np.uint8)
     return np.ascontiguousarray(rgb[:, :, ::-1])
 
 
@@ -103,7 +106,7 @@ def _resize_rgb(rgb: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     """uint8 RGB resized with PIL bilinear (antialiased when shrinking), float32 in [0, 1] out."""
     height, width = size_hw
     if rgb.shape[:2] != (height, width):
-        rgb = np.asarray(Image.fromarray(rgb).resize((width, height), Image.BILINEAR))
+        rgb = np.asarray(Image.fromarray(rgb).resize((width, height), Image.Resampling.BILINEAR))
     return rgb.astype(np.float32) / 255.0
 
 
@@ -113,7 +116,7 @@ def _resize_map(values: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     values = np.nan_to_num(np.asarray(values, dtype=np.float32))
     if values.shape == (height, width):
         return values
-    return np.asarray(Image.fromarray(values, mode="F").resize((width, height), Image.BILINEAR),
+    return np.asarray(Image.fromarray(values, mode="F").resize((width, height), Image.Resampling.BILINEAR),
                       dtype=np.float32)
 
 
@@ -165,7 +168,7 @@ def colour_darkening(pixel_maps: np.ndarray, size_hw: tuple[int, int]) -> np.nda
 def colours_over_faded_image(image: np.ndarray, pixel_maps: np.ndarray) -> np.ndarray:
     """Bottom-row panel of one image: faded image on white, darkened by the colour maps."""
     base = (1.0 - FADED_IMAGE_OPACITY) + FADED_IMAGE_OPACITY * image
-    return np.clip(base - colour_darkening(pixel_maps, image.shape[:2]), 0.0, 1.0)
+    return np.asarray(np.clip(base - colour_darkening(pixel_maps, image.shape[:2]), 0.0, 1.0))
 
 
 def _smaller(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
@@ -185,7 +188,8 @@ def _scaled(xy: tuple[float, float], scale: tuple[float, float], offset_x: int =
     return (int(round(xy[0] * scale[0] - 0.5)) + offset_x, int(round(xy[1] * scale[1] - 0.5)))
 
 
-def _circle(draw: ImageDraw.ImageDraw, centre: tuple[int, int], radius: int, colour, width: int) -> None:
+def _circle(draw: ImageDraw.ImageDraw, centre: tuple[int, int], radius: int, colour: tuple[int, ...],
+            width: int) -> None:
     x, y = centre
     draw.ellipse((x - radius, y - radius, x + radius, y + radius), outline=colour, width=width)
 
@@ -266,7 +270,7 @@ def _check_display(name: str, image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def _check_size(name: str, size) -> tuple[int, int]:
+def _check_size(name: str, size: Any) -> tuple[int, int]:
     try:
         height, width = (int(v) for v in size)
     except (TypeError, ValueError):

@@ -141,6 +141,16 @@ class _ArtifactReader:
         self.root = root
         self._cache: dict[str, dict[str, Any] | None] = {}
 
+    def images(self, ref: Any) -> dict[str, str]:
+        """The record's panel files; a compact (1.2) artifact's panels are drawn from its data on demand."""
+        from .compact import materialize
+        from .store import ArtifactStore
+
+        try:
+            return materialize(ArtifactStore(self.root), ref.artifact_id, _ROLE_ORDER)
+        except (ArtifactError, InvalidInputError):
+            return dict(ref.images)
+
     def document(self, relative: str) -> dict[str, Any] | None:
         if relative not in self._cache:
             try:
@@ -206,8 +216,9 @@ def _card(entry: ManifestEntry, root: Path, prefix: list[str], reader: _Artifact
             _geometry(card, document)
     else:
         card.missing_files.append(ref.json_path)
-    for role in sorted(ref.images, key=_role_key):
-        relative = ref.images[role]
+    images = reader.images(ref)
+    for role in sorted(images, key=_role_key):
+        relative = images[role]
         if not os.path.isfile(os.path.join(root, relative)):  # a broken <img> would be a console error; say it instead
             card.missing_files.append(relative)
             continue

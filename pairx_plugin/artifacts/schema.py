@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..records import SHA256_PATTERN, ExplanationMetrics, HostFloat, MatchRecord
 
-SCHEMA_VERSION = "1.1.0"
+SCHEMA_VERSION = "1.2.0"
 
 _SHA256 = SHA256_PATTERN
 #: file names inside an artifact directory and run names: produced by us or checked, never paths
@@ -35,6 +35,21 @@ ManifestStatus = Literal["explained", "error", "not_explained"]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+#: a shared per-image file, relative to the store root: ``images/<sha[:2]>/<sha>.png`` (sha of its bytes)
+SHARED_PATH_PATTERN = r"^images/[0-9a-f]{2}/[0-9a-f]{64}\.png$"
+
+
+class SharedFile(_Strict):
+    """A file stored once per content under ``images/`` and shared by every artifact that uses it (1.2)."""
+
+    path: str = Field(pattern=SHARED_PATH_PATTERN, description="Relative to the store root; named by its sha256.")
+    media_type: MediaType = "image/png"
+    sha256: str = Field(pattern=_SHA256)
+    size_bytes: int = Field(ge=0)
+    width: int = Field(ge=1)
+    height: int = Field(ge=1)
 
 
 class ImageInfo(_Strict):
@@ -50,6 +65,11 @@ class ImageInfo(_Strict):
         "the image part of the artifact id.",
     )
     source_sha256: str | None = Field(None, pattern=_SHA256, description="Hash of the source file bytes, when known.")
+    display_file: SharedFile | None = Field(
+        None,
+        description="(1.2) The display image (display_width x display_height) as a shared PNG under images/; "
+        "null in 1.0 documents, which carry display_* PNGs of their own when rendered.",
+    )
 
 
 class ArtifactMatch(_Strict):
@@ -100,6 +120,9 @@ class ArtifactSettings(_Strict):
     k_colors: int = Field(ge=1)
     render: list[str]
     keep_arrays: bool
+    display_max_side: int | None = Field(
+        None, ge=1, description="(1.2) Longest side the display image was capped to; null in 1.0 documents."
+    )
 
 
 class ExplanationArtifact(_Strict):
@@ -176,14 +199,16 @@ def _with_id(schema: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 __all__ = [
+    "FILE_NAME_PATTERN",
     "SCHEMA_VERSION",
-    "ExplanationArtifact",
-    "ManifestEntry",
+    "SHARED_PATH_PATTERN",
     "ArtifactFile",
     "ArtifactMatch",
     "ArtifactSettings",
+    "ExplanationArtifact",
     "ImageInfo",
     "LibraryVersions",
-    "FILE_NAME_PATTERN",
+    "ManifestEntry",
+    "SharedFile",
     "json_schemas",
 ]

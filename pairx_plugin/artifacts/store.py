@@ -4,7 +4,10 @@ Layout under ``root``::
 
     artifacts/<id[:2]>/<id>/explanation.json   the ExplanationArtifact document, written last
     artifacts/<id[:2]>/<id>/*.png              rendered panels and overlay layers
+    artifacts/<id[:2]>/<id>/pair_data.npz      what every panel is drawn from (schema 1.2, compact.py)
     artifacts/<id[:2]>/<id>/arrays.npz         raw relevance arrays (keep_arrays only)
+    images/<sha[:2]>/<sha>.png                 display images, once per content, shared by artifacts
+    rendered/<id[:2]>/<id>/<role>.png          panels drawn on demand (a cache; safe to delete)
     runs/<run_name>.jsonl                      one ManifestEntry per record of that run
 
 The artifact id hashes what determines the artifact's content (model fingerprint, layer, config
@@ -47,11 +50,13 @@ from ..versions import ENGINE_VERSION
 from .schema import (
     FILE_NAME_PATTERN,
     SCHEMA_VERSION,
+    SHARED_PATH_PATTERN,
     ArtifactFile,
     ExplanationArtifact,
     ManifestEntry,
     ManifestStatus,
     MediaType,
+    SharedFile,
 )
 
 logger = logging.getLogger(__name__)
@@ -62,6 +67,7 @@ _ID_PATTERN = re.compile(SHA256_PATTERN)
 #: run names and artifact file names: plain file names, never paths (one pattern for both)
 _RUN_NAME_PATTERN = re.compile(FILE_NAME_PATTERN)
 _FILE_NAME_PATTERN = _RUN_NAME_PATTERN
+_SHARED_PATH = re.compile(SHARED_PATH_PATTERN)
 #: hidden temporary files of :func:`atomic_write`: ``.<final name>.<writer pid>.<random>.tmp``
 _TEMP_PATTERN = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{12}\.tmp$")
 _LEGACY_TEMP_PATTERN = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")  # before the pid was embedded
@@ -183,7 +189,7 @@ def sweep_temporary_files(root: Path, *, now: float | None = None) -> list[Path]
     """
     now = time.time() if now is None else now
     removed: list[Path] = []
-    for top in (root / "artifacts", root / "runs"):
+    for top in (root / "artifacts", root / "runs", root / "images", root / "rendered"):
         if not top.is_dir():
             continue
         for directory, _, names in os.walk(top):
@@ -253,6 +259,8 @@ class ArtifactStore:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
+        #: (image content sha256, display size) -> its shared display file, so a run encodes each image once
+        self._shared_cache: dict[tuple[str, int, int], SharedFile] = {}
         if self.root.exists() and not self.root.is_dir():
             raise ArtifactError(f"artifact store root {str(self.root)!r} exists and is not a directory; "
                                 "choose another output_dir")
@@ -275,6 +283,12 @@ class ArtifactStore:
     def relative(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
 
+    def shared_path(self, shared: SharedFile | str) -> Path:
+        relative = shared.path if isinstance(shared, SharedFile) else shared
+        if not _SHARED_PATH.match(relative):
+            raise InvalidInputError(f"shared file path {relative!r} is not images/<sha[:2]>/<sha>.png")
+        return self.root / relative
+
     def manifest_path(self, run_name: str) -> Path:
         check_run_name(run_name)
         return self.root / "runs" / f"{run_name}.jsonl"
@@ -289,10 +303,31 @@ class ArtifactStore:
             return False
         return not self.problems(artifact)
 
-    def problems(self, artifact: ExplanationArtifact) -> list[str]:
-        """What is wrong with the files of a loaded artifact (empty when complete)."""
+    def problems(self, artifact: ExplanationArtifact, *, hash_shared: bool = False) -> list[str]:
+        """What is wrong with the files of a loaded artifact (empty when complete).
+
+        Own files are hashed; shared display images (one per image, large) are checked for existence
+        and size, and hashed too with ``hash_shared`` (``pairx-plugin store verify`` does).
+        """
         directory = self.artifact_dir(artifact.artifact_id)
         found = []
+        for side in ("query", "candidate"):
+            shared = getattr(artifact, side).display_file
+            if shared is None:
+                continue
+            path = self.shared_path(shared)
+            try:
+                if hash_shared:
+                    data = path.read_bytes()
+                    size, digest = len(data), hashlib.sha256(data).hexdigest()
+                else:
+                    size, digest = path.stat().st_size, shared.sha256
+            except OSError as exc:
+                found.append(f"{shared.path}: {exc.strerror or exc}")
+                continue
+            if size != shared.size_bytes or digest != shared.sha256:
+                found.append(f"{shared.path}: content ({size} bytes, sha256 {digest}) differs from the listed "
+                             f"{shared.size_bytes} bytes, sha256 {shared.sha256}")
         for entry in artifact.files:
             path = directory / entry.name
             try:
@@ -332,6 +367,10 @@ class ArtifactStore:
         """The reference a record carries: paths relative to the store root."""
         directory = self.artifact_dir(artifact.artifact_id)
         images = {f.role: self.relative(directory / f.name) for f in artifact.files if f.media_type == "image/png"}
+        for side in ("query", "candidate"):  # 1.1: the shared display images stand in for display_* panels
+            shared = getattr(artifact, side).display_file
+            if shared is not None:
+                images.setdefault(f"display_{side}", shared.path)
         return ExplanationRef(
             artifact_id=artifact.artifact_id,
             layer=artifact.layer,
@@ -342,7 +381,57 @@ class ArtifactStore:
             cache_hit=cache_hit,
         )
 
+    def read_shared_image(self, shared: SharedFile) -> np.ndarray:
+        """A shared display image as HxWx3 uint8 RGB; :class:`ArtifactError` when missing or unreadable."""
+        from PIL import Image
+
+        path = self.shared_path(shared)
+        try:
+            with Image.open(path) as image:
+                return np.asarray(image.convert("RGB"), dtype=np.uint8)
+        except Exception as exc:
+            raise ArtifactError(f"cannot read shared image {str(path)!r} ({exc}); re-run the records that use it "
+                                "(pairx-plugin store verify lists them)") from exc
+
+    def shared_paths(self) -> Iterator[Path]:
+        """Every file under ``images/`` that looks like a shared file (for gc and verify)."""
+        base = self.root / "images"
+        if base.is_dir():
+            for path in sorted(base.glob("??/*.png")):
+                if _SHARED_PATH.match(self.relative(path)):
+                    yield path
+
     # ----- writing
+
+    def put_shared_image(self, content_sha256: str, display: np.ndarray) -> SharedFile:
+        """Store ``display`` (HxWx3 uint8) once as ``images/<sha[:2]>/<sha>.png`` (sha of the PNG bytes).
+
+        Idempotent: a file that already exists with the same bytes is kept. Within one store object the
+        encoded result is remembered per (content hash, size), so each image is encoded once per run.
+        """
+        key = (content_sha256, int(display.shape[0]), int(display.shape[1]))
+        cached = self._shared_cache.get(key)
+        if cached is not None and self.shared_path(cached).is_file():
+            return cached
+        from PIL import Image
+
+        from .render import encode_png
+
+        data = encode_png(Image.fromarray(np.ascontiguousarray(display)))
+        digest = hashlib.sha256(data).hexdigest()
+        shared = SharedFile(path=f"images/{digest[:2]}/{digest}.png", sha256=digest, size_bytes=len(data),
+                            width=int(display.shape[1]), height=int(display.shape[0]))
+        path = self.shared_path(shared)
+        try:
+            present = path.stat().st_size == len(data)
+        except OSError:
+            present = False
+        if not present:
+            atomic_write(path, data)
+        if len(self._shared_cache) >= 4096:
+            self._shared_cache.clear()
+        self._shared_cache[key] = shared
+        return shared
 
     def write(self, artifact: ExplanationArtifact, blobs: list[ArtifactBlob]) -> ExplanationArtifact:
         """Store ``blobs`` and then the document (with ``files`` filled in from the blobs); returns it.
@@ -496,8 +585,10 @@ def read_manifest(path: str | os.PathLike[str]) -> list[ManifestEntry]:
 
 
 __all__ = [
-    "ArtifactStore",
+    "ARRAYS_NAME",
+    "JSON_NAME",
     "ArtifactBlob",
+    "ArtifactStore",
     "RunManifest",
     "arrays_blob",
     "artifact_id",
@@ -508,6 +599,4 @@ __all__ = [
     "new_run_name",
     "read_manifest",
     "sweep_temporary_files",
-    "JSON_NAME",
-    "ARRAYS_NAME",
 ]

@@ -84,6 +84,12 @@ def run(args: argparse.Namespace) -> int:
         message = " ".join(error.message.split())
         print(f"pairx-plugin explain: error ({error.stage}, {error.type}): {message}", file=sys.stderr)
         return EXIT_BAD_INPUT if error.stage in BAD_INPUT_STAGES else EXIT_FAILED
+    from ..artifacts.compact import materialize
+    from ..config import ALL_PANELS
+
+    for ref in [result.explanation, *result.other_layers]:  # compact artifacts: draw every panel for the user
+        if ref is not None:
+            materialize(store, ref.artifact_id, ALL_PANELS)
     print(summary_line(result, store))
     return EXIT_OK
 
@@ -95,14 +101,21 @@ def _number(value: float | None, spec: str) -> str:
 def summary_line(record, store) -> str:
     """cosine, layer, match count, IRM, MC and the composite's path (or the JSON's without one), for the
     first layer; further ``--layer`` keys are named at the end (their artifacts are in the store)."""
+    from ..artifacts.compact import materialize
+    from ..errors import ArtifactError
+
     ref = record.explanation
-    image = ref.images.get("composite") or ref.json_path
+    try:
+        images = materialize(store, ref.artifact_id, ["composite"])  # eager, cached or drawn now
+    except ArtifactError:
+        images = dict(ref.images)
+    image = images.get("composite") or ref.json_path
     path = Path(store.root) / image
     metrics = ref.metrics
     return (
         f"cosine {ref.cosine:.4f}  layer {ref.layer}  matches {metrics.match_count}  "
         f"IRM {_number(metrics.irm, '.4f')}  MC {_number(metrics.mc, '.4g')}  "
-        f"{'composite' if 'composite' in ref.images else 'artifact'} {path}"
+        f"{'composite' if 'composite' in images else 'artifact'} {path}"
         + ("  (cached)" if ref.cache_hit else "")
         + (f"  (+ layers {', '.join(other.layer for other in record.other_layers)})" if record.other_layers else "")
     )
