@@ -122,13 +122,15 @@ E2E_PARTS = (
     ("hash", "pairx_plugin.images", "image_sha256"),
     ("render", "pairx_plugin.artifacts.render", "render_pair"),
     ("encode", "pairx_plugin.artifacts.render", "encode_png"),
+    ("pair_data", "pairx_plugin.artifacts.compact", "pair_data_bytes"),
     ("store", "pairx_plugin.artifacts.store", "write"),
 )
 
 
 def parts_of(call: Callable[[], Any]) -> dict[str, float]:
-    """Shares of one call's time spent in each of :data:`E2E_PARTS` (cProfile, inclusive; ``encode``
-    is inside ``render``, ``preprocess`` includes ``hash``). Shares, because profiling slows Python."""
+    """Shares of one call's time spent in each of :data:`E2E_PARTS` (cProfile, inclusive; ``preprocess``
+    includes ``hash``; ``encode`` counts every PNG, the shared display images of compact artifacts and the
+    panels that ``render`` draws when asked). Shares, because profiling slows Python."""
     import cProfile
     import pstats
 
