@@ -4,6 +4,7 @@ Inputs are the four sea-turtle sample images at the configuration's size and the
 flips (rows 0-3: image_1..image_4, rows 4-7: the same flipped). One pair is image_1 vs image_2;
 the top-5 query is image_1 vs image_2, image_3, image_4, flipped image_1 and flipped image_2.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -51,10 +52,15 @@ CONFIGS: dict[str, BenchConfig] = {
     for c in (
         BenchConfig("lite0_224", "timm efficientnet_lite0", 224, "blocks.3", _lite0, "ImageNet (built-in)"),
         BenchConfig("lite0_440", "timm efficientnet_lite0", 440, "blocks.3", _lite0, "ImageNet (built-in)"),
-        BenchConfig("resnet50_224", "torchvision resnet50", 224, "layer3", _resnet50,
-                    "random seed 0, BN calibrated"),
-        BenchConfig("miewid_440", "MiewID-like efficientnetv2_rw_m+GeM+BN1d", 440, "backbone.blocks.3",
-                    _miewid, "random seed 0, BN calibrated"),
+        BenchConfig("resnet50_224", "torchvision resnet50", 224, "layer3", _resnet50, "random seed 0, BN calibrated"),
+        BenchConfig(
+            "miewid_440",
+            "MiewID-like efficientnetv2_rw_m+GeM+BN1d",
+            440,
+            "backbone.blocks.3",
+            _miewid,
+            "random seed 0, BN calibrated",
+        ),
     )
 }
 

@@ -14,6 +14,7 @@ CPU seconds (``time.process_time`` of the worker, all its threads) are recorded 
 seconds: on a shared machine another process's load inflates wall time but hardly CPU time, so
 with ``--threads 1`` the CPU seconds are the better estimate of the unloaded wall time.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,31 +44,59 @@ STAGES = ("forward", "relevance", "matching", "pixels")
 # ---------------------------------------------------------------------------------------- CLI
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", action="append", choices=sorted(CONFIGS),
-                        help="run only this configuration (repeatable); default: all four")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=sorted(CONFIGS),
+        help="run only this configuration (repeatable); default: all four",
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median reported)")
-    parser.add_argument("--query-repeats", type=int, default=None,
-                        help="timed top-5 queries (default: --repeats; 0 skips the query measurement)")
+    parser.add_argument(
+        "--query-repeats",
+        type=int,
+        default=None,
+        help="timed top-5 queries (default: --repeats; 0 skips the query measurement)",
+    )
     parser.add_argument("--warmup", type=int, default=1, help="untimed explain_pair calls before timing")
     parser.add_argument("--threads", default="1", help="torch threads: an integer, or 'all' (every core)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--mode", default="conservative", choices=["conservative", "parity"])
     parser.add_argument("--k-lines", type=int, default=20)
     parser.add_argument("--k-colors", type=int, default=10)
-    parser.add_argument("--max-batch-images", type=int, default=None,
-                        help="PairX max_batch_images (candidates forwarded together; default: the engine's)")
+    parser.add_argument(
+        "--max-batch-images",
+        type=int,
+        default=None,
+        help="PairX max_batch_images (candidates forwarded together; default: the engine's)",
+    )
     parser.add_argument("--size", type=int, default=None, help="override every configuration's input size")
-    parser.add_argument("--shared-dir", type=Path, default=None,
-                        help="folder holding data/seaturtle_sample (default: $PAIRX_SHARED_DIR, ./shared, ../shared)")
+    parser.add_argument(
+        "--shared-dir",
+        type=Path,
+        default=None,
+        help="folder holding data/seaturtle_sample (default: $PAIRX_SHARED_DIR, ./shared, ../shared)",
+    )
     parser.add_argument("--timeout", type=float, default=None, help="seconds allowed per configuration")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
-    parser.add_argument("--e2e-repeats", type=int, default=None,
-                        help="timed explain_matches calls on 5 records (default: --repeats; 0 skips)")
-    parser.add_argument("--floor-repeats", type=int, default=None,
-                        help="timed plain forward+backward passes (default: --repeats; 0 skips)")
-    parser.add_argument("--reference", type=Path, default=None,
-                        help="source folder of the published PAIR-X code (read-only): time its pairx() on the "
-                             "same pair, side by side; skipped when not given")
+    parser.add_argument(
+        "--e2e-repeats",
+        type=int,
+        default=None,
+        help="timed explain_matches calls on 5 records (default: --repeats; 0 skips)",
+    )
+    parser.add_argument(
+        "--floor-repeats",
+        type=int,
+        default=None,
+        help="timed plain forward+backward passes (default: --repeats; 0 skips)",
+    )
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        default=None,
+        help="source folder of the published PAIR-X code (read-only): time its pairx() on the "
+        "same pair, side by side; skipped when not given",
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     problems = []
@@ -149,10 +178,19 @@ def run_worker(args: argparse.Namespace, report=None) -> ConfigResult:
     torch.set_num_threads(threads)
     device = torch.device(args.device)
     result = ConfigResult(
-        name=config.name, model=config.model, weights=config.weights, size=size, layer=config.layer,
-        device=str(device), mode=args.mode, threads=threads, repeats=args.repeats,
-        query_repeats=args.query_repeats, warmup=args.warmup,
-        k_lines=args.k_lines, k_colors=args.k_colors,
+        name=config.name,
+        model=config.model,
+        weights=config.weights,
+        size=size,
+        layer=config.layer,
+        device=str(device),
+        mode=args.mode,
+        threads=threads,
+        repeats=args.repeats,
+        query_repeats=args.query_repeats,
+        warmup=args.warmup,
+        k_lines=args.k_lines,
+        k_colors=args.k_colors,
     )
     memory = PeakMemory(device)
     result.rss_scope = memory.scope
@@ -164,7 +202,7 @@ def run_worker(args: argparse.Namespace, report=None) -> ConfigResult:
     start = time.perf_counter()
     model, images = build(config, size, args.shared_dir or default_shared_dir())
     model = model.to(device)
-    x = [images[i:i + 1].contiguous().to(device) for i in range(images.shape[0])]
+    x = [images[i : i + 1].contiguous().to(device) for i in range(images.shape[0])]
     batch = {} if args.max_batch_images is None else {"max_batch_images": args.max_batch_images}
     engine = PairX(model, [config.layer], k_lines=args.k_lines, k_colors=args.k_colors, mode=args.mode, **batch)
     result.max_batch_images = engine.max_batch_images
@@ -177,8 +215,14 @@ def run_worker(args: argparse.Namespace, report=None) -> ConfigResult:
     memory.reset()
     for _ in range(args.warmup):
         engine.explain_pair(query, candidate)
-    outputs = _timed(lambda: engine.explain_pair(query, candidate), args.repeats, f"{config.name} pair",
-                     sync, result.pair_s, result.pair_cpu_s)
+    outputs = _timed(
+        lambda: engine.explain_pair(query, candidate),
+        args.repeats,
+        f"{config.name} pair",
+        sync,
+        result.pair_s,
+        result.pair_cpu_s,
+    )
     explained = outputs[-1]
     pair_stages = [out.timings for out in outputs]
     result.peak_rss_pair_mb = memory.peak_rss_mb()
@@ -197,8 +241,14 @@ def run_worker(args: argparse.Namespace, report=None) -> ConfigResult:
     # top-5 query and the same five pairs, interleaved in this process, so the ratio sees the same load
     outputs = []
     for _ in range(args.query_repeats):
-        outputs += _timed(lambda: engine.explain_query(q, cands), 1, f"{config.name} top-5 query",
-                          sync, result.query_s, result.query_cpu_s)
+        outputs += _timed(
+            lambda: engine.explain_query(q, cands),
+            1,
+            f"{config.name} top-5 query",
+            sync,
+            result.query_s,
+            result.query_cpu_s,
+        )
         _, five = timed_cpu(lambda: [engine.explain_pair(q, c) for c in cands], 1, sync)
         result.five_pairs_cpu_s += five
     query_stages = [out[0].timings for out in outputs]
@@ -213,13 +263,23 @@ def run_worker(args: argparse.Namespace, report=None) -> ConfigResult:
     result.engine_pairs_per_s = 1.0 / result.pair_cpu_median_s
     if args.e2e_repeats:
         _, result.e2e_cpu_s, n_records, result.e2e_shares = end_to_end_records(
-            model, engine, config.layer, size, args.shared_dir or default_shared_dir(), args.e2e_repeats, sync,
-            args.k_lines, args.k_colors, args.mode)
+            model,
+            engine,
+            config.layer,
+            size,
+            args.shared_dir or default_shared_dir(),
+            args.e2e_repeats,
+            sync,
+            args.k_lines,
+            args.k_colors,
+            args.mode,
+        )
         result.e2e_records_per_s = n_records / statistics.median(result.e2e_cpu_s)
         result.e2e_vs_engine = result.e2e_records_per_s / result.engine_pairs_per_s
     if args.reference is not None:
-        _, result.reference_pair_cpu_s = reference_pair(args.reference, model, query, candidate, config.layer,
-                                                        args.repeats, sync, args.k_lines, args.k_colors)
+        _, result.reference_pair_cpu_s = reference_pair(
+            args.reference, model, query, candidate, config.layer, args.repeats, sync, args.k_lines, args.k_colors
+        )
         result.reference_pair_cpu_median_s = statistics.median(result.reference_pair_cpu_s)
         result.reference_speedup = result.reference_pair_cpu_median_s / result.pair_cpu_median_s
     if result.query_s:
@@ -243,12 +303,32 @@ def worker_main(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------- parent
 def _worker_command(args: argparse.Namespace, name: str) -> list[str]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name,
-           "--repeats", str(args.repeats), "--query-repeats", str(args.query_repeats),
-           "--warmup", str(args.warmup), "--threads", args.threads,
-           "--device", args.device, "--mode", args.mode,
-           "--k-lines", str(args.k_lines), "--k-colors", str(args.k_colors),
-           "--e2e-repeats", str(args.e2e_repeats), "--floor-repeats", str(args.floor_repeats)]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        name,
+        "--repeats",
+        str(args.repeats),
+        "--query-repeats",
+        str(args.query_repeats),
+        "--warmup",
+        str(args.warmup),
+        "--threads",
+        args.threads,
+        "--device",
+        args.device,
+        "--mode",
+        args.mode,
+        "--k-lines",
+        str(args.k_lines),
+        "--k-colors",
+        str(args.k_colors),
+        "--e2e-repeats",
+        str(args.e2e_repeats),
+        "--floor-repeats",
+        str(args.floor_repeats),
+    ]
     if args.reference is not None:
         cmd += ["--reference", str(args.reference)]
     if args.size is not None:
@@ -264,27 +344,43 @@ def run_config(args: argparse.Namespace, name: str) -> ConfigResult:
     """Run one configuration in a fresh process; a crash or timeout becomes the result's ``error``."""
     config = CONFIGS[name]
     placeholder = dict(
-        name=name, model=config.model, weights=config.weights, size=args.size or config.size,
-        layer=config.layer, device=args.device, mode=args.mode, threads=thread_count(args.threads),
-        repeats=args.repeats, query_repeats=args.query_repeats, warmup=args.warmup, k_lines=args.k_lines, k_colors=args.k_colors,
+        name=name,
+        model=config.model,
+        weights=config.weights,
+        size=args.size or config.size,
+        layer=config.layer,
+        device=args.device,
+        mode=args.mode,
+        threads=thread_count(args.threads),
+        repeats=args.repeats,
+        query_repeats=args.query_repeats,
+        warmup=args.warmup,
+        k_lines=args.k_lines,
+        k_colors=args.k_colors,
     )
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     try:
-        done = subprocess.run(_worker_command(args, name), stdout=subprocess.PIPE, stderr=None, text=True,
-                              env=env, timeout=args.timeout)
+        done = subprocess.run(
+            _worker_command(args, name), stdout=subprocess.PIPE, stderr=None, text=True, env=env, timeout=args.timeout
+        )
     except subprocess.TimeoutExpired:
         return ConfigResult(**placeholder, error=f"timed out after {args.timeout} s")
     for line in reversed(done.stdout.splitlines()):
         if line.startswith(RESULT_MARK):
-            result = ConfigResult.model_validate_json(line[len(RESULT_MARK):])
+            result = ConfigResult.model_validate_json(line[len(RESULT_MARK) :])
             if done.returncode != 0:  # only the pair numbers made it out
-                result.error = (f"worker exited with code {done.returncode} during the top-5 query "
-                                "(-9: killed, often out of memory); pair numbers kept")
+                result.error = (
+                    f"worker exited with code {done.returncode} during the top-5 query "
+                    "(-9: killed, often out of memory); pair numbers kept"
+                )
             return result
     tail = done.stdout.strip().splitlines()[-3:]
-    return ConfigResult(**placeholder, error=f"worker exited with code {done.returncode} and no result "
-                                              f"(see its stderr above) {' | '.join(tail)}".strip())
+    return ConfigResult(
+        **placeholder,
+        error=f"worker exited with code {done.returncode} and no result "
+        f"(see its stderr above) {' | '.join(tail)}".strip(),
+    )
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -292,14 +388,31 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 
 def format_table(report: BenchReport) -> str:
-    head = (f"PAIR-X engine benchmark - {report.date_utc} - {report.host} ({report.cpu}, {report.cpu_count} cores)"
-            f" - torch {report.torch_version} - pairx_plugin {report.engine_revision} - device {report.device} ({report.device_name}) - threads "
-            f"{report.threads} - repeats {report.repeats} (runs column: timed pairs/queries) - mode {report.mode}"
-            f" - load avg "
-            f"{report.load_average_start[0]:.1f} -> {report.load_average_end[0]:.1f}")
+    head = (
+        f"PAIR-X engine benchmark - {report.date_utc} - {report.host} ({report.cpu}, {report.cpu_count} cores)"
+        f" - torch {report.torch_version} - pairx_plugin {report.engine_revision}"
+        f" - device {report.device} ({report.device_name}) - threads "
+        f"{report.threads} - repeats {report.repeats} (runs column: timed pairs/queries) - mode {report.mode}"
+        f" - load avg "
+        f"{report.load_average_start[0]:.1f} -> {report.load_average_end[0]:.1f}"
+    )
     gpu = report.device.startswith("cuda")
-    cols = ["config", "layer", "size", "runs", "pair s (median)", "pair min-max", "pair CPU s", "top-5 query s",
-            "query min-max", "query CPU s", "matches", "RSS pair MB", "RSS query MB", "RSS setup MB"]
+    cols = [
+        "config",
+        "layer",
+        "size",
+        "runs",
+        "pair s (median)",
+        "pair min-max",
+        "pair CPU s",
+        "top-5 query s",
+        "query min-max",
+        "query CPU s",
+        "matches",
+        "RSS pair MB",
+        "RSS query MB",
+        "RSS setup MB",
+    ]
     if gpu:
         cols += ["GPU pair MB", "GPU query MB"]
     rows = []
@@ -308,10 +421,22 @@ def format_table(report: BenchReport) -> str:
             rows.append([r.name, r.layer, str(r.size), "-", "ERROR: " + r.error])
             continue
         query_range = f"{min(r.query_s):.3f}-{max(r.query_s):.3f}" if r.query_s else "-"
-        row = [r.name, r.layer, str(r.size), f"{len(r.pair_s)}/{len(r.query_s)}", _fmt(r.pair_median_s), f"{min(r.pair_s):.3f}-{max(r.pair_s):.3f}",
-               _fmt(r.pair_cpu_median_s), _fmt(r.query_median_s), query_range,
-               _fmt(r.query_cpu_median_s), str(r.pair_match_count),
-               _fmt(r.peak_rss_pair_mb, 0), _fmt(r.peak_rss_query_mb, 0), _fmt(r.peak_rss_setup_mb, 0)]
+        row = [
+            r.name,
+            r.layer,
+            str(r.size),
+            f"{len(r.pair_s)}/{len(r.query_s)}",
+            _fmt(r.pair_median_s),
+            f"{min(r.pair_s):.3f}-{max(r.pair_s):.3f}",
+            _fmt(r.pair_cpu_median_s),
+            _fmt(r.query_median_s),
+            query_range,
+            _fmt(r.query_cpu_median_s),
+            str(r.pair_match_count),
+            _fmt(r.peak_rss_pair_mb, 0),
+            _fmt(r.peak_rss_query_mb, 0),
+            _fmt(r.peak_rss_setup_mb, 0),
+        ]
         if gpu:
             row += [_fmt(r.peak_gpu_pair_mb, 0), _fmt(r.peak_gpu_query_mb, 0)]
         rows.append(row)
@@ -320,29 +445,65 @@ def format_table(report: BenchReport) -> str:
     for r in report.results:
         for label, stages in (("pair", r.pair_stages_s), ("top-5 query", r.query_stages_s)):
             if stages:
-                stage_rows.append([r.name, label] + [_fmt(stages.get(s)) for s in STAGES]
-                                  + [_fmt(sum(stages.values()))])
+                stage_rows.append(
+                    [r.name, label] + [_fmt(stages.get(s)) for s in STAGES] + [_fmt(sum(stages.values()))]
+                )
     notes = [f"ERROR {r.name}: {r.error}" for r in report.results if r.error and r.pair_s]
-    shape_cols = ["config", "floor CPU s", "pair / floor", "5 pairs CPU s", "top-5 query / 5 pairs",
-                  "engine pairs/s", "e2e records/s", "e2e / engine", "published pair CPU s", "speed-up"]
-    shape_rows = [[r.name, _fmt(r.floor_cpu_median_s), _fmt(r.pair_floor_multiple, 2),
-                   _fmt(r.five_pairs_cpu_median_s), _fmt(r.query_vs_pairs, 3), _fmt(r.engine_pairs_per_s, 2),
-                   _fmt(r.e2e_records_per_s, 2), _fmt(r.e2e_vs_engine, 2), _fmt(r.reference_pair_cpu_median_s),
-                   _fmt(r.reference_speedup, 2)]
-                  for r in report.results if r.pair_s]
-    shares = [f"{r.name} explain_matches time shares: " + ", ".join(f"{k} {v:.0%}" for k, v in r.e2e_shares.items())
-              for r in report.results if r.e2e_shares]
-    return "\n".join([head, "", _grid(cols, rows), *notes, "", "seconds per stage (engine timings, medians):",
-                      _grid(stage_cols, stage_rows), "",
-                      "shapes users run (CPU seconds, medians; ratios measured in the same process):",
-                      _grid(shape_cols, shape_rows), *shares])
+    shape_cols = [
+        "config",
+        "floor CPU s",
+        "pair / floor",
+        "5 pairs CPU s",
+        "top-5 query / 5 pairs",
+        "engine pairs/s",
+        "e2e records/s",
+        "e2e / engine",
+        "published pair CPU s",
+        "speed-up",
+    ]
+    shape_rows = [
+        [
+            r.name,
+            _fmt(r.floor_cpu_median_s),
+            _fmt(r.pair_floor_multiple, 2),
+            _fmt(r.five_pairs_cpu_median_s),
+            _fmt(r.query_vs_pairs, 3),
+            _fmt(r.engine_pairs_per_s, 2),
+            _fmt(r.e2e_records_per_s, 2),
+            _fmt(r.e2e_vs_engine, 2),
+            _fmt(r.reference_pair_cpu_median_s),
+            _fmt(r.reference_speedup, 2),
+        ]
+        for r in report.results
+        if r.pair_s
+    ]
+    shares = [
+        f"{r.name} explain_matches time shares: " + ", ".join(f"{k} {v:.0%}" for k, v in r.e2e_shares.items())
+        for r in report.results
+        if r.e2e_shares
+    ]
+    return "\n".join(
+        [
+            head,
+            "",
+            _grid(cols, rows),
+            *notes,
+            "",
+            "seconds per stage (engine timings, medians):",
+            _grid(stage_cols, stage_rows),
+            "",
+            "shapes users run (CPU seconds, medians; ratios measured in the same process):",
+            _grid(shape_cols, shape_rows),
+            *shares,
+        ]
+    )
 
 
 def _grid(cols: list[str], rows: list[list[str]]) -> str:
-    widths = [max([len(c)] + [len(r[i]) for r in rows if i < len(r) and len(r) == len(cols)])
-              for i, c in enumerate(cols)]
-    lines = [" | ".join(c.ljust(w) for c, w in zip(cols, widths)),
-             "-+-".join("-" * w for w in widths)]
+    widths = [
+        max([len(c)] + [len(r[i]) for r in rows if i < len(r) and len(r) == len(cols)]) for i, c in enumerate(cols)
+    ]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(cols, widths)), "-+-".join("-" * w for w in widths)]
     for r in rows:
         lines.append(" | ".join(v.ljust(w) for v, w in zip(r, widths)) if len(r) == len(cols) else " | ".join(r))
     return "\n".join(lines)
@@ -351,10 +512,12 @@ def _grid(cols: list[str], rows: list[list[str]]) -> str:
 def engine_revision() -> str:
     """``git`` commit of the checkout, ``+dirty`` when ``pairx_plugin/`` has uncommitted changes."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                                text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "pairx_plugin"], cwd=REPO,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "pairx_plugin"], cwd=REPO, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return (commit or "unknown") + ("+dirty" if dirty else "")
@@ -385,11 +548,19 @@ def main(argv: list[str] | None = None) -> int:
     results = [run_config(args, name) for name in names]
     report = BenchReport(
         date_utc=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        host=platform.node(), cpu=_cpu_name(), cpu_count=os.cpu_count() or 1,
-        torch_version=torch.__version__, engine_revision=revision, device=args.device,
+        host=platform.node(),
+        cpu=_cpu_name(),
+        cpu_count=os.cpu_count() or 1,
+        torch_version=torch.__version__,
+        engine_revision=revision,
+        device=args.device,
         device_name=torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu",
-        threads=args.threads, repeats=args.repeats, mode=args.mode,
-        load_average_start=load_start, load_average_end=list(os.getloadavg()), results=results,
+        threads=args.threads,
+        repeats=args.repeats,
+        mode=args.mode,
+        load_average_start=load_start,
+        load_average_end=list(os.getloadavg()),
+        results=results,
     )
     print(format_table(report), flush=True)
     if args.json:

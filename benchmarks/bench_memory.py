@@ -6,6 +6,7 @@ reset by writing ``5`` to ``/proc/self/clear_refs`` after handing freed heap bac
 weights and whatever stays allocated included, the model set-up's temporary peak excluded. Where
 either is unavailable, the peak is the whole process's (``getrusage`` maxrss) and ``scope`` says so.
 """
+
 from __future__ import annotations
 
 import ctypes

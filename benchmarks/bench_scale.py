@@ -14,6 +14,7 @@ each worker one GPU (``num_gpus=1``).
 
     python benchmarks/bench_scale.py --out /tmp/bench_scale [--size 224] [--workers 1 2] [--device cpu]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,11 @@ DATA = ROOT.parent / "shared" / "data" / "seaturtle_sample" / "images"
 def _records(ids: list[str]) -> list:
     from pairx_plugin.records import MatchRecord
 
-    return [MatchRecord(query_id=q, candidate_id=c, rank=r, score=1.0 - r / 10)
-            for q in ids for r, c in enumerate(x for x in ids if x != q)]
+    return [
+        MatchRecord(query_id=q, candidate_id=c, rank=r, score=1.0 - r / 10)
+        for q in ids
+        for r, c in enumerate(x for x in ids if x != q)
+    ]
 
 
 def _bytes(path: Path) -> int:
@@ -41,8 +45,12 @@ def _bytes(path: Path) -> int:
 def _row(name: str, root: Path, out: list, seconds: float, workers: int | str) -> dict:
     explained = sum(r.explanation is not None for r in out)
     return {
-        "store": name, "workers": workers, "records": len(out), "explained": explained,
-        "seconds": round(seconds, 2), "records_per_s": round(len(out) / seconds, 3) if seconds else None,
+        "store": name,
+        "workers": workers,
+        "records": len(out),
+        "explained": explained,
+        "seconds": round(seconds, 2),
+        "records_per_s": round(len(out) / seconds, 3) if seconds else None,
         "bytes_per_record": _bytes(root / "artifacts") // max(1, explained),
         "shared_image_bytes": _bytes(root / "images"),
     }
@@ -85,8 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     variants.append(("compact", config))
     for name, variant in variants:
         start = time.perf_counter()
-        out = explain_matches(records=records, images=source, model=model, config=variant,
-                              store=ArtifactStore(out_dir / name), progress=False)
+        out = explain_matches(
+            records=records,
+            images=source,
+            model=model,
+            config=variant,
+            store=ArtifactStore(out_dir / name),
+            progress=False,
+        )
         threads = f"1 process ({torch.get_num_threads()} threads)"
         rows.append(_row(name, out_dir / name, out, time.perf_counter() - start, threads))
 
@@ -97,15 +111,25 @@ def main(argv: list[str] | None = None) -> int:
     for workers in args.workers:
         root = out_dir / f"ray-{workers}"
         start = time.perf_counter()
-        out = explain_on_ray(records=records, images=source, model="builtin", config=config, store_root=root,
-                             workers=workers, progress=False)
+        out = explain_on_ray(
+            records=records,
+            images=source,
+            model="builtin",
+            config=config,
+            store_root=root,
+            workers=workers,
+            progress=False,
+        )
         rows.append(_row(f"ray-{workers}", root, out, time.perf_counter() - start, workers))
     for row in rows:
-        print(json.dumps(row) if args.json else
-              f"{row['store']:>8}  workers {row['workers']!s:>22}  {row['records']} records  "
-              f"{row['seconds']:>7.1f} s  {row['records_per_s']:>6} rec/s  "
-              f"{row['bytes_per_record'] / 1024:>8.1f} KiB/record  "
-              f"shared images {row['shared_image_bytes'] / 1024:.0f} KiB")
+        print(
+            json.dumps(row)
+            if args.json
+            else f"{row['store']:>8}  workers {row['workers']!s:>22}  {row['records']} records  "
+            f"{row['seconds']:>7.1f} s  {row['records_per_s']:>6} rec/s  "
+            f"{row['bytes_per_record'] / 1024:>8.1f} KiB/record  "
+            f"shared images {row['shared_image_bytes'] / 1024:.0f} KiB"
+        )
     return 0
 
 

@@ -7,6 +7,7 @@
 * :func:`reference_pair` — the published implementation's ``pairx()`` on the same pair, loaded
   read-only from its source folder (``--reference PATH``).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,8 +25,7 @@ from torch import nn
 
 from pairx_plugin.errors import InvalidInputError
 
-IMAGE_FILES = ("identity_a/image_1.JPG", "identity_a/image_2.JPG", "identity_b/image_3.JPG",
-               "identity_b/image_4.JPG")
+IMAGE_FILES = ("identity_a/image_1.JPG", "identity_a/image_2.JPG", "identity_b/image_3.JPG", "identity_b/image_4.JPG")
 
 
 @contextlib.contextmanager
@@ -53,8 +53,9 @@ def timed_cpu(call: Callable[[], Any], repeats: int, sync: Callable[[], None]) -
     return wall, cpu
 
 
-def forward_backward_floor(model: nn.Module, x0: torch.Tensor, x1: torch.Tensor, repeats: int,
-                           sync: Callable[[], None]) -> tuple[list[float], list[float]]:
+def forward_backward_floor(
+    model: nn.Module, x0: torch.Tensor, x1: torch.Tensor, repeats: int, sync: Callable[[], None]
+) -> tuple[list[float], list[float]]:
     """Seconds of one forward of both images as one batch and one backward to the input."""
     batch = torch.cat([x0, x1]).contiguous(memory_format=torch.channels_last)
 
@@ -84,8 +85,18 @@ def _top5_source(shared_dir: Path, size: int):
     return FileImageSource(paths, size, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), bboxes=bboxes)
 
 
-def end_to_end_records(model: nn.Module, engine, layer: str, size: int, shared_dir: Path, repeats: int,
-                       sync: Callable[[], None], k_lines: int, k_colors: int, mode: str):
+def end_to_end_records(
+    model: nn.Module,
+    engine,
+    layer: str,
+    size: int,
+    shared_dir: Path,
+    repeats: int,
+    sync: Callable[[], None],
+    k_lines: int,
+    k_colors: int,
+    mode: str,
+):
     """Wall and CPU seconds of ``explain_matches`` on 5 records (one top-5 query), default artifacts.
 
     Each call writes into a fresh temporary store, so no artifact is served from a cache.
@@ -96,15 +107,24 @@ def end_to_end_records(model: nn.Module, engine, layer: str, size: int, shared_d
     from pairx_plugin.records import MatchRecord
 
     source = _top5_source(shared_dir, size)
-    records = [MatchRecord(query_id="img1", candidate_id=c, rank=r, score=0.9 - 0.1 * r)
-               for r, c in enumerate(["img2", "img3", "img4", "img2crop", "img3crop"])]
+    records = [
+        MatchRecord(query_id="img1", candidate_id=c, rank=r, score=0.9 - 0.1 * r)
+        for r, c in enumerate(["img2", "img3", "img4", "img2crop", "img3crop"])
+    ]
     config = PairXConfig(layer_keys=[layer], k_lines=k_lines, k_colors=k_colors, mode=mode, top_k=5)
     out: list[Any] = []
 
     def once() -> None:
         with tempfile.TemporaryDirectory(prefix="pairx-bench-") as tmp:
-            out[:] = explain_matches(records=records, images=source, model=model, config=config,
-                                     store=ArtifactStore(tmp), engine=engine, progress=False)
+            out[:] = explain_matches(
+                records=records,
+                images=source,
+                model=model,
+                config=config,
+                store=ArtifactStore(tmp),
+                engine=engine,
+                progress=False,
+            )
 
     once()  # warm-up
     wall, cpu = timed_cpu(once, repeats, sync)
@@ -160,12 +180,23 @@ def load_reference(path: Path):
             if not hasattr(module, "pairx"):
                 raise InvalidInputError(f"{candidate} has no pairx() function; pass the published PAIR-X source folder")
             return module
-    raise InvalidInputError(f"--reference {path}: no src/pairx/core.py, pairx/core.py or core.py there; "
-                            "pass the folder of the published PAIR-X source (WildMeOrg/pairx)")
+    raise InvalidInputError(
+        f"--reference {path}: no src/pairx/core.py, pairx/core.py or core.py there; "
+        "pass the folder of the published PAIR-X source (WildMeOrg/pairx)"
+    )
 
 
-def reference_pair(path: Path, model: nn.Module, x0: torch.Tensor, x1: torch.Tensor, layer: str, repeats: int,
-                   sync: Callable[[], None], k_lines: int, k_colors: int) -> tuple[list[float], list[float]]:
+def reference_pair(
+    path: Path,
+    model: nn.Module,
+    x0: torch.Tensor,
+    x1: torch.Tensor,
+    layer: str,
+    repeats: int,
+    sync: Callable[[], None],
+    k_lines: int,
+    k_colors: int,
+) -> tuple[list[float], list[float]]:
     """Seconds of the published ``pairx()`` on one pair (a private copy of the model: it sets grads)."""
     core = load_reference(path)
     ref_model = copy.deepcopy(model).eval()

@@ -8,6 +8,7 @@ by any of them (hooks, caches, the image cache, rendered PNGs, manifests) shows 
 Prints ``explanations rss_mb`` every ``--every`` calls, then one JSON line: RSS after the warm-up,
 at the end, and the growth between them in percent.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,13 @@ def rss_mb() -> float:
 def tiny_model() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
     ).eval()
 
 
@@ -55,8 +61,9 @@ class SeededImages:
         self.size = size
 
     def load(self, image_id: str) -> LoadedImage:
-        rgb = np.random.default_rng(int(image_id)).integers(0, 256, size=(self.size + 8, self.size + 16, 3),
-                                                             dtype=np.uint8)
+        rgb = np.random.default_rng(int(image_id)).integers(
+            0, 256, size=(self.size + 8, self.size + 16, 3), dtype=np.uint8
+        )
         return prepare_image(rgb, self.size, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 
 
@@ -78,8 +85,9 @@ def soak(explanations: int, *, size: int, model_name: str, every: int, store_dir
     print(f"{0:6d} {curve[0][1]:9.1f}", flush=True)
     for index in range(explanations):
         record = MatchRecord(query_id=str(2 * index), candidate_id=str(2 * index + 1), rank=0, score=1.0)
-        (out,) = explain_matches(records=[record], images=images, model=model, config=config, store=store,
-                                 engine=engine, progress=False)
+        (out,) = explain_matches(
+            records=[record], images=images, model=model, config=config, store=store, engine=engine, progress=False
+        )
         if out.explanation is None:
             raise RuntimeError(f"explanation {index} failed: {out.explanation_error}")
         if (index + 1) % every == 0 or index + 1 == explanations:
@@ -99,13 +107,21 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="pairx-soak-") as directory:
         print("explanations rss_mb", flush=True)
-        curve = soak(args.explanations, size=args.size, model_name=args.model, every=args.every,
-                     store_dir=Path(directory))
+        curve = soak(
+            args.explanations, size=args.size, model_name=args.model, every=args.every, store_dir=Path(directory)
+        )
     baseline = next((rss for done, rss in curve if done >= args.warmup), curve[-1][1])
     final = curve[-1][1]
-    summary = {"explanations": args.explanations, "warmup": args.warmup, "model": args.model, "size": args.size,
-               "rss_start_mb": round(curve[0][1], 1), "rss_after_warmup_mb": round(baseline, 1),
-               "rss_end_mb": round(final, 1), "growth_after_warmup_pct": round(100 * (final - baseline) / baseline, 2)}
+    summary = {
+        "explanations": args.explanations,
+        "warmup": args.warmup,
+        "model": args.model,
+        "size": args.size,
+        "rss_start_mb": round(curve[0][1], 1),
+        "rss_after_warmup_mb": round(baseline, 1),
+        "rss_end_mb": round(final, 1),
+        "growth_after_warmup_pct": round(100 * (final - baseline) / baseline, 2),
+    }
     print(json.dumps(summary), flush=True)
     return 0
 

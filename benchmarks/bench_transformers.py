@@ -8,6 +8,7 @@ photos. For each model it prints the median wall seconds of ``PairX.explain_pair
 k_lines=20, k_colors=10) after one untimed warm-up pair, the engine's own stage times, and for
 comparison a plain forward+backward and the same pass under the backend's rules.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -90,12 +91,16 @@ def bench(label: str, timm_name: str, size: int, args: argparse.Namespace) -> No
         pair = engine.explain_pair(x0, x1)  # warm-up
         wall, cpu = timed(lambda e=engine: e.explain_pair(x0, x1), args.repeats, args.device)
         stages = ", ".join(f"{k} {v:.2f}" for k, v in sorted(pair.timings.items()))
-        print(f"{label:<14} rule={rule:<8} layer={engine.layer_keys[0]:<9} {wall:6.2f} s/pair wall, "
-              f"{cpu:6.2f} s CPU   (last pair's stages, wall: {stages})")
+        print(
+            f"{label:<14} rule={rule:<8} layer={engine.layer_keys[0]:<9} {wall:6.2f} s/pair wall, "
+            f"{cpu:6.2f} s CPU   (last pair's stages, wall: {stages})"
+        )
     _, plain = timed(lambda: plain_pass(model, x0), args.repeats, args.device)
     _, ruled = timed(lambda: ruled_pass(model, GradientXInput(), x0), args.repeats, args.device)
-    print(f"{label:<14} one forward+backward, CPU s: plain {plain:.3f}, under the gradient-x-input rules "
-          f"{ruled:.3f} ({ruled / plain:.2f}x)")
+    print(
+        f"{label:<14} one forward+backward, CPU s: plain {plain:.3f}, under the gradient-x-input rules "
+        f"{ruled:.3f} ({ruled / plain:.2f}x)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,9 +119,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--device cuda: no CUDA device is visible")
     torch.set_num_threads(args.threads)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"torch {torch.__version__}, timm {timm.__version__}, device {args.device}, threads {args.threads}, "
-          f"k_lines {args.k_lines}, k_colors {args.k_colors}, median of {args.repeats}, "
-          f"load average {load:.1f} on {os.cpu_count()} cores")
+    print(
+        f"torch {torch.__version__}, timm {timm.__version__}, device {args.device}, threads {args.threads}, "
+        f"k_lines {args.k_lines}, k_colors {args.k_colors}, median of {args.repeats}, "
+        f"load average {load:.1f} on {os.cpu_count()} cores"
+    )
     for label in args.only or list(MODELS):
         bench(label, *MODELS[label], args)
     return 0

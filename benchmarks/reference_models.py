@@ -9,6 +9,7 @@ of matches and a benchmark would understate the real work. Setting every BatchNo
 batch of real images (``calibration_images``) makes each layer's output roughly unit-scale, as in
 a trained model, which is what the engine's cost and behaviour depend on.
 """
+
 from __future__ import annotations
 
 import contextlib

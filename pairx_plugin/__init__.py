@@ -5,6 +5,7 @@ Public names: :class:`PairX` (the engine), :func:`list_layers`, :class:`PairXCon
 first use (PEP 562), so ``import pairx_plugin`` — and reading a schema or a record — never imports
 torch.
 """
+
 from __future__ import annotations
 
 from ._lazy import lazy_attributes

@@ -1,4 +1,5 @@
 """PEP 562 lazy attributes for a package ``__init__``: names imported from their module on first use."""
+
 from __future__ import annotations
 
 import importlib
@@ -6,8 +7,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 
-def lazy_attributes(package: str, table: Mapping[str, str], namespace: dict[str, Any]
-                    ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+def lazy_attributes(
+    package: str, table: Mapping[str, str], namespace: dict[str, Any]
+) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """``(__getattr__, __dir__)`` for ``package``: ``table`` maps a public name to the module holding it.
 
     A name, once imported, is stored in ``namespace`` (the package's globals), so later look-ups are

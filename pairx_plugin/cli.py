@@ -9,6 +9,7 @@ warning on stderr, never a crash. The core never imports an adapter by name.
 Exit codes: 0 success, 1 the work failed, 2 bad input (one ``pairx-plugin: error: ...`` line on
 stderr, no traceback).
 """
+
 from __future__ import annotations
 
 import argparse

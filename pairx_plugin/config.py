@@ -5,6 +5,7 @@ section (or a whole document that is only the section) and returns a validated `
 Every problem is reported as :class:`~pairx_plugin.errors.ConfigError` whose message starts with the
 dotted key (``pairx.k_lines: must be >= 1, got 0``), so a user can find the line to fix.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,8 +36,7 @@ ALL_PANELS: tuple[PanelKind, ...] = ("composite", "only_lines", "only_colors", "
 #: what), ``top_k`` (which records get explained, not what one explanation holds) and ``layer_keys``
 #: (the resolved layer key is part of the artifact id on its own, so "auto" and the key it resolves to
 #: share artifacts).
-DIGEST_FIELDS: tuple[str, ...] = ("k_lines", "k_colors", "mode", "backend", "render", "keep_arrays",
-                                  "display_max_side")
+DIGEST_FIELDS: tuple[str, ...] = ("k_lines", "k_colors", "mode", "backend", "render", "keep_arrays", "display_max_side")
 
 #: Every accepted device name: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
@@ -72,9 +72,7 @@ class PairXConfig(BaseModel):
         description="auto (the model's device), cpu, cuda or cuda:N. The model is never moved; an "
         "explicit device must be the one the model is on.",
     )
-    max_batch_images: int = Field(
-        8, ge=1, description="Most candidate images of one query passed to one engine call."
-    )
+    max_batch_images: int = Field(8, ge=1, description="Most candidate images of one query passed to one engine call.")
     render: list[PanelKind] = Field(
         default_factory=list,
         description="Panel kinds to render eagerly into each artifact as PNGs (duplicates are dropped, order is "
@@ -82,7 +80,9 @@ class PairXConfig(BaseModel):
         "the shared display images) and `pairx-plugin render` or the review page draws panels on demand.",
     )
     display_max_side: int = Field(
-        1024, ge=16, le=16384,
+        1024,
+        ge=16,
+        le=16384,
         description="Longest side (pixels) of the stored display image; larger display crops are scaled down.",
     )
     output_dir: str | None = Field(None, description="Artifact store root used when the host passes no store.")
@@ -183,7 +183,7 @@ def _describe(err: Mapping[str, Any]) -> str:
     message = str(err["msg"])
     for prefix in ("Value error, ", "Input should be "):
         if message.startswith(prefix):
-            message = ("must be " if prefix.startswith("Input") else "") + message[len(prefix):]
+            message = ("must be " if prefix.startswith("Input") else "") + message[len(prefix) :]
     return f"{shorten(message)}, got {echo(got)}"
 
 
@@ -391,12 +391,16 @@ def resolve_device(name: str, model: nn.Module | None = None, *, key: str = "pai
         if not torch.cuda.is_available():
             raise ConfigError(f"{key}: {name!r} but CUDA is not available on this machine; use auto or cpu")
         if wanted.index is not None and wanted.index >= torch.cuda.device_count():
-            raise ConfigError(f"{key}: {name!r} but this machine has {torch.cuda.device_count()} GPU(s) "
-                              "(cuda:0 ...); pick one of them")
+            raise ConfigError(
+                f"{key}: {name!r} but this machine has {torch.cuda.device_count()} GPU(s) "
+                "(cuda:0 ...); pick one of them"
+            )
     if model_device is not None:
         same = wanted.type == model_device.type and (wanted.index is None or wanted.index == model_device.index)
         if not same:
-            raise ConfigError(f"{key}: {name!r} but the model is on {model_device}; PAIR-X never moves the "
-                              f"model, so move it first (model.to({text!r})) or use auto")
+            raise ConfigError(
+                f"{key}: {name!r} but the model is on {model_device}; PAIR-X never moves the "
+                f"model, so move it first (model.to({text!r})) or use auto"
+            )
         return model_device
     return wanted

@@ -15,6 +15,7 @@ Host-agnostic. What each host consumes is built from the same plan:
 
 Versioning (semver on :data:`DECISION_SCHEMA_VERSION`), as for the artifact schema.
 """
+
 from __future__ import annotations
 
 import csv
@@ -51,8 +52,11 @@ class Decision(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    schema_version: str = Field(DECISION_SCHEMA_VERSION, pattern=r"^1\.\d+\.\d+$",
-                                description="Version of this format (semver; readers accept major 1).")
+    schema_version: str = Field(
+        DECISION_SCHEMA_VERSION,
+        pattern=r"^1\.\d+\.\d+$",
+        description="Version of this format (semver; readers accept major 1).",
+    )
     run_name: str = Field(pattern=_RUN_NAME, description="The run whose manifest holds the record.")
     record_index: int = Field(ge=0, description="The record's ``index`` in the run manifest.")
     query_id: str = Field(min_length=1, max_length=1000, description="The record's query id (host string).")
@@ -63,8 +67,9 @@ class Decision(BaseModel):
     )
     note: str = Field("", max_length=MAX_NOTE_CHARS, description="Free text from the curator (may be empty).")
     decided_at: datetime = Field(description="When the curator decided (ISO 8601 with a time zone).")
-    artifact_id: str | None = Field(None, pattern=_SHA256,
-                                    description="The explanation artifact the curator looked at, if any.")
+    artifact_id: str | None = Field(
+        None, pattern=_SHA256, description="The explanation artifact the curator looked at, if any."
+    )
 
     @field_validator("decided_at")
     @classmethod
@@ -111,7 +116,9 @@ def read_decisions(path: str | os.PathLike[str]) -> list[Decision]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise InvalidInputError(f"decisions file {str(path)!r} does not exist; export it from the review page") from None
+        raise InvalidInputError(
+            f"decisions file {str(path)!r} does not exist; export it from the review page"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInputError(f"cannot read decisions file {str(path)!r}: {exc}") from None
     return parse_decisions(text.splitlines(), source=repr(str(path)))
@@ -223,8 +230,10 @@ def plan_identity_updates(decisions: Iterable[Decision], identities: Mapping[str
         candidate_identity = identities[decision.candidate_id]
         if decision.decision == "same":
             if not candidate_identity:
-                problems.append(f"record {decision.record_index}: candidate {decision.candidate_id!r} has no identity "
-                                "to give the query")
+                problems.append(
+                    f"record {decision.record_index}: candidate {decision.candidate_id!r} has no identity "
+                    "to give the query"
+                )
                 continue
             proposed.setdefault(decision.query_id, {})[candidate_identity] = decision
         elif decision.decision == "different" and query_identity and query_identity == candidate_identity:
@@ -248,15 +257,21 @@ def plan_identity_updates(decisions: Iterable[Decision], identities: Mapping[str
         plan.previous[query_id] = identities[query_id]
     if problems:
         raise InvalidInputError(
-            "the decisions cannot be applied to this table: " + "; ".join(problems)
+            "the decisions cannot be applied to this table: "
+            + "; ".join(problems)
             + "; fix the decisions (re-decide on the review page) or pass the matching metadata table"
         )
     return plan
 
 
-def apply_to_metadata_csv(decisions: Sequence[Decision], metadata: str | os.PathLike[str],
-                          output: str | os.PathLike[str], *, id_column: str = "image_id",
-                          identity_column: str = "identity") -> IdentityPlan:
+def apply_to_metadata_csv(
+    decisions: Sequence[Decision],
+    metadata: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    id_column: str = "image_id",
+    identity_column: str = "identity",
+) -> IdentityPlan:
     """Write ``metadata`` (a wildlife-tools style CSV) to ``output`` with the decided identities.
 
     Every other column and row stays as it was; the output is written atomically and only when the

@@ -3,6 +3,7 @@
 Every error a user can cause derives from :class:`PairXError`, so a host pipeline can catch one
 type. Messages name the bad input and say what to do next.
 """
+
 from __future__ import annotations
 
 
@@ -21,8 +22,9 @@ class PairXError(Exception):
     candidate_index: int | None
     is_query: bool
 
-    def __init__(self, *args: object, stage: str | None = None, candidate_index: int | None = None,
-                 is_query: bool = False) -> None:
+    def __init__(
+        self, *args: object, stage: str | None = None, candidate_index: int | None = None, is_query: bool = False
+    ) -> None:
         super().__init__(*args)
         self.stage = stage
         self.candidate_index = candidate_index

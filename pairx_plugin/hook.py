@@ -30,6 +30,7 @@ The runner is four steps: plan (group by query, chunk) → load images (cached p
 (``PairX.explain_query(..., return_exceptions=True)``) → record (render, build and store each pair's
 artifact with :func:`pairx_plugin.artifacts.build.store_pair`, write the manifest line).
 """
+
 from __future__ import annotations
 
 import logging
@@ -102,8 +103,9 @@ def explain_matches(
 
     if store is None:
         if config.output_dir is None:
-            raise ConfigError("pairx.output_dir: not set and no store was passed; set output_dir or pass "
-                              "store=ArtifactStore(dir)")
+            raise ConfigError(
+                "pairx.output_dir: not set and no store was passed; set output_dir or pass store=ArtifactStore(dir)"
+            )
         store = ArtifactStore(config.output_dir)
     run_name = check_run_name(run_name) if run_name is not None else new_run_name()
     device = resolve_device(config.device, model)
@@ -113,8 +115,15 @@ def explain_matches(
         engine = PairX(model, **config.engine_kwargs())
     context = PairContext(config=config, config_digest=config.digest(), model_fingerprint=model_fingerprint(model))
     with store.open_run(run_name) as manifest:
-        runner = _Run(context=context, images=images, engine=engine, store=store, device=device,
-                      layer_keys=list(engine.layer_keys), manifest=manifest)
+        runner = _Run(
+            context=context,
+            images=images,
+            engine=engine,
+            store=store,
+            device=device,
+            layer_keys=list(engine.layer_keys),
+            manifest=manifest,
+        )
         return rerank_records(runner.run(given, progress=progress), config.rerank)  # H6: opt-in, docs/metrics.md
 
 
@@ -148,8 +157,17 @@ class _Candidate:
 class _Run:
     """One call of the hook: plan → load → engine → record."""
 
-    def __init__(self, *, context: PairContext, images: ImageSource, engine: PairX, store: ArtifactStore,
-                 device: torch.device, layer_keys: list[str], manifest: RunManifest) -> None:
+    def __init__(
+        self,
+        *,
+        context: PairContext,
+        images: ImageSource,
+        engine: PairX,
+        store: ArtifactStore,
+        device: torch.device,
+        layer_keys: list[str],
+        manifest: RunManifest,
+    ) -> None:
         self.context = context
         self.images = images
         self.engine = engine
@@ -199,8 +217,15 @@ class _Run:
         self.manifest.append(index, status, record)
 
     def _fail(self, index: int, record: MatchRecord, exc: BaseException, stage: str) -> None:
-        logger.warning("record %d (query %r, candidate %r) not explained at stage %s: %s: %s",
-                       index, record.query_id, record.candidate_id, stage, type(exc).__name__, _one_line(exc))
+        logger.warning(
+            "record %d (query %r, candidate %r) not explained at stage %s: %s: %s",
+            index,
+            record.query_id,
+            record.candidate_id,
+            stage,
+            type(exc).__name__,
+            _one_line(exc),
+        )
         logger.debug("traceback of record %d's failure", index, exc_info=(type(exc), exc, exc.__traceback__))
         self._finish(index, record.with_error(ExplanationErrorInfo.from_exception(exc, stage)), "error")
 
@@ -255,15 +280,19 @@ class _Run:
             pending.append(candidate)
         size = self.context.config.max_batch_images
         for start in range(0, len(pending), size):
-            self._run_chunk(query, pending[start:start + size])
+            self._run_chunk(query, pending[start : start + size])
 
     def _artifact_ids(self, query_sha: str, candidate_sha: str) -> list[str]:
         from .artifacts.store import artifact_id
 
         return [
-            artifact_id(model_fingerprint=self.context.model_fingerprint, layer=layer,
-                        config_digest=self.context.config_digest, query_sha256=query_sha,
-                        candidate_sha256=candidate_sha)
+            artifact_id(
+                model_fingerprint=self.context.model_fingerprint,
+                layer=layer,
+                config_digest=self.context.config_digest,
+                query_sha256=query_sha,
+                candidate_sha256=candidate_sha,
+            )
             for layer in self.layer_keys
         ]
 
@@ -282,7 +311,7 @@ class _Run:
             if culprit is not None:  # one candidate's input broke the shared call: fail it, redo the rest
                 self._fail(chunk[culprit].index, chunk[culprit].record, exc, _stage_of(exc))
                 self._done()
-                rest = chunk[:culprit] + chunk[culprit + 1:]
+                rest = chunk[:culprit] + chunk[culprit + 1 :]
                 if rest:
                     self._run_chunk(query, rest)
                 return
@@ -291,8 +320,9 @@ class _Run:
             self._done(len(chunk))
             return
         if not isinstance(outcomes, (list, tuple)) or len(outcomes) != len(chunk):
-            error = PairXError(f"engine returned {type(outcomes).__name__} for {len(chunk)} candidates; "
-                               "expected one result each")
+            error = PairXError(
+                f"engine returned {type(outcomes).__name__} for {len(chunk)} candidates; expected one result each"
+            )
             for candidate in chunk:
                 self._fail(candidate.index, candidate.record, error, "forward")
             self._done(len(chunk))
@@ -307,9 +337,16 @@ class _Run:
     def _record_pair(self, query: LoadedImage, candidate: _Candidate, pair: Any) -> None:
         from .artifacts.build import PairFailure, store_pair
 
-        outcome = store_pair(store=self.store, context=self.context, record=candidate.record, pair=pair,
-                             query=query, candidate=candidate.image, layer_keys=self.layer_keys,
-                             artifact_ids=candidate.artifact_ids)
+        outcome = store_pair(
+            store=self.store,
+            context=self.context,
+            record=candidate.record,
+            pair=pair,
+            query=query,
+            candidate=candidate.image,
+            layer_keys=self.layer_keys,
+            artifact_ids=candidate.artifact_ids,
+        )
         if isinstance(outcome, PairFailure):
             self._fail(candidate.index, candidate.record, outcome.error, outcome.stage)
         else:

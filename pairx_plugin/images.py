@@ -8,6 +8,7 @@ limit *before* decoding them (decompression bombs), so a hostile file costs no m
 ``Resize((S, S))`` on a PIL image (PIL bilinear, antialiased when shrinking), and normalises;
 the display image is the same crop, untouched, so overlays align with it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -49,11 +50,13 @@ class LoadedImage:
         tensor, display = self.tensor, self.display
         if not isinstance(tensor, torch.Tensor) or tensor.ndim != 4 or tensor.shape[0] != 1 or tensor.shape[1] != 3:
             shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
-            raise InvalidInputError(f"LoadedImage.tensor must be a (1, 3, H, W) tensor, got {shape}; "
-                                    "add the batch dim with unsqueeze(0)")
+            raise InvalidInputError(
+                f"LoadedImage.tensor must be a (1, 3, H, W) tensor, got {shape}; add the batch dim with unsqueeze(0)"
+            )
         if not tensor.is_floating_point():
-            raise InvalidInputError(f"LoadedImage.tensor must be a float tensor, got {tensor.dtype}; "
-                                    "normalise the image first")
+            raise InvalidInputError(
+                f"LoadedImage.tensor must be a float tensor, got {tensor.dtype}; normalise the image first"
+            )
         is_rgb = isinstance(display, np.ndarray) and display.ndim == 3 and display.shape[2] == 3
         if not is_rgb or display.dtype != np.uint8:
             desc = f"{display.shape} {display.dtype}" if isinstance(display, np.ndarray) else type(display).__name__
@@ -103,10 +106,15 @@ def as_loaded_image(value: Any, image_id: str) -> LoadedImage:
     if isinstance(value, LoadedImage):
         return value
     if hasattr(value, "tensor") and hasattr(value, "display"):  # a compatible type from elsewhere
-        return LoadedImage(tensor=value.tensor, display=value.display, sha256=getattr(value, "sha256", None),
-                           foreground=getattr(value, "foreground", None))
-    raise InvalidInputError(f"the image source returned {type(value).__name__} for id {image_id!r}; "
-                            "it must return a LoadedImage")
+        return LoadedImage(
+            tensor=value.tensor,
+            display=value.display,
+            sha256=getattr(value, "sha256", None),
+            foreground=getattr(value, "foreground", None),
+        )
+    raise InvalidInputError(
+        f"the image source returned {type(value).__name__} for id {image_id!r}; it must return a LoadedImage"
+    )
 
 
 def _bad(path: Path | str, problem: str) -> InvalidInputError:
@@ -128,30 +136,39 @@ def _open_header(path: Path, max_pixels: int) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(path)
     except Image.DecompressionBombError as exc:
-        raise _bad(path, f"too many pixels, refused as a possible decompression bomb ({exc}); "
-                         f"downscale the image or raise max_pixels") from None
+        raise _bad(
+            path,
+            f"too many pixels, refused as a possible decompression bomb ({exc}); "
+            f"downscale the image or raise max_pixels",
+        ) from None
     except UnidentifiedImageError:
-        raise _bad(path, "not a readable image (unknown or corrupt format); "
-                         "pass a JPEG/PNG/TIFF/WebP file") from None
+        raise _bad(path, "not a readable image (unknown or corrupt format); pass a JPEG/PNG/TIFF/WebP file") from None
     except OSError as exc:
         raise _bad(path, f"cannot be read ({exc.strerror or exc}); check the file and its permissions") from None
     width, height = image.size
     if width * height > max_pixels:
         image.close()
-        raise _bad(path, f"{width}x{height} = {width * height} pixels exceeds the limit of "
-                         f"{max_pixels} (possible decompression bomb); downscale the image or raise max_pixels")
+        raise _bad(
+            path,
+            f"{width}x{height} = {width * height} pixels exceeds the limit of "
+            f"{max_pixels} (possible decompression bomb); downscale the image or raise max_pixels",
+        )
     if min(width, height) < MIN_SIDE:
         image.close()
-        raise _bad(path, f"{width}x{height} is too small (each side must be at least {MIN_SIDE} px); "
-                         f"pass the real photo, not a thumbnail or placeholder")
+        raise _bad(
+            path,
+            f"{width}x{height} is too small (each side must be at least {MIN_SIDE} px); "
+            f"pass the real photo, not a thumbnail or placeholder",
+        )
     return image
 
 
 def _high_bit_depth_to_uint8(array: np.ndarray) -> np.ndarray:
     """Scale 16-bit (or wider integer) samples to 0-255 by the type's range, not by clipping."""
     array = np.asarray(array)
-    if array.dtype == np.uint16 or (array.dtype.kind in "iu" and array.max(initial=0) > 255
-                                    and array.max(initial=0) <= 65535):
+    if array.dtype == np.uint16 or (
+        array.dtype.kind in "iu" and array.max(initial=0) > 255 and array.max(initial=0) <= 65535
+    ):
         scaled = array.astype(np.float64) * (255.0 / 65535.0)
     elif array.dtype.kind == "f":
         peak = float(np.nanmax(array)) if array.size else 0.0
@@ -201,8 +218,9 @@ def load_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS)
             try:
                 image.load()
             except (OSError, SyntaxError, ValueError) as exc:
-                raise _bad(path, f"cannot be decoded, the file is truncated or corrupt ({exc}); "
-                                 f"re-export or re-download it") from None
+                raise _bad(
+                    path, f"cannot be decoded, the file is truncated or corrupt ({exc}); re-export or re-download it"
+                ) from None
             oriented = ImageOps.exif_transpose(image)
             rgb = _to_rgb_array(oriented)
     except Image.DecompressionBombError as exc:  # pragma: no cover - guarded by the header check
@@ -249,9 +267,7 @@ def crop_box(rgb: np.ndarray, bbox: Sequence[float] | None) -> np.ndarray:
     left, top = max(0, int(np.floor(x))), max(0, int(np.floor(y)))
     right, bottom = min(width, int(np.ceil(x + w))), min(height, int(np.ceil(y + h)))
     if right - left < 1 or bottom - top < 1:
-        raise InvalidInputError(
-            f"bbox {bbox!r} lies outside the {width}x{height} image; pass (x, y, w, h) inside it"
-        )
+        raise InvalidInputError(f"bbox {bbox!r} lies outside the {width}x{height} image; pass (x, y, w, h) inside it")
     return np.ascontiguousarray(rgb[top:bottom, left:right])
 
 

@@ -23,6 +23,7 @@ Preprocessing (input size, mean, std) comes from the checkpoint's own config whe
 ``config``), else 224 px (440 px for MiewID) and ImageNet statistics. Details in
 :mod:`pairx_plugin.models_hub` and :mod:`pairx_plugin.models_miewid`. Every returned model is in eval mode.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -88,7 +89,7 @@ def _read_state_dict(weights: str | os.PathLike) -> dict[str, torch.Tensor]:
         )
     state = dict(loaded)
     if state and all(k.startswith("module.") for k in state):  # saved from DataParallel
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     return state
 
 
@@ -105,21 +106,27 @@ def load_weights(model: nn.Module, weights: str | os.PathLike, *, drop_prefixes:
     parts = state_dict_mismatch(state, model.state_dict(), ignore_missing_counters=True)
     if parts:
         raise InvalidInputError(
-            f"weights file {str(weights)!r} does not fit the model: " + "; ".join(parts)
+            f"weights file {str(weights)!r} does not fit the model: "
+            + "; ".join(parts)
             + "; pass weights saved from the same architecture"
         )
     model.load_state_dict(state, strict=False)
 
 
-def _preprocessing(spec: str, size: Any, mean: Any, std: Any, default_size: int = DEFAULT_INPUT_SIZE) -> tuple[int, tuple[float, float, float], tuple[float, float, float]]:
+def _preprocessing(
+    spec: str, size: Any, mean: Any, std: Any, default_size: int = DEFAULT_INPUT_SIZE
+) -> tuple[int, tuple[float, float, float], tuple[float, float, float]]:
     """(size, mean, std) checked; None parts take ``default_size`` and ImageNet statistics."""
     try:
         size_value = default_size if size is None else int(size)
         mean_value = IMAGENET_MEAN if mean is None else tuple(float(v) for v in mean)
         std_value = IMAGENET_STD if std is None else tuple(float(v) for v in std)
     except (TypeError, ValueError):
-        raise _bad_spec(spec, f"its config gives input size {size!r}, mean {mean!r}, std {std!r}; "
-                              "expected a number and two lists of 3 numbers") from None
+        raise _bad_spec(
+            spec,
+            f"its config gives input size {size!r}, mean {mean!r}, std {std!r}; "
+            "expected a number and two lists of 3 numbers",
+        ) from None
     if len(mean_value) != 3 or len(std_value) != 3:  # grey-scale models: ImageNet statistics on RGB input
         mean_value, std_value = IMAGENET_MEAN, IMAGENET_STD
     if size_value < 8:
@@ -158,8 +165,9 @@ def _hub_bundle(spec: str, prefix: str, rest: str, weights: str | None, trust_re
     assert match is not None  # the caller dispatches only matching prefixes
     backbone = match.group("backbone") or models_miewid.MIEWID_BACKBONE
     miewid, miewid_config = models_miewid.load_miewid_checkpoint(os.path.expanduser(rest), backbone)
-    size, mean, std = _preprocessing(spec, *models_miewid.checkpoint_preprocessing(miewid_config),
-                                     default_size=models_miewid.MIEWID_INPUT_SIZE)
+    size, mean, std = _preprocessing(
+        spec, *models_miewid.checkpoint_preprocessing(miewid_config), default_size=models_miewid.MIEWID_INPUT_SIZE
+    )
     return ModelBundle(model=miewid, input_size=size, mean=mean, std=std, name=spec)
 
 
@@ -184,8 +192,7 @@ def _timm_bundle(spec: str, name: str, weights: str | None) -> ModelBundle:
         classifier = cfg.get("classifier")
         names = classifier if isinstance(classifier, (list, tuple)) else ([classifier] if classifier else [])
         load_weights(model, weights, drop_prefixes=tuple(f"{n}." for n in names))
-    return ModelBundle(model=model.eval(), input_size=int(input_size[-1]), mean=mean, std=std,
-                       name=f"timm:{name}")
+    return ModelBundle(model=model.eval(), input_size=int(input_size[-1]), mean=mean, std=std, name=f"timm:{name}")
 
 
 def _callable_bundle(spec: str, module_name: str, attr_path: str, weights: str | None) -> ModelBundle:
@@ -214,8 +221,9 @@ def _callable_bundle(spec: str, module_name: str, attr_path: str, weights: str |
     return bundle
 
 
-def load_model_spec(spec: str | None, weights: str | os.PathLike | None = None, *,
-                    trust_remote_code: bool = False) -> ModelBundle:
+def load_model_spec(
+    spec: str | None, weights: str | os.PathLike | None = None, *, trust_remote_code: bool = False
+) -> ModelBundle:
     """Build the model a spec names (see the module docstring); ``weights`` is an optional state dict file.
 
     ``trust_remote_code`` allows a ``transformers:`` model's own Python code to run (off by default).
@@ -230,8 +238,13 @@ def load_model_spec(spec: str | None, weights: str | os.PathLike | None = None, 
         model = efficientnet_lite0_imagenet()
         if weights is not None:
             load_weights(model, weights)
-        return ModelBundle(model=model.eval(), input_size=DEFAULT_INPUT_SIZE, mean=IMAGENET_MEAN,
-                           std=IMAGENET_STD, name=BUILTIN_MODEL_NAME)
+        return ModelBundle(
+            model=model.eval(),
+            input_size=DEFAULT_INPUT_SIZE,
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            name=BUILTIN_MODEL_NAME,
+        )
     prefix, sep, rest = spec.partition(":")
     if not sep:
         raise _bad_spec(spec, "not a known name and has no ':'")

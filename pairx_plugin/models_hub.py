@@ -14,6 +14,7 @@ Output rule for transformers models (:class:`EmbeddingOutput`): the forward outp
 mapping or ``ModelOutput`` gives the first of ``embeddings``, ``image_embeds``, ``pooler_output`` that
 is present; the result must be a (B, D) tensor, else the model is refused with what it returned.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,7 +54,11 @@ def cached_snapshot(spec: str, repo_id: str) -> Path:
     cache = hf_cache_dir()
     found = try_to_load_from_cache(repo_id, "config.json", cache_dir=str(cache))
     if not isinstance(found, str):
-        offline = "HF_HUB_OFFLINE is set; " if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on") else ""
+        offline = (
+            "HF_HUB_OFFLINE is set; "
+            if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+            else ""
+        )
         raise InvalidInputError(
             f"model spec {spec!r}: {repo_id} is not in the Hugging Face cache at {str(cache)!r} "
             f"({offline}pairx-plugin reads hub models only from that cache and never downloads); fetch it "
@@ -132,7 +137,9 @@ class EmbeddingOutput(nn.Module):
         return embedding
 
 
-def load_transformers(spec: str, target: str, *, trust_remote_code: bool) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+def load_transformers(
+    spec: str, target: str, *, trust_remote_code: bool
+) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
     """(model wrapped in :class:`EmbeddingOutput`, config.json, preprocessor_config.json or ``{}``)."""
     folder = transformers_folder(spec, target)
     config = read_json(spec, folder / "config.json")

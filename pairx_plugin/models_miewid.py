@@ -12,6 +12,7 @@ Preprocessing: the checkpoint's own config when the file carries one (a ``config
 beside the state dict, with ``image_size``/``img_size`` and ``mean``/``std`` at its top level or under
 ``data``), else :data:`MIEWID_INPUT_SIZE` px with ImageNet statistics (WBIA's MiewID setting).
 """
+
 from __future__ import annotations
 
 import os
@@ -89,11 +90,15 @@ def state_dict_mismatch(
     """How ``state`` fails to fit a model whose state dict is ``expected``: one phrase each for missing,
     unexpected and wrongly shaped keys (empty when it fits). ``ignore_missing_counters``: BatchNorm's
     ``num_batches_tracked`` may be absent (older checkpoints, strict=False loads)."""
-    missing = [k for k in expected if k not in state
-               and not (ignore_missing_counters and k.endswith("num_batches_tracked"))]
+    missing = [
+        k for k in expected if k not in state and not (ignore_missing_counters and k.endswith("num_batches_tracked"))
+    ]
     unexpected = [k for k in state if k not in expected]
-    wrong_shape = [f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
-                   for k in state if k in expected and state[k].shape != expected[k].shape]
+    wrong_shape = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
+        for k in state
+        if k in expected and state[k].shape != expected[k].shape
+    ]
     parts = []
     if missing:
         parts.append(f"{len(missing)} missing (e.g. {missing[:3]})")
@@ -127,7 +132,7 @@ def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], Mapping[str, 
         )
     state = {str(k): v for k, v in loaded.items()}
     if all(k.startswith("module.") for k in state):  # saved from DataParallel
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     return state, config
 
 
@@ -139,7 +144,9 @@ def _config_value(config: Mapping[str, Any], names: tuple[str, ...]) -> Any:
     return None
 
 
-def checkpoint_preprocessing(config: Mapping[str, Any]) -> tuple[int, tuple[float, ...] | None, tuple[float, ...] | None]:
+def checkpoint_preprocessing(
+    config: Mapping[str, Any],
+) -> tuple[int, tuple[float, ...] | None, tuple[float, ...] | None]:
     """(input size, mean, std) from a checkpoint's config; size :data:`MIEWID_INPUT_SIZE` and None when absent."""
     size = _config_value(config, ("image_size", "img_size", "input_size"))
     if isinstance(size, (list, tuple)) and size:
@@ -160,7 +167,9 @@ def checkpoint_preprocessing(config: Mapping[str, Any]) -> tuple[int, tuple[floa
     return parsed_size, parsed_mean, parsed_std
 
 
-def load_miewid_checkpoint(path: str | os.PathLike, backbone: str = MIEWID_BACKBONE) -> tuple[MiewIdLike, Mapping[str, Any]]:
+def load_miewid_checkpoint(
+    path: str | os.PathLike, backbone: str = MIEWID_BACKBONE
+) -> tuple[MiewIdLike, Mapping[str, Any]]:
     """(model with the checkpoint's weights in eval mode, the checkpoint's config or ``{}``); strict key check."""
     path = Path(path)
     state, config = _read_checkpoint(path)
@@ -169,7 +178,8 @@ def load_miewid_checkpoint(path: str | os.PathLike, backbone: str = MIEWID_BACKB
     parts = state_dict_mismatch(state, model.state_dict())
     if parts:
         raise InvalidInputError(
-            f"MiewID checkpoint {str(path)!r} does not fit MiewIdNet on backbone {backbone!r}: " + "; ".join(parts)
+            f"MiewID checkpoint {str(path)!r} does not fit MiewIdNet on backbone {backbone!r}: "
+            + "; ".join(parts)
             + "; name the backbone it was trained with (miewid[BACKBONE]:PATH) or pass a MiewIdNet state dict"
         )
     model.load_state_dict(state, strict=True)

@@ -5,6 +5,7 @@ so no model hub is needed. They load into timm's architecture by pairing tensors
 every ``num_batches_tracked`` buffer on both sides and the source's classifier (``_fc.*``), then
 the remaining tensors agree one for one in shape and kind (weight, bias, running_mean, running_var).
 """
+
 from __future__ import annotations
 
 import functools

@@ -8,6 +8,7 @@ are never changed, NaN and infinities included (WBIA scores unscored candidates 
 Ids are arbitrary host strings and are never used as file names; the artifact store names files from
 content hashes.
 """
+
 from __future__ import annotations
 
 import math
@@ -64,9 +65,7 @@ HostFloat = Annotated[
     float,
     BeforeValidator(_parse_score),
     PlainSerializer(_dump_score, when_used="always"),
-    WithJsonSchema(
-        {"anyOf": [{"type": "number"}, {"type": "string", "enum": ["NaN", "Infinity", "-Infinity"]}]}
-    ),
+    WithJsonSchema({"anyOf": [{"type": "number"}, {"type": "string", "enum": ["NaN", "Infinity", "-Infinity"]}]}),
 ]
 
 
@@ -155,7 +154,9 @@ class MatchRecord(BaseModel):
     explanation: ExplanationRef | None = None
     other_layers: list[ExplanationRef] = Field(default_factory=list)
     explanation_error: ExplanationErrorInfo | None = None
-    rerank: RerankInfo | None = Field(None, description="Position after opt-in re-ranking (pairx.rerank); rank is unchanged.")
+    rerank: RerankInfo | None = Field(
+        None, description="Position after opt-in re-ranking (pairx.rerank); rank is unchanged."
+    )
 
     @field_validator("rank", mode="before")
     @classmethod
@@ -198,15 +199,18 @@ def coerce_records(records: Any) -> list[MatchRecord]:
             result.append(record)
             continue
         if not isinstance(record, Mapping):
-            raise InvalidInputError(f"records[{index}] must be a MatchRecord or a mapping of its fields, "
-                                    f"got {type(record).__name__}")
+            raise InvalidInputError(
+                f"records[{index}] must be a MatchRecord or a mapping of its fields, got {type(record).__name__}"
+            )
         try:
             result.append(MatchRecord.model_validate(record))
         except ValueError as exc:
             errors = getattr(exc, "errors", None)
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or '<record>'}: {err['msg']}" for err in errors()
-            ) if callable(errors) else str(exc)
+            problems = (
+                "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '<record>'}: {err['msg']}" for err in errors())
+                if callable(errors)
+                else str(exc)
+            )
             raise InvalidInputError(f"records[{index}] is not a valid MatchRecord: {problems}") from None
     return result
 

@@ -4,6 +4,7 @@
 ``ENGINE_VERSION`` changes whenever the engine computes different numbers for the same inputs; it is
 part of every artifact id, so a newer engine never reuses artifacts an older one wrote.
 """
+
 from __future__ import annotations
 
 __version__ = "0.1.0"

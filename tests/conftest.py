@@ -1,4 +1,5 @@
 """Shared fixtures. ``../shared`` (read-only) holds the sea-turtle images and golden outputs."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Helpers shared by the engine tests: model families with randomised norms, golden inputs."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,8 +8,10 @@ import torch
 from torch import nn
 
 #: Devices the device-parametrised engine tests run on: CUDA runs when a GPU is present, else skips.
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
-                                                                   reason="no CUDA device present"))]
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device present")),
+]
 
 
 def randomise_norms_and_biases(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -34,7 +37,7 @@ def randomise_norms_and_biases(model: nn.Module, seed: int = 0) -> nn.Module:
 def golden_inputs(golden_dir, size: int, pair: str) -> tuple[dict, torch.Tensor, torch.Tensor]:
     data = dict(np.load(golden_dir / f"effnet_lite0_{size}.npz"))
     prefix = f"{pair}__"
-    arrays = {k[len(prefix):]: v for k, v in data.items() if k.startswith(prefix)}
+    arrays = {k[len(prefix) :]: v for k, v in data.items() if k.startswith(prefix)}
     return arrays, torch.from_numpy(arrays["input0"]), torch.from_numpy(arrays["input1"])
 
 
@@ -45,8 +48,10 @@ def model_state(model: nn.Module) -> dict:
         "requires_grad": [p.requires_grad for p in model.parameters()],
         "grads": [p.grad for p in model.parameters()],
         "attrs": [sorted(m.__dict__) for m in model.modules()],
-        "hooks": [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks),
-                   len(m._backward_pre_hooks)) for m in model.modules()],
+        "hooks": [
+            (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks), len(m._backward_pre_hooks))
+            for m in model.modules()
+        ],
         "forward_overrides": ["forward" in m.__dict__ for m in model.modules()],
         "state": {k: v.clone() for k, v in model.state_dict().items()},
         "params": [n for n, _ in model.named_parameters()],

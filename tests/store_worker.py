@@ -7,6 +7,7 @@ renderer and store. Prints ``ready`` once everything is imported and built, wait
 to exist when given (so several workers start their runs together), then prints the run's outcome
 as one JSON line: run name and the status of every record.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,13 @@ SIZE = 64
 def tiny_model() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
     ).eval()
 
 
@@ -56,8 +62,11 @@ def records(pairs: int, offset: int = 0) -> list[MatchRecord]:
     for q in range(0, pairs, 4):
         query = base + q * 10 // 4
         for rank in range(min(4, pairs - q)):
-            out.append(MatchRecord(query_id=f"img{query}", candidate_id=f"img{query + rank + 1}",
-                                   rank=rank, score=1.0 - rank / 10))
+            out.append(
+                MatchRecord(
+                    query_id=f"img{query}", candidate_id=f"img{query + rank + 1}", rank=rank, score=1.0 - rank / 10
+                )
+            )
     return out
 
 
@@ -84,8 +93,16 @@ def main(argv: list[str] | None = None) -> int:
     store = ArtifactStore(args.store)
     try:
         todo = [r for k in args.offsets.split(",") for r in records(args.pairs, int(k))]
-        out = explain_matches(records=todo, images=SeededImages(), model=model, config=config,
-                              store=store, engine=engine, progress=False, run_name=args.run_name)
+        out = explain_matches(
+            records=todo,
+            images=SeededImages(),
+            model=model,
+            config=config,
+            store=store,
+            engine=engine,
+            progress=False,
+            run_name=args.run_name,
+        )
     except Exception as exc:  # noqa: BLE001 - the test reads the message
         print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
         return 2

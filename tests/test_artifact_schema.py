@@ -1,4 +1,5 @@
 """JSON Schemas: checked-in files equal the generated ones; real artifacts and manifests validate."""
+
 from __future__ import annotations
 
 import json
@@ -58,15 +59,23 @@ def real_artifact(tmp_path_factory, seaturtle_dir, lite0_imagenet):
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("schema_store")
     images = seaturtle_dir / "images" / "identity_a"
-    source = FileImageSource({"a1": images / "image_1.JPG", "a2": images / "image_2.JPG"}, 224,
-                             IMAGENET_MEAN, IMAGENET_STD)
+    source = FileImageSource(
+        {"a1": images / "image_1.JPG", "a2": images / "image_2.JPG"}, 224, IMAGENET_MEAN, IMAGENET_STD
+    )
     records = [
         MatchRecord(query_id="a1", candidate_id="a2", rank=0, score=float("-inf"), extras={"db": "turtles"}),
         MatchRecord(query_id="a1", candidate_id="a9", rank=1, score=0.5),  # no such image: an error line
     ]
     config = PairXConfig(k_colors=3, keep_arrays=True, render=list(ALL_PANELS))
-    out = explain_matches(records=records, images=source, model=lite0_imagenet, config=config,
-                          store=ArtifactStore(root), progress=False, run_name="schema")
+    out = explain_matches(
+        records=records,
+        images=source,
+        model=lite0_imagenet,
+        config=config,
+        store=ArtifactStore(root),
+        progress=False,
+        run_name="schema",
+    )
     return root, out
 
 
@@ -79,8 +88,18 @@ def test_real_artifact_validates_against_the_checked_in_schema(real_artifact):
     assert document["schema_version"] == SCHEMA_VERSION and document["score"] == "-Infinity"
     assert math.isinf(ExplanationArtifact.model_validate(document).score)
     roles = {f["role"] for f in document["files"]}
-    assert {"composite", "only_lines", "only_colors", "heatmap_query", "heatmap_candidate", "overlay_heatmap_query",
-            "overlay_colors_candidate", "display_query", "arrays", "pair_data"} <= roles
+    assert {
+        "composite",
+        "only_lines",
+        "only_colors",
+        "heatmap_query",
+        "heatmap_candidate",
+        "overlay_heatmap_query",
+        "overlay_colors_candidate",
+        "display_query",
+        "arrays",
+        "pair_data",
+    } <= roles
     for side in ("query", "candidate"):  # 1.1: the display image is also stored once, shared
         shared = document[side]["display_file"]
         assert (root / shared["path"]).is_file() and shared["path"].endswith(shared["sha256"] + ".png")

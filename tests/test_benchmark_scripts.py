@@ -1,4 +1,5 @@
 """The benchmark scripts run end to end on a tiny setting and report real, finite numbers."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks" / "bench_engine.py"
-TINY = ["--only", "lite0_224", "--repeats", "1", "--warmup", "0", "--size", "64", "--k-colors", "2",
-        "--k-lines", "5"]
+TINY = ["--only", "lite0_224", "--repeats", "1", "--warmup", "0", "--size", "64", "--k-colors", "2", "--k-lines", "5"]
 
 
 def _import_bench_engine():
@@ -36,9 +36,16 @@ def _check_result(result: dict, size: int) -> None:
     assert result["name"] == "lite0_224" and result["size"] == size and result["layer"] == "blocks.3"
     assert result["threads"] == 1 and result["repeats"] == 1 and result["query_repeats"] == 1
     assert result["k_colors"] == 2 and result["k_lines"] == 5
-    numbers = [result["pair_median_s"], result["query_median_s"], result["pair_cpu_median_s"],
-               result["query_cpu_median_s"], result["peak_rss_pair_mb"], result["peak_rss_query_mb"],
-               result["peak_rss_setup_mb"], result["setup_s"]]
+    numbers = [
+        result["pair_median_s"],
+        result["query_median_s"],
+        result["pair_cpu_median_s"],
+        result["query_cpu_median_s"],
+        result["peak_rss_pair_mb"],
+        result["peak_rss_query_mb"],
+        result["peak_rss_setup_mb"],
+        result["setup_s"],
+    ]
     assert all(isinstance(v, float) and math.isfinite(v) and v > 0 for v in numbers), numbers
     assert len(result["pair_s"]) == 1 and len(result["query_s"]) == 1
     assert set(result["pair_stages_s"]) >= {"forward", "relevance", "matching", "pixels"}
@@ -56,20 +63,26 @@ def _check_result(result: dict, size: int) -> None:
     assert 0 < result["floor_cpu_median_s"] < result["pair_cpu_median_s"]
     assert result["pair_floor_multiple"] == pytest.approx(result["pair_cpu_median_s"] / result["floor_cpu_median_s"])
     assert result["query_vs_pairs"] == pytest.approx(result["query_cpu_median_s"] / result["five_pairs_cpu_median_s"])
-    assert 0 < result["e2e_records_per_s"] and 0 < result["e2e_vs_engine"]
+    assert result["e2e_records_per_s"] > 0 and result["e2e_vs_engine"] > 0
     shares = result["e2e_shares"]
     assert set(shares) >= {"engine", "decode", "hash", "render", "encode", "pair_data"}
     assert all(0 <= value <= 1 for value in shares.values()), shares
     # default (compact) artifacts: the engine and the pair data are measured, no panel is drawn
-    assert 0 < shares["engine"] and 0 < shares["pair_data"] and shares["render"] == 0
+    assert shares["engine"] > 0 and shares["pair_data"] > 0 and shares["render"] == 0
     assert result["reference_pair_cpu_median_s"] is None and not result["reference_pair_cpu_s"]
 
 
 @pytest.mark.slow
 def test_bench_engine_prints_table_and_writes_json(tmp_path, shared_dir):
     out = tmp_path / "bench.json"
-    done = subprocess.run([sys.executable, str(BENCH), *TINY, "--json", str(out)], cwd=tmp_path,
-                          env=_env(shared_dir), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(BENCH), *TINY, "--json", str(out)],
+        cwd=tmp_path,
+        env=_env(shared_dir),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     table = done.stdout
     assert "lite0_224" in table and "pair s (median)" in table and "seconds per stage" in table
@@ -86,9 +99,14 @@ def test_bench_engine_prints_table_and_writes_json(tmp_path, shared_dir):
 def test_bench_engine_reports_a_failing_configuration_without_losing_the_table(tmp_path):
     """A worker that cannot find the images yields an error row and exit code 1, not a crash."""
     out = tmp_path / "bench.json"
-    done = subprocess.run([sys.executable, str(BENCH), *TINY, "--shared-dir", str(tmp_path / "nowhere"),
-                           "--json", str(out)], cwd=tmp_path, env=_env(tmp_path / "nowhere"),
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(BENCH), *TINY, "--shared-dir", str(tmp_path / "nowhere"), "--json", str(out)],
+        cwd=tmp_path,
+        env=_env(tmp_path / "nowhere"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 1
     assert "lite0_224" in done.stdout and "ERROR" in done.stdout
     assert "no sea-turtle sample at" in done.stderr  # the worker's own message reaches the user
@@ -133,10 +151,21 @@ def test_bench_engine_options_parse():
 def test_bench_gpu_script_dry_run_on_cpu(tmp_path, shared_dir):
     """The GPU script, pointed at the CPU with a tiny setting, writes its files under $OUT."""
     env = _env(shared_dir)
-    env.update(OUT=str(tmp_path / "out"), BENCH_DEVICE="cpu", BENCH_SKIP_CPU_SMOKE="1", PYTHON=sys.executable,
-               BENCH_ARGS=" ".join(TINY + ["--threads", "1"]))
-    done = subprocess.run(["bash", str(REPO / "benchmarks" / "bench_gpu.sh")], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+    env.update(
+        OUT=str(tmp_path / "out"),
+        BENCH_DEVICE="cpu",
+        BENCH_SKIP_CPU_SMOKE="1",
+        PYTHON=sys.executable,
+        BENCH_ARGS=" ".join(TINY + ["--threads", "1"]),
+    )
+    done = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "bench_gpu.sh")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     files = {p.name for p in (tmp_path / "out").iterdir()}
     assert files == {"env.txt", "sanity.txt", "gpu.txt", "gpu.json"}
@@ -147,8 +176,14 @@ def test_bench_gpu_script_dry_run_on_cpu(tmp_path, shared_dir):
 
 def test_bench_gpu_script_without_images_says_where_to_put_them(tmp_path):
     env = dict(os.environ, PAIRX_SHARED_DIR=str(tmp_path / "nowhere"), OUT=str(tmp_path / "out"))
-    done = subprocess.run(["bash", str(REPO / "benchmarks" / "bench_gpu.sh")], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "bench_gpu.sh")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2
     assert "sea-turtle sample not found" in done.stderr and "PAIRX_SHARED_DIR" in done.stderr
 
@@ -158,21 +193,47 @@ def test_pair_numbers_survive_a_worker_killed_during_the_query(monkeypatch):
     bench_engine = _import_bench_engine()
     args = bench_engine.parse_args(["--only", "lite0_224", "--repeats", "2"])
     partial = bench_engine.ConfigResult(
-        name="lite0_224", model="m", weights="w", size=224, layer="blocks.3", device="cpu",
-        mode="conservative", threads=1, repeats=2, query_repeats=2, warmup=1, k_lines=20, k_colors=10,
-        pair_s=[1.5, 1.7], pair_cpu_s=[1.4, 1.6], pair_median_s=1.6, pair_cpu_median_s=1.5,
+        name="lite0_224",
+        model="m",
+        weights="w",
+        size=224,
+        layer="blocks.3",
+        device="cpu",
+        mode="conservative",
+        threads=1,
+        repeats=2,
+        query_repeats=2,
+        warmup=1,
+        k_lines=20,
+        k_colors=10,
+        pair_s=[1.5, 1.7],
+        pair_cpu_s=[1.4, 1.6],
+        pair_median_s=1.6,
+        pair_cpu_median_s=1.5,
         peak_rss_pair_mb=1400.0,
     )
-    killed = subprocess.CompletedProcess(args=[], returncode=-9,
-                                         stdout="noise\n" + bench_engine.RESULT_MARK + partial.model_dump_json() + "\n")
+    killed = subprocess.CompletedProcess(
+        args=[], returncode=-9, stdout="noise\n" + bench_engine.RESULT_MARK + partial.model_dump_json() + "\n"
+    )
     monkeypatch.setattr(bench_engine.subprocess, "run", lambda *a, **k: killed)
     result = bench_engine.run_config(args, "lite0_224")
     assert result.pair_median_s == 1.6 and result.query_s == []
     assert "code -9 during the top-5 query" in result.error and "pair numbers kept" in result.error
     report = bench_engine.BenchReport(
-        date_utc="d", host="h", cpu="c", cpu_count=2, torch_version="t", engine_revision="r", device="cpu",
-        device_name="cpu", threads="1", repeats=2, mode="conservative", load_average_start=[0.0, 0.0, 0.0],
-        load_average_end=[0.0, 0.0, 0.0], results=[result],
+        date_utc="d",
+        host="h",
+        cpu="c",
+        cpu_count=2,
+        torch_version="t",
+        engine_revision="r",
+        device="cpu",
+        device_name="cpu",
+        threads="1",
+        repeats=2,
+        mode="conservative",
+        load_average_start=[0.0, 0.0, 0.0],
+        load_average_end=[0.0, 0.0, 0.0],
+        results=[result],
     )
     table = bench_engine.format_table(report)
     assert "1.600" in table and "ERROR lite0_224: worker exited with code -9" in table
@@ -185,8 +246,21 @@ def test_pair_numbers_survive_a_worker_killed_during_the_query(monkeypatch):
 
 def test_bench_records_refuse_non_finite_or_non_positive_times():
     bench_engine = _import_bench_engine()
-    base = dict(name="x", model="m", weights="w", size=64, layer="l", device="cpu", mode="conservative",
-                threads=1, repeats=1, query_repeats=1, warmup=0, k_lines=1, k_colors=1)
+    base = dict(
+        name="x",
+        model="m",
+        weights="w",
+        size=64,
+        layer="l",
+        device="cpu",
+        mode="conservative",
+        threads=1,
+        repeats=1,
+        query_repeats=1,
+        warmup=0,
+        k_lines=1,
+        k_colors=1,
+    )
     for bad in (float("nan"), float("inf"), 0.0, -1.0):
         with pytest.raises(ValueError):
             bench_engine.ConfigResult(**base, pair_s=[bad])

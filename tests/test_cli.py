@@ -1,4 +1,5 @@
 """The pairx-plugin CLI: help, version, layers, explain (in-process and as a subprocess), plugins."""
+
 from __future__ import annotations
 
 import json
@@ -90,7 +91,8 @@ def test_layers_table_marks_the_default(capsys, lite0_imagenet):
 
 
 def test_layers_of_a_model_without_feature_maps(tmp_path, monkeypatch, capsys):
-    (tmp_path / "h2_flat_models.py").write_text(textwrap.dedent("""
+    (tmp_path / "h2_flat_models.py").write_text(
+        textwrap.dedent("""
         from torch import nn
 
         def pooled_only():
@@ -98,7 +100,8 @@ def test_layers_of_a_model_without_feature_maps(tmp_path, monkeypatch, capsys):
 
         def small_cnn():
             return nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     try:
         assert cli.main(["layers", "--model", "h2_flat_models:pooled_only", "--size", "64"]) == 2
@@ -124,8 +127,24 @@ def test_layers_bad_model_spec(capsys):
 def explained(turtles, tmp_path_factory):
     """One real `explain` run (built-in model, real engine) shared by the checks below."""
     out = tmp_path_factory.mktemp("cli_explain") / "store"
-    argv = ["explain", turtles["a1"], turtles["a2"], "--out", str(out), "--layer", "blocks.3", "--layer", "blocks.5",
-            "--k-lines", "6", "--k-colors", "3", "--device", "cpu", "--no-progress"]
+    argv = [
+        "explain",
+        turtles["a1"],
+        turtles["a2"],
+        "--out",
+        str(out),
+        "--layer",
+        "blocks.3",
+        "--layer",
+        "blocks.5",
+        "--k-lines",
+        "6",
+        "--k-colors",
+        "3",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
     return argv, out
 
 
@@ -189,7 +208,9 @@ def test_explain_missing_and_broken_files(turtles, tmp_path, capsys):
 def test_explain_bad_options(turtles, tmp_path, capsys):
     config = tmp_path / "pairx.yaml"
     config.write_text("pairx:\n  k_lines: 5\n  colour: red\n")
-    assert cli.main(["explain", turtles["a1"], turtles["a2"], "--config", str(config), "--out", str(tmp_path / "o")]) == 2
+    assert (
+        cli.main(["explain", turtles["a1"], turtles["a2"], "--config", str(config), "--out", str(tmp_path / "o")]) == 2
+    )
     line = one_line_error(capsys.readouterr().err)
     assert "pairx.colour" in line and "unknown key" in line
     assert cli.main(["explain", turtles["a1"], turtles["a2"], "--config", str(tmp_path / "none.yaml")]) == 2
@@ -213,8 +234,9 @@ def test_explain_bad_device(turtles, tmp_path, capsys):
 
 
 def test_explain_unknown_layer(turtles, tmp_path, capsys):
-    code = cli.main(["explain", turtles["a1"], turtles["a2"], "--layer", "blocks.99", "--out", str(tmp_path / "o"),
-                     "--no-progress"])
+    code = cli.main(
+        ["explain", turtles["a1"], turtles["a2"], "--layer", "blocks.99", "--out", str(tmp_path / "o"), "--no-progress"]
+    )
     assert code == 2
     line = one_line_error(capsys.readouterr().err)
     assert "blocks.99" in line
@@ -225,7 +247,8 @@ def test_explain_unknown_layer(turtles, tmp_path, capsys):
 
 @pytest.fixture()
 def plugin_module(tmp_path, monkeypatch):
-    (tmp_path / "h2_cli_plugins.py").write_text(textwrap.dedent("""
+    (tmp_path / "h2_cli_plugins.py").write_text(
+        textwrap.dedent("""
         def register_hello(subparsers):
             parser = subparsers.add_parser("hello", help="say hello")
             parser.add_argument("--who", default="world")
@@ -233,7 +256,8 @@ def plugin_module(tmp_path, monkeypatch):
 
         def register_raises(subparsers):
             raise RuntimeError("plugin bug")
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     yield "h2_cli_plugins"
     sys.modules.pop("h2_cli_plugins", None)
@@ -272,14 +296,16 @@ def test_missing_builtin_module_is_skipped_quietly(monkeypatch, capsys):
 def _run_module(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "adapters"), env.get("PYTHONPATH", "")])
-    return subprocess.run([sys.executable, "-m", "pairx_plugin.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "pairx_plugin.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.mark.slow
 def test_python_m_explain_subprocess(turtles, tmp_path):
-    done = _run_module("explain", turtles["a1"], turtles["b3"], "--k-colors", "2", "--k-lines", "5",
-                       "--no-progress", cwd=tmp_path)
+    done = _run_module(
+        "explain", turtles["a1"], turtles["b3"], "--k-colors", "2", "--k-lines", "5", "--no-progress", cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr
     line = done.stdout.strip()
     assert line.startswith("cosine ") and "composite pairx_out" in line  # default --out, relative

@@ -1,5 +1,6 @@
 """Compact artifacts (schema 1.2): shared display images, pair_data.npz, panels drawn on demand,
 the display cap, old (1.0) stores still readable, and `pairx-plugin store verify|gc` / `render`."""
+
 from __future__ import annotations
 
 import io
@@ -30,14 +31,19 @@ KIB = 1024
 
 def _source(seaturtle_dir: Path, size: int = 224) -> FileImageSource:
     images = seaturtle_dir / "images"
-    paths = {"a1": images / "identity_a" / "image_1.JPG", "a2": images / "identity_a" / "image_2.JPG",
-             "b3": images / "identity_b" / "image_3.JPG"}
+    paths = {
+        "a1": images / "identity_a" / "image_1.JPG",
+        "a2": images / "identity_a" / "image_2.JPG",
+        "b3": images / "identity_b" / "image_3.JPG",
+    }
     return FileImageSource(paths, size, IMAGENET_MEAN, IMAGENET_STD)
 
 
 def _records() -> list[MatchRecord]:
-    return [MatchRecord(query_id="a1", candidate_id="a2", rank=0, score=0.9),
-            MatchRecord(query_id="a1", candidate_id="b3", rank=1, score=0.4)]
+    return [
+        MatchRecord(query_id="a1", candidate_id="a2", rank=0, score=0.9),
+        MatchRecord(query_id="a1", candidate_id="b3", rank=1, score=0.4),
+    ]
 
 
 def _artifact_bytes(store: ArtifactStore, artifact_id: str) -> int:
@@ -50,8 +56,15 @@ def compact_run(tmp_path_factory, seaturtle_dir, lite0_imagenet):
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("compact")
     store = ArtifactStore(root)
-    out = explain_matches(records=_records(), images=_source(seaturtle_dir), model=lite0_imagenet,
-                          config=PairXConfig(), store=store, progress=False, run_name="compact")
+    out = explain_matches(
+        records=_records(),
+        images=_source(seaturtle_dir),
+        model=lite0_imagenet,
+        config=PairXConfig(),
+        store=store,
+        progress=False,
+        run_name="compact",
+    )
     return store, out
 
 
@@ -65,8 +78,10 @@ def test_default_artifact_is_compact_and_under_the_size_target(compact_run):
         assert document.settings.display_max_side == 1024
         for side in ("query", "candidate"):
             shared = getattr(document, side).display_file
-            assert (shared.width, shared.height) == (getattr(document, side).display_width,
-                                                     getattr(document, side).display_height)
+            assert (shared.width, shared.height) == (
+                getattr(document, side).display_width,
+                getattr(document, side).display_height,
+            )
             assert record.explanation.images[f"display_{side}"] == shared.path
     # the query image is stored once for both records: 3 distinct images, 3 shared files
     assert len(list(store.shared_paths())) == 3
@@ -84,8 +99,14 @@ def _as_seen(image: Image.Image) -> np.ndarray:
 def test_panels_drawn_from_stored_data_match_eager_rendering(compact_run, tmp_path, seaturtle_dir, lite0_imagenet):
     store, out = compact_run
     eager_store = ArtifactStore(tmp_path)
-    eager = explain_matches(records=_records()[:1], images=_source(seaturtle_dir), model=lite0_imagenet,
-                            config=PairXConfig(render=list(ALL_PANELS)), store=eager_store, progress=False)
+    eager = explain_matches(
+        records=_records()[:1],
+        images=_source(seaturtle_dir),
+        model=lite0_imagenet,
+        config=PairXConfig(render=list(ALL_PANELS)),
+        store=eager_store,
+        progress=False,
+    )
     eager_doc = eager_store.load(eager[0].explanation.artifact_id)
     drawn = render_stored(store, out[0].explanation.artifact_id, ALL_PANELS)
     roles = {f.role for f in eager_doc.files if f.media_type == "image/png"}
@@ -104,8 +125,16 @@ def test_materialize_caches_panels_and_the_review_page_shows_every_panel(compact
     store, out = compact_run
     identifier = out[0].explanation.artifact_id
     images = materialize(store, identifier, ALL_PANELS)
-    assert {"composite", "only_lines", "only_colors", "heatmap_query", "overlay_lines_pair", "overlay_colors_query",
-            "display_pair", "display_query"} <= set(images)
+    assert {
+        "composite",
+        "only_lines",
+        "only_colors",
+        "heatmap_query",
+        "overlay_lines_pair",
+        "overlay_colors_query",
+        "display_pair",
+        "display_query",
+    } <= set(images)
     cached = store.root / images["composite"]
     stamp = cached.stat().st_mtime_ns
     assert materialize(store, identifier, ["composite"])["composite"] == images["composite"]
@@ -113,8 +142,9 @@ def test_materialize_caches_panels_and_the_review_page_shows_every_panel(compact
     page = write_review_page(store.root, "compact")
     data = read_page_data(page.read_text(encoding="utf-8"))
     record = data["queries"][0]["records"][0]
-    assert {"composite", "only_lines", "overlay_heatmap_query", "overlay_points_candidate",
-            "display_query"} <= set(record["files"]) and not record["missing"]
+    assert {"composite", "only_lines", "overlay_heatmap_query", "overlay_points_candidate", "display_query"} <= set(
+        record["files"]
+    ) and not record["missing"]
     for href in record["files"].values():
         assert (page.parent / href).resolve().is_file()
 
@@ -124,13 +154,18 @@ def test_display_is_capped_at_display_max_side(tmp_path, lite0_imagenet):
     rng = np.random.default_rng(0)
     for name in ("big_1", "big_2"):
         Image.fromarray(rng.integers(0, 255, (1500, 2000, 3), dtype=np.uint8)).save(tmp_path / f"{name}.png")
-    source = FileImageSource({"q": tmp_path / "big_1.png", "c": tmp_path / "big_2.png"}, 64,
-                             IMAGENET_MEAN, IMAGENET_STD)
+    source = FileImageSource(
+        {"q": tmp_path / "big_1.png", "c": tmp_path / "big_2.png"}, 64, IMAGENET_MEAN, IMAGENET_STD
+    )
     store = ArtifactStore(tmp_path / "store")
-    out = explain_matches(records=[MatchRecord(query_id="q", candidate_id="c", rank=0, score=1.0)], images=source,
-                          model=lite0_imagenet, config=PairXConfig(display_max_side=300, k_colors=2,
-                                                                    render=["overlays"]),
-                          store=store, progress=False)
+    out = explain_matches(
+        records=[MatchRecord(query_id="q", candidate_id="c", rank=0, score=1.0)],
+        images=source,
+        model=lite0_imagenet,
+        config=PairXConfig(display_max_side=300, k_colors=2, render=["overlays"]),
+        store=store,
+        progress=False,
+    )
     document = store.load(out[0].explanation.artifact_id)
     assert (document.query.display_width, document.query.display_height) == (300, 225)
     assert document.query.display_file.width == 300

@@ -1,4 +1,5 @@
 """PairXConfig: defaults, loaders (dict, YAML/JSON file and string, sections), errors naming the key, digest."""
+
 from __future__ import annotations
 
 import json
@@ -6,7 +7,7 @@ import json
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from pairx_plugin.config import ALL_PANELS, DIGEST_FIELDS, PairXConfig, load_config
+from pairx_plugin.config import DIGEST_FIELDS, PairXConfig, load_config
 from pairx_plugin.errors import ConfigError
 
 
@@ -127,12 +128,24 @@ def test_unreadable_sources_say_what_is_wrong(source, fragment):
 
 def test_digest_changes_with_artifact_fields_only():
     base = PairXConfig()
-    for field, value in [("k_lines", 3), ("k_colors", 3), ("mode", "parity"), ("backend", "zennit-lrp"),
-                         ("render", ["composite"]), ("keep_arrays", True)]:
+    for field, value in [
+        ("k_lines", 3),
+        ("k_colors", 3),
+        ("mode", "parity"),
+        ("backend", "zennit-lrp"),
+        ("render", ["composite"]),
+        ("keep_arrays", True),
+    ]:
         assert field in DIGEST_FIELDS
         assert base.model_copy(update={field: value}).digest() != base.digest(), field
-    for field, value in [("enabled", False), ("output_dir", "/tmp/x"), ("device", "cpu"),
-                         ("max_batch_images", 1), ("top_k", 9), ("layer_keys", ["blocks.3"])]:
+    for field, value in [
+        ("enabled", False),
+        ("output_dir", "/tmp/x"),
+        ("device", "cpu"),
+        ("max_batch_images", 1),
+        ("top_k", 9),
+        ("layer_keys", ["blocks.3"]),
+    ]:
         assert load_config({field: value}).digest() == base.digest(), field
     assert len(base.digest()) == 64 and int(base.digest(), 16) >= 0
 

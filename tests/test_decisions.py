@@ -1,4 +1,5 @@
 """Curator decisions: the file format and its schema, storage beside a run, and the hand-back to the hosts."""
+
 from __future__ import annotations
 
 import csv
@@ -33,10 +34,18 @@ SCHEMA = REPO / "docs" / "schema" / DECISION_SCHEMA_NAME
 T0 = datetime(2026, 11, 30, 17, 0, tzinfo=timezone.utc)
 
 
-def _decision(index: int, query: str, candidate: str, kind: str, minutes: int = 0, note: str = "",
-              run: str = "run1") -> Decision:
-    return Decision(run_name=run, record_index=index, query_id=query, candidate_id=candidate, decision=kind,
-                    note=note, decided_at=T0 + timedelta(minutes=minutes))
+def _decision(
+    index: int, query: str, candidate: str, kind: str, minutes: int = 0, note: str = "", run: str = "run1"
+) -> Decision:
+    return Decision(
+        run_name=run,
+        record_index=index,
+        query_id=query,
+        candidate_id=candidate,
+        decision=kind,
+        note=note,
+        decided_at=T0 + timedelta(minutes=minutes),
+    )
 
 
 def test_checked_in_schema_is_current_and_valid(capsys):
@@ -55,8 +64,10 @@ def test_schema_check_flags_a_stale_file(tmp_path, capsys):
 
 
 def test_lines_round_trip_and_validate_against_the_schema():
-    decisions = [_decision(0, "a", "b", "same", note='<script>alert("x")</script>\nline two'),
-                 _decision(1, "a", "c", "unsure")]
+    decisions = [
+        _decision(0, "a", "b", "same", note='<script>alert("x")</script>\nline two'),
+        _decision(1, "a", "c", "unsure"),
+    ]
     text = decisions_text(decisions)
     schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
     for line in text.splitlines():
@@ -64,10 +75,13 @@ def test_lines_round_trip_and_validate_against_the_schema():
     assert parse_decisions(text.splitlines()) == decisions
 
 
-@pytest.mark.parametrize("line, where", [
-    ('{"run_name": "r"}', "record_index"),
-    ('not json', "<line>"),
-])
+@pytest.mark.parametrize(
+    "line, where",
+    [
+        ('{"run_name": "r"}', "record_index"),
+        ("not json", "<line>"),
+    ],
+)
 def test_bad_lines_are_named(line, where):
     good = decisions_text([_decision(0, "a", "b", "same")]).strip()
     with pytest.raises(InvalidInputError, match=rf"line 2 is not a valid decision \({where}"):
@@ -76,26 +90,39 @@ def test_bad_lines_are_named(line, where):
 
 def test_bad_values_are_refused():
     base = json.loads(decisions_text([_decision(0, "a", "b", "same")]))
-    for field, value in [("decision", "maybe"), ("decided_at", "2026-11-30T17:00:00"), ("run_name", "../x"),
-                         ("artifact_id", "abc"), ("note", "x" * 5000), ("extra", 1)]:
+    for field, value in [
+        ("decision", "maybe"),
+        ("decided_at", "2026-11-30T17:00:00"),
+        ("run_name", "../x"),
+        ("artifact_id", "abc"),
+        ("note", "x" * 5000),
+        ("extra", 1),
+    ]:
         with pytest.raises(InvalidInputError, match=field if field != "extra" else "extra"):
             parse_decisions([json.dumps({**base, field: value})])
 
 
 def test_latest_decision_per_record_wins():
-    decisions = [_decision(0, "a", "b", "same", 5), _decision(1, "a", "c", "unsure", 1),
-                 _decision(0, "a", "b", "different", 2), _decision(1, "a", "c", "different", 9)]
+    decisions = [
+        _decision(0, "a", "b", "same", 5),
+        _decision(1, "a", "c", "unsure", 1),
+        _decision(0, "a", "b", "different", 2),
+        _decision(1, "a", "c", "different", 9),
+    ]
     latest = latest_decisions(decisions)
     assert [(d.record_index, d.decision) for d in latest] == [(0, "same"), (1, "different")]
 
 
 def test_identity_plan_relabels_same_and_reports_contradictions():
     identities = {"q1": "", "q2": "x", "c1": "a", "c2": "b", "c3": "x"}
-    plan = plan_identity_updates([
-        _decision(0, "q1", "c1", "same"),
-        _decision(1, "q2", "c3", "different"),  # both labelled x: a contradiction, not a change
-        _decision(2, "q2", "c2", "unsure"),
-    ], identities)
+    plan = plan_identity_updates(
+        [
+            _decision(0, "q1", "c1", "same"),
+            _decision(1, "q2", "c3", "different"),  # both labelled x: a contradiction, not a change
+            _decision(2, "q2", "c2", "unsure"),
+        ],
+        identities,
+    )
     assert plan.updates == {"q1": "a"} and plan.previous == {"q1": ""}
     assert len(plan.contradictions) == 1 and "'q2' and 'c3' are both labelled 'x'" in plan.contradictions[0]
     assert plan.unused == 2
@@ -125,14 +152,32 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 def test_cli_apply_writes_the_updated_metadata_and_pairs(tmp_path, metadata_csv, capsys):
     decisions = tmp_path / "run.decisions.jsonl"
-    decisions.write_text(decisions_text([
-        _decision(0, "image_4", "image_1", "same", note="same scute pattern"),
-        _decision(1, "image_2", "image_3", "different"),
-    ]))
+    decisions.write_text(
+        decisions_text(
+            [
+                _decision(0, "image_4", "image_1", "same", note="same scute pattern"),
+                _decision(1, "image_2", "image_3", "different"),
+            ]
+        )
+    )
     out, pairs = tmp_path / "curated.csv", tmp_path / "pairs.csv"
     before = metadata_csv.read_text()
-    assert main(["decisions", "apply", str(decisions), "--metadata", str(metadata_csv), "--out", str(out),
-                 "--pairs-out", str(pairs)]) == 0
+    assert (
+        main(
+            [
+                "decisions",
+                "apply",
+                str(decisions),
+                "--metadata",
+                str(metadata_csv),
+                "--out",
+                str(out),
+                "--pairs-out",
+                str(pairs),
+            ]
+        )
+        == 0
+    )
     assert metadata_csv.read_text() == before  # the original is kept
     original, curated = _rows(metadata_csv), _rows(out)
     assert [r["image_id"] for r in curated] == [r["image_id"] for r in original]
@@ -140,7 +185,9 @@ def test_cli_apply_writes_the_updated_metadata_and_pairs(tmp_path, metadata_csv,
     assert changed == {"image_4": "a"}
     assert all(r["path"] == o["path"] and r["split"] == o["split"] for r, o in zip(curated, original))
     assert [(r["query_id"], r["decision"], r["note"]) for r in _rows(pairs)] == [
-        ("image_4", "same", "same scute pattern"), ("image_2", "different", "")]
+        ("image_4", "same", "same scute pattern"),
+        ("image_2", "different", ""),
+    ]
     assert "relabelled image_4: b -> a" in capsys.readouterr().out
 
 
@@ -150,11 +197,27 @@ def test_cli_apply_bad_input_writes_nothing(tmp_path, metadata_csv, capsys):
     out = tmp_path / "curated.csv"
     assert main(["decisions", "apply", str(decisions), "--metadata", str(metadata_csv), "--out", str(out)]) == 2
     assert "'image_99', not in the table" in capsys.readouterr().err and not out.exists()
-    assert main(["decisions", "apply", str(tmp_path / "none.jsonl"), "--metadata", str(metadata_csv),
-                 "--out", str(out)]) == 2
+    assert (
+        main(["decisions", "apply", str(tmp_path / "none.jsonl"), "--metadata", str(metadata_csv), "--out", str(out)])
+        == 2
+    )
     assert "does not exist" in capsys.readouterr().err
-    assert main(["decisions", "apply", str(decisions), "--metadata", str(metadata_csv), "--out", str(out),
-                 "--identity-column", "name"]) == 2
+    assert (
+        main(
+            [
+                "decisions",
+                "apply",
+                str(decisions),
+                "--metadata",
+                str(metadata_csv),
+                "--out",
+                str(out),
+                "--identity-column",
+                "name",
+            ]
+        )
+        == 2
+    )
     assert "has no column 'name'" in capsys.readouterr().err and not out.exists()
 
 
@@ -180,9 +243,12 @@ def _run_dir(tmp_path: Path) -> Path:
     runs = tmp_path / "runs"
     runs.mkdir()
     records = [MatchRecord(query_id="q", candidate_id=f"c{i}", rank=i, score=1.0 - i / 10) for i in range(3)]
-    (runs / "run1.jsonl").write_text("".join(
-        ManifestEntry(run_name="run1", index=i, status="not_explained", record=r).model_dump_json() + "\n"
-        for i, r in enumerate(records)))
+    (runs / "run1.jsonl").write_text(
+        "".join(
+            ManifestEntry(run_name="run1", index=i, status="not_explained", record=r).model_dump_json() + "\n"
+            for i, r in enumerate(records)
+        )
+    )
     return runs
 
 
@@ -216,8 +282,12 @@ def test_wbia_decisions_set_annotmatch_evidence_on_the_standin(tmp_path, seaturt
     from wbia_pairx.decisions import EVIDENCE_CODES, apply_decisions
 
     ibs = StandinController(seaturtle_dir, tmp_path / "cache")
-    decisions = [_decision(0, "2", "1", "same"), _decision(1, "2", "3", "different"),
-                 _decision(2, "4", "5", "unsure"), _decision(1, "2", "3", "same", minutes=-5)]  # older: ignored
+    decisions = [
+        _decision(0, "2", "1", "same"),
+        _decision(1, "2", "3", "different"),
+        _decision(2, "4", "5", "unsure"),
+        _decision(1, "2", "3", "same", minutes=-5),
+    ]  # older: ignored
     rowids = apply_decisions(ibs, decisions)
     assert len(rowids) == 3
     assert ibs.get_annotmatch_evidence_decision(rowids) == [1, 0, 3]

@@ -1,5 +1,6 @@
 """``pairx-plugin demo`` at a reduced size: synthetic animals, the real wildlife-tools pipeline and
 engine, and figures that can be checked because every warp is known."""
+
 from __future__ import annotations
 
 import json
@@ -21,14 +22,23 @@ def small_demo(lite0_imagenet, tmp_path_factory):
     torch.set_num_threads(1)
     printed: list[str] = []
     out = tmp_path_factory.mktemp("demo")
-    result = run_demo(out, animals=4, sightings=3, top_k=2, k_colors=1, progress=False,
-                      model=ModelBundle(lite0_imagenet), render=["composite", "heatmaps"], echo=printed.append)
+    result = run_demo(
+        out,
+        animals=4,
+        sightings=3,
+        top_k=2,
+        k_colors=1,
+        progress=False,
+        model=ModelBundle(lite0_imagenet),
+        render=["composite", "heatmaps"],
+        echo=printed.append,
+    )
     return result, printed, out
 
 
 def _printed_value(printed, prefix):
     line = next(line for line in printed if line.startswith(prefix))
-    return line[len(prefix):].split()[0]
+    return line[len(prefix) :].split()[0]
 
 
 def test_printed_accuracy_is_the_classifiers(small_demo):
@@ -78,8 +88,10 @@ def test_demo_leaves_artifacts_manifest_summary_and_review_page(small_demo):
 def test_demo_command_through_the_cli_core_rejects_bad_sizes(monkeypatch, tmp_path, capsys):
     from pairx_plugin import cli
 
-    points = [metadata.EntryPoint(name=n, value=f"pairx_wildlife_tools.commands:register_{n}",
-                                  group=cli.ENTRY_POINT_GROUP) for n in ("run", "demo")]
+    points = [
+        metadata.EntryPoint(name=n, value=f"pairx_wildlife_tools.commands:register_{n}", group=cli.ENTRY_POINT_GROUP)
+        for n in ("run", "demo")
+    ]
     monkeypatch.setattr(cli, "discover_entry_points", lambda: points)
     assert cli.main(["demo", "--out", str(tmp_path), "--animals", "1"]) == 2
     assert "animals=1" in capsys.readouterr().err

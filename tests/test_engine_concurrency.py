@@ -4,6 +4,7 @@ Explanations of the same model are serialised by ``engine.locks.model_lock`` (ta
 around the whole guarded pass), so results are byte-identical to a serial run and the model's state
 dict, training flags and ``requires_grad`` bits are identical afterwards, also when one thread fails.
 """
+
 from __future__ import annotations
 
 import threading
@@ -64,8 +65,12 @@ def _fingerprint(results) -> list[bytes]:
     for pair in results:
         layer = pair.layers[LAYER]
         out.append(np.float64(pair.cosine).tobytes())
-        for array in (layer.relevance_query, layer.relevance_candidate, layer.pixel_relevance_query,
-                      layer.pixel_relevance_candidate):
+        for array in (
+            layer.relevance_query,
+            layer.relevance_candidate,
+            layer.pixel_relevance_query,
+            layer.pixel_relevance_candidate,
+        ):
             out.append(np.ascontiguousarray(array).tobytes())
         out.append(repr([(m.query_cell, m.candidate_cell, m.relevance, m.distance) for m in layer.matches]).encode())
         out.append(repr(layer.metrics).encode())

@@ -1,5 +1,6 @@
 """Conservative mode conserves relevance (layer sum / embedding sum within 0.98–1.02) on every
 supported CNN family, on models whose norm statistics, affines and biases are randomised."""
+
 from __future__ import annotations
 
 import pytest

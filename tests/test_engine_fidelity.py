@@ -1,4 +1,5 @@
 """Parity mode reproduces the published PAIR-X outputs in ../shared/golden (real ImageNet weights)."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """After any call, successful or not, the model is exactly as it was and inputs are untouched."""
+
 from __future__ import annotations
 
 import pytest
@@ -77,6 +78,7 @@ def test_cuda_model_runs_on_its_device(inputs):  # pragma: no cover - CPU CI
     model = timm.create_model("resnet18", num_classes=0).cuda().eval()
     before = model_state(model)
     result = PairX(model, layer_keys=["layer3"], k_lines=3, k_colors=1).explain_pair(
-        inputs[:1].cuda(), inputs[1:2].cuda())
+        inputs[:1].cuda(), inputs[1:2].cuda()
+    )
     assert result.layers["layer3"].matches
     assert_same_state(before, model_state(model))

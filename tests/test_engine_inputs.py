@@ -1,4 +1,5 @@
 """Bad input gives a clear pairx error that names the problem; nothing else is affected."""
+
 from __future__ import annotations
 
 import pytest
@@ -36,17 +37,20 @@ def x():
     return torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(0))
 
 
-@pytest.mark.parametrize("bad, message", [
-    (torch.randn(3, 96, 96), r"shape \(1, 3, H, W\)"),
-    (torch.randn(2, 3, 96, 96), r"one image"),
-    (torch.randn(1, 1, 96, 96), r"shape \(1, 3, H, W\)"),
-    (torch.randn(1, 3, 96, 96, dtype=torch.float64), r"dtype torch.float64"),
-    (torch.zeros(1, 3, 96, 96, dtype=torch.uint8), r"dtype torch.uint8"),
-    (torch.full((1, 3, 96, 96), float("nan")), r"NaN"),
-    (torch.randn(1, 3, 4, 4), r"too small"),
-    (torch.randn(1, 3, 96, 96, device="meta"), r"is on meta"),
-    ("not a tensor", r"torch.Tensor"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (torch.randn(3, 96, 96), r"shape \(1, 3, H, W\)"),
+        (torch.randn(2, 3, 96, 96), r"one image"),
+        (torch.randn(1, 1, 96, 96), r"shape \(1, 3, H, W\)"),
+        (torch.randn(1, 3, 96, 96, dtype=torch.float64), r"dtype torch.float64"),
+        (torch.zeros(1, 3, 96, 96, dtype=torch.uint8), r"dtype torch.uint8"),
+        (torch.full((1, 3, 96, 96), float("nan")), r"NaN"),
+        (torch.randn(1, 3, 4, 4), r"too small"),
+        (torch.randn(1, 3, 96, 96, device="meta"), r"is on meta"),
+        ("not a tensor", r"torch.Tensor"),
+    ],
+)
 def test_bad_query_tensor(engine, x, bad, message):
     with pytest.raises(InvalidInputError, match=message):
         engine.explain_pair(bad, x)
@@ -105,8 +109,9 @@ def test_unsupported_architecture_names_the_model(x):
 
 
 def test_parity_mode_rejects_families_the_published_code_lacks(x):
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2),
-                          nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+    )
     engine = PairX(model, layer_keys=["2"], k_lines=3, k_colors=1, mode="parity")
     with pytest.raises(UnsupportedModelError, match="parity mode"):
         engine.explain_pair(x, x * 0.5)
@@ -123,9 +128,14 @@ def test_cnn_with_a_fixed_size_head_is_canonized_at_its_size():
     """A model that rejects small inputs (flatten + Linear for 224 px) still gets its BN merged."""
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv2d(3, 8, 3, stride=4, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 8, 3, stride=4, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Flatten(), nn.Linear(8 * 14 * 14, 16),
+        nn.Conv2d(3, 8, 3, stride=4, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, stride=4, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(8 * 14 * 14, 16),
     ).eval()
     from pairx_plugin.engine.conservation import conservation
 

@@ -1,6 +1,7 @@
 """CUDA out-of-memory inside the engine: the chunk is halved and retried; a single candidate that still
 does not fit fails alone with a clear PairXError. Injected on CPU by making the forward step raise
 ``torch.cuda.OutOfMemoryError``."""
+
 from __future__ import annotations
 
 import pytest
@@ -41,15 +42,21 @@ def _forward_that_runs_out(batch_sizes: list[int], too_big) -> object:
 
 def _numbers(pair) -> tuple:
     layer = pair.layers["layer3"]
-    return (pair.cosine, layer.relevance_query.tobytes(), layer.relevance_candidate.tobytes(),
-            layer.pixel_relevance_query.tobytes(), layer.pixel_relevance_candidate.tobytes())
+    return (
+        pair.cosine,
+        layer.relevance_query.tobytes(),
+        layer.relevance_candidate.tobytes(),
+        layer.pixel_relevance_query.tobytes(),
+        layer.pixel_relevance_candidate.tobytes(),
+    )
 
 
 def test_out_of_memory_halves_the_chunk_and_retries(model, images, monkeypatch):
     query, candidates = images[0], images[1:]
     # what halving must reproduce: the same candidates in batches of two
     expected = PairX(model, layer_keys=["layer3"], k_lines=5, k_colors=2, max_batch_images=2).explain_query(
-        query, candidates)
+        query, candidates
+    )
     before = model_state(model)
     batch_sizes: list[int] = []
     failed = []
@@ -62,7 +69,8 @@ def test_out_of_memory_halves_the_chunk_and_retries(model, images, monkeypatch):
 
     monkeypatch.setattr(engine_module.PairX, "_forward", _forward_that_runs_out(batch_sizes, once_at_full_size))
     got = PairX(model, layer_keys=["layer3"], k_lines=5, k_colors=2, max_batch_images=4).explain_query(
-        query, candidates)
+        query, candidates
+    )
     assert batch_sizes == [8, 4, 4]  # 4 query rows + 4 candidates ran out; two halves of 2 + 2 each
     assert [_numbers(p) for p in got] == [_numbers(p) for p in expected]
     assert_same_state(before, model_state(model))
@@ -73,8 +81,11 @@ def test_one_candidate_that_never_fits_fails_alone(model, images, monkeypatch):
     before = model_state(model)
     batch_sizes: list[int] = []
     huge = candidates[2]
-    monkeypatch.setattr(engine_module.PairX, "_forward", _forward_that_runs_out(
-        batch_sizes, lambda images, rows: any(img is huge for img in images)))
+    monkeypatch.setattr(
+        engine_module.PairX,
+        "_forward",
+        _forward_that_runs_out(batch_sizes, lambda images, rows: any(img is huge for img in images)),
+    )
     engine = PairX(model, layer_keys=["layer3"], k_lines=5, k_colors=2, max_batch_images=4)
     results = engine.explain_query(query, candidates, return_exceptions=True)
     assert batch_sizes == [8, 4, 4, 2, 2]  # 4 ran out -> [0, 1] ok, [2, 3] ran out -> [2] fails alone, [3] ok

@@ -1,5 +1,6 @@
 """Half-precision models are refused at construction with a PairXError that says what to do; the
 documented remedy (a float32 model, float32 inputs) explains normally. The host's model is untouched."""
+
 from __future__ import annotations
 
 import copy

@@ -1,4 +1,5 @@
 """explain_query: one forward per distinct image, same results as separate explain_pair calls."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,14 +40,17 @@ def _on(device: str, engine: PairX, **settings) -> PairX:
     return PairX(model, layer_keys=engine.layer_keys, k_lines=engine.k_lines, k_colors=engine.k_colors, **settings)
 
 
-@pytest.mark.parametrize(("device", "settings"), [
-    ("cpu", {}),
-    ("cpu", {"pixel_rows": 5}),  # the replicated back-projection CUDA chooses, forced on the CPU
-    pytest.param(*CUDA.values, {}, marks=CUDA.marks),
-])
+@pytest.mark.parametrize(
+    ("device", "settings"),
+    [
+        ("cpu", {}),
+        ("cpu", {"pixel_rows": 5}),  # the replicated back-projection CUDA chooses, forced on the CPU
+        pytest.param(*CUDA.values, {}, marks=CUDA.marks),
+    ],
+)
 def test_query_equals_separate_pairs(engine, turtles, device, settings):
     engine = _on(device, engine, **settings)
-    q, cands = turtles[:1].to(device), [turtles[i:i + 1].to(device) for i in (1, 2, 5)]
+    q, cands = turtles[:1].to(device), [turtles[i : i + 1].to(device) for i in (1, 2, 5)]
     batched = engine.explain_query(q, cands)
     for cand, got in zip(cands, batched):
         alone = engine.explain_pair(q, cand)
@@ -54,8 +58,9 @@ def test_query_equals_separate_pairs(engine, turtles, device, settings):
         a, b = got.layers["blocks.3"], alone.layers["blocks.3"]
         assert _r(a.relevance_query, b.relevance_query) >= 0.9999
         assert _r(a.relevance_candidate, b.relevance_candidate) >= 0.9999
-        assert [(m.query_cell, m.candidate_cell) for m in a.matches] == \
-               [(m.query_cell, m.candidate_cell) for m in b.matches]
+        assert [(m.query_cell, m.candidate_cell) for m in a.matches] == [
+            (m.query_cell, m.candidate_cell) for m in b.matches
+        ]
         for k in range(len(a.pixel_relevance_query)):
             assert _r(a.pixel_relevance_query[k], b.pixel_relevance_query[k]) >= 0.9999
             assert _r(a.pixel_relevance_candidate[k], b.pixel_relevance_candidate[k]) >= 0.9999
@@ -65,7 +70,8 @@ def test_one_forward_per_distinct_image(lite0_imagenet, turtles):
     engine = PairX(lite0_imagenet, layer_keys=["blocks.3"], k_lines=5, k_colors=2, max_batch_images=8)
     seen = []
     handle = lite0_imagenet.register_forward_pre_hook(
-        lambda m, args: seen.append(args[0].shape[0]) if args[0].shape[-1] == 224 else None)
+        lambda m, args: seen.append(args[0].shape[0]) if args[0].shape[-1] == 224 else None
+    )
     try:
         c1, c2 = turtles[1:2], turtles[2:3]
         results = engine.explain_query(turtles[:1], [c1, c2, c1.clone()])
@@ -79,9 +85,10 @@ def test_batch_limit_splits_candidates(lite0_imagenet, turtles):
     engine = PairX(lite0_imagenet, layer_keys=["blocks.3"], k_lines=5, k_colors=2, max_batch_images=2)
     seen = []
     handle = lite0_imagenet.register_forward_pre_hook(
-        lambda m, args: seen.append(args[0].shape[0]) if args[0].shape[-1] == 224 else None)
+        lambda m, args: seen.append(args[0].shape[0]) if args[0].shape[-1] == 224 else None
+    )
     try:
-        results = engine.explain_query(turtles[:1], [turtles[i:i + 1] for i in (1, 2, 3)])
+        results = engine.explain_query(turtles[:1], [turtles[i : i + 1] for i in (1, 2, 3)])
     finally:
         handle.remove()
     assert seen == [4, 2]  # a query row per candidate rides along with each chunk of at most 2 candidates
@@ -99,8 +106,9 @@ def test_result_shapes_and_ordering(engine, turtles):
     for m in layer.matches:
         x, y = m.query_cell
         assert m.query_xy == pytest.approx(((x + 0.5) * 16, (y + 0.5) * 16))
-        assert m.relevance == pytest.approx(layer.relevance_query[y, x] *
-                                            layer.relevance_candidate[m.candidate_cell[1], m.candidate_cell[0]], rel=1e-5)
+        assert m.relevance == pytest.approx(
+            layer.relevance_query[y, x] * layer.relevance_candidate[m.candidate_cell[1], m.candidate_cell[0]], rel=1e-5
+        )
     assert layer.metrics.match_count >= len(layer.matches)
     assert layer.metrics.mc == pytest.approx(float(np.mean(rel)))
     # pixel relevance of a cell lies around the cell: its peak is inside the cell's receptive field
@@ -134,13 +142,15 @@ def test_pixel_budget_bounds_each_batch(lite0_imagenet, turtles):
     """Large inputs get smaller batches: the chunk's batch (a query row per candidate plus the
     candidates) never exceeds max_batch_pixels."""
     small = torch.nn.functional.interpolate(turtles, size=(96, 96), mode="bilinear", align_corners=False)
-    engine = PairX(lite0_imagenet, layer_keys=["blocks.3"], k_lines=4, k_colors=1,
-                   max_batch_images=8, max_batch_pixels=5 * 96 * 96)
+    engine = PairX(
+        lite0_imagenet, layer_keys=["blocks.3"], k_lines=4, k_colors=1, max_batch_images=8, max_batch_pixels=5 * 96 * 96
+    )
     seen = []
     handle = lite0_imagenet.register_forward_pre_hook(
-        lambda m, args: seen.append(args[0].shape[0]) if args[0].shape[-1] == 96 else None)
+        lambda m, args: seen.append(args[0].shape[0]) if args[0].shape[-1] == 96 else None
+    )
     try:
-        results = engine.explain_query(small[:1], [small[i:i + 1] for i in (1, 2, 3, 4, 5)])
+        results = engine.explain_query(small[:1], [small[i : i + 1] for i in (1, 2, 3, 4, 5)])
     finally:
         handle.remove()
     assert seen == [4, 4, 2]  # 2 query rows + 2, 2 + 2, 1 + 1
@@ -185,13 +195,14 @@ def test_two_models_explained_in_parallel_threads(lite0_imagenet, turtles):
 
 def test_replicated_back_projection_equals_the_shared_forward(engine, turtles):
     """pixel_rows (one row per cell, forwards stopped at the layer: the CUDA default) changes no number."""
-    q, cands = turtles[:1], [turtles[i:i + 1] for i in (1, 2)]
+    q, cands = turtles[:1], [turtles[i : i + 1] for i in (1, 2)]
     shared = engine.explain_query(q, cands)
     replicated = _on("cpu", engine, pixel_rows=3).explain_query(q, cands)
     for a, b in zip(shared, replicated):
         la, lb = a.layers["blocks.3"], b.layers["blocks.3"]
-        assert [(m.query_cell, m.candidate_cell) for m in la.matches] == \
-               [(m.query_cell, m.candidate_cell) for m in lb.matches]
+        assert [(m.query_cell, m.candidate_cell) for m in la.matches] == [
+            (m.query_cell, m.candidate_cell) for m in lb.matches
+        ]
         for k in range(len(la.pixel_relevance_query)):
             assert _r(la.pixel_relevance_query[k], lb.pixel_relevance_query[k]) >= 0.9999
             assert _r(la.pixel_relevance_candidate[k], lb.pixel_relevance_candidate[k]) >= 0.9999

@@ -1,4 +1,5 @@
 """Isotonic (pool-adjacent-violators) and logistic calibration, against scikit-learn where installed."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,7 +17,7 @@ from pairx_plugin.evidence.calibration import (
 def data(seed: int, n: int = 400) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     scores = np.round(rng.uniform(0, 1, n), 2)
-    labels = rng.random(n) < scores ** 2
+    labels = rng.random(n) < scores**2
     return scores, labels
 
 

@@ -1,4 +1,5 @@
 """`pairx-plugin evaluate` and `pairx-plugin calibrate` on a run directory."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,11 @@ def run_dir(tmp_path):
             for rank in range(3):
                 same = bool(rng.random() < 0.35)
                 evidence = float(np.clip(rng.normal(0.5 if same else 0.2, 0.15), 0, 1))
-                manifest.append(index, "explained", record(f"q{q}", f"c{q}_{rank}", rank, 0.9 - 0.1 * rank + rng.normal(0, 0.02),
-                                                           same, evidence))
+                manifest.append(
+                    index,
+                    "explained",
+                    record(f"q{q}", f"c{q}_{rank}", rank, 0.9 - 0.1 * rank + rng.normal(0, 0.02), same, evidence),
+                )
                 index += 1
     return tmp_path / "run"
 
@@ -47,8 +51,21 @@ def test_calibrate_writes_a_file_evaluate_and_the_config_can_use(run_dir, capsys
     assert main(["calibrate", str(run_dir), "--method", "logistic"]) == 0
     calibration = load_calibration(run_dir / "calibration.json")
     assert calibration.method == "logistic" and calibration.samples == 36 and calibration.coef > 0
-    assert main(["evaluate", str(run_dir), "--score", "calibrated", "--calibration", str(run_dir / "calibration.json"),
-                 "--out", str(run_dir / "eval")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(run_dir),
+                "--score",
+                "calibrated",
+                "--calibration",
+                str(run_dir / "calibration.json"),
+                "--out",
+                str(run_dir / "eval"),
+            ]
+        )
+        == 0
+    )
     assert "score=calibrated" in capsys.readouterr().out
     assert (run_dir / "eval" / "evaluation.png").is_file()
 

@@ -1,4 +1,5 @@
 """AUROC, binned AUROC, top-1 and reliability, checked against scikit-learn and hand-made runs."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,19 +18,46 @@ from pairx_plugin.evidence.models import EvidenceScores, RerankConfig
 from pairx_plugin.records import ExplanationMetrics, ExplanationRef, MatchRecord
 
 
-def record(query: str, candidate: str, rank: int, score: float, same: bool | None, evidence: float | None,
-           irm: float | None = 0.5) -> MatchRecord:
+def record(
+    query: str,
+    candidate: str,
+    rank: int,
+    score: float,
+    same: bool | None,
+    evidence: float | None,
+    irm: float | None = 0.5,
+) -> MatchRecord:
     metrics = ExplanationMetrics(
-        irm=irm, mc=0.1, inlier_ratio=0.5, match_count=10,
-        evidence=None if evidence is None else EvidenceScores(
-            score=evidence, on_animal=evidence, geometric=1.0, support=1.0, distinctiveness=0.2, inliers=5,
-            scale=1.0, foreground="mask"),
+        irm=irm,
+        mc=0.1,
+        inlier_ratio=0.5,
+        match_count=10,
+        evidence=None
+        if evidence is None
+        else EvidenceScores(
+            score=evidence,
+            on_animal=evidence,
+            geometric=1.0,
+            support=1.0,
+            distinctiveness=0.2,
+            inliers=5,
+            scale=1.0,
+            foreground="mask",
+        ),
     )
-    ref = ExplanationRef(artifact_id="0" * 64, layer="blocks.3", json_path="a/explanation.json", metrics=metrics,
-                         cosine=score)
+    ref = ExplanationRef(
+        artifact_id="0" * 64, layer="blocks.3", json_path="a/explanation.json", metrics=metrics, cosine=score
+    )
     label = None if same is None else ("x" if same else "y")
-    return MatchRecord(query_id=query, candidate_id=candidate, rank=rank, score=score,
-                       query_label=None if same is None else "x", candidate_label=label, explanation=ref)
+    return MatchRecord(
+        query_id=query,
+        candidate_id=candidate,
+        rank=rank,
+        score=score,
+        query_label=None if same is None else "x",
+        candidate_label=label,
+        explanation=ref,
+    )
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -69,8 +97,9 @@ def test_evaluation_reports_overall_bins_and_top1():
     evaluation = evaluate_records(records, bins=2, rerank=RerankConfig(alpha=0.3))
     assert evaluation.records == 24 and evaluation.unlabelled == 1 and evaluation.correct == 8
     assert evaluation.metric("evidence").auroc == 1.0
-    assert evaluation.metric("host_score").auroc == pytest.approx(auroc(
-        [r.score for r in records[:-1]], [r.query_label == r.candidate_label for r in records[:-1]]))
+    assert evaluation.metric("host_score").auroc == pytest.approx(
+        auroc([r.score for r in records[:-1]], [r.query_label == r.candidate_label for r in records[:-1]])
+    )
     assert all(b is None or b == 1.0 for b in evaluation.metric("evidence").bins)
     assert evaluation.metric("layer_agreement").present == 0
     assert evaluation.top1_host == 0.0 and evaluation.top1_reranked == 1.0
@@ -84,8 +113,12 @@ def test_evaluation_without_labels_is_a_clear_error():
 
 
 def test_top1_and_reliability():
-    records = [record("a", "1", 0, 0.9, True, 0.9), record("a", "2", 1, 0.8, False, 0.1),
-               record("b", "3", 0, 0.7, False, 0.2), record("b", "4", 1, 0.6, True, 0.3)]
+    records = [
+        record("a", "1", 0, 0.9, True, 0.9),
+        record("a", "2", 1, 0.8, False, 0.1),
+        record("b", "3", 0, 0.7, False, 0.2),
+        record("b", "4", 1, 0.6, True, 0.3),
+    ]
     assert top1(records) == (0.5, 2)
     bins = reliability(np.array([0.05, 0.07, 0.95, np.nan]), np.array([False, True, True, True]), bins=10)
     assert bins == [(0.0, 0.1, 0.5, 2), (0.9, 1.0, 1.0, 1)]

@@ -1,4 +1,5 @@
 """The hook puts the evidence score on every explained record and re-ranks only when asked."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,7 +34,9 @@ class GeometryEngine:
         out = []
         for tensor in candidates:
             name = self.source.name_of(tensor)
-            cells = shifted_cells(ANIMAL, 1, 0) if name.endswith("same") else scattered_cells(len(ANIMAL), seed=len(name))
+            cells = (
+                shifted_cells(ANIMAL, 1, 0) if name.endswith("same") else scattered_cells(len(ANIMAL), seed=len(name))
+            )
             out.append(pair_of(layer_from_cells(cells)))
         return out
 
@@ -55,7 +58,7 @@ class Source:
 
 def animal_mask() -> np.ndarray:
     mask = np.zeros((SIZE, SIZE), bool)
-    mask[int(4 * CELL):int(10 * CELL), int(3 * CELL):int(12 * CELL)] = True
+    mask[int(4 * CELL) : int(10 * CELL), int(3 * CELL) : int(12 * CELL)] = True
     return mask
 
 
@@ -68,12 +71,28 @@ def model():
 def run(tmp_path, model, config: PairXConfig, masks: dict[str, object] | None = None):
     names = ["q", "other", "q_same", "boxed"]
     source = Source(names, masks if masks is not None else {n: animal_mask() for n in names})
-    records = [MatchRecord(query_id="q", candidate_id=c, rank=r, score=0.9 - 0.1 * r, query_label="a",
-                           candidate_label="a" if c.endswith("same") else "b")
-               for r, c in enumerate(["other", "q_same", "boxed"])]
+    records = [
+        MatchRecord(
+            query_id="q",
+            candidate_id=c,
+            rank=r,
+            score=0.9 - 0.1 * r,
+            query_label="a",
+            candidate_label="a" if c.endswith("same") else "b",
+        )
+        for r, c in enumerate(["other", "q_same", "boxed"])
+    ]
     store = ArtifactStore(tmp_path / "store")
-    out = explain_matches(records=records, images=source, model=model, config=config, store=store,
-                          engine=GeometryEngine(source), progress=False, run_name="evidence")
+    out = explain_matches(
+        records=records,
+        images=source,
+        model=model,
+        config=config,
+        store=store,
+        engine=GeometryEngine(source),
+        progress=False,
+        run_name="evidence",
+    )
     return records, out, store
 
 

@@ -1,4 +1,5 @@
 """Lowe's ratio of mutual matches (engine.matching.nearest_ratio), the distinctiveness input."""
+
 from __future__ import annotations
 
 import pytest
@@ -30,9 +31,15 @@ def test_engine_matches_carry_the_ratio():
     from pairx_plugin.engine.engine import PairX
 
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, stride=4),
-                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
-    pair = PairX(model, layer_keys=["2"], k_lines=5, k_colors=1).explain_pair(torch.rand(1, 3, 32, 32),
-                                                                               torch.rand(1, 3, 32, 32))
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 8, 3, stride=4),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+    )
+    pair = PairX(model, layer_keys=["2"], k_lines=5, k_colors=1).explain_pair(
+        torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
+    )
     ratios = [m.ratio for m in pair.layers["2"].matches]
     assert ratios and all(r is not None and 0.0 <= r <= 1.0 for r in ratios)

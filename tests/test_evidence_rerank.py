@@ -1,4 +1,5 @@
 """Opt-in re-ranking: the host's score and rank never change; the shortlist is re-ordered by fusion."""
+
 from __future__ import annotations
 
 import math
@@ -48,8 +49,9 @@ def test_ranked_metrics_and_calibrated_scores():
     result = rerank_records(by_irm, RerankConfig(enabled=True, score="irm", alpha=0.3))
     assert [r.rerank.position for r in result] == [1, 0]
     calibration = fit_calibration([0.1, 0.2, 0.6, 0.8], [False, False, True, True])
-    result = rerank_records(query_records(), RerankConfig(enabled=True, score="calibrated", shortlist_k=3),
-                            calibration=calibration)
+    result = rerank_records(
+        query_records(), RerankConfig(enabled=True, score="calibrated", shortlist_k=3), calibration=calibration
+    )
     assert result[1].rerank.value == pytest.approx(1.0) and result[0].rerank.value == pytest.approx(0.0)
     with pytest.raises(ConfigError, match="calibration"):
         rerank_records(query_records(), RerankConfig(enabled=True, score="calibrated"))

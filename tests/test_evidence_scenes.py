@@ -1,4 +1,5 @@
 """The scene set (identity decorrelated from background) and the wildlife-tools foreground rows."""
+
 from __future__ import annotations
 
 import json
@@ -7,10 +8,10 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from pairx_wildlife_tools.foreground import row_foreground
-from pairx_wildlife_tools.synthetic_scenes import generate_scene_set
 
 from pairx_plugin.errors import InvalidInputError
+from pairx_wildlife_tools.foreground import row_foreground
+from pairx_wildlife_tools.synthetic_scenes import generate_scene_set
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +50,9 @@ def test_ground_truth_maps_the_body_onto_the_body(scenes):
     points = np.stack([xs * 8 * 224 / 256, ys * 8 * 224 / 256, np.ones(len(xs))], axis=1)
     mapped = points @ mapping.T
     mapped = mapped[:, :2] / mapped[:, 2:]
-    inside = [0 <= u < 224 and 0 <= v < 224 and candidate_mask[int(v * 256 / 224), int(u * 256 / 224)]
-              for u, v in mapped]
+    inside = [
+        0 <= u < 224 and 0 <= v < 224 and candidate_mask[int(v * 256 / 224), int(u * 256 / 224)] for u, v in mapped
+    ]
     assert np.mean(inside) > 0.6  # the rest: occluded in the candidate, or rounding at the outline
 
 
@@ -60,8 +62,15 @@ def test_same_seed_same_files(tmp_path):
     assert (a.root / "images/animal_00_s1.png").read_bytes() == (b.root / "images/animal_00_s1.png").read_bytes()
 
 
-@pytest.mark.parametrize(("kwargs", "fragment"), [({"animals": 1}, "animals=1"), ({"sightings": 1}, "sightings=1"),
-                                                  ({"scenes": 1}, "scenes=1"), ({"occlusion": 2.0}, "occlusion=2.0")])
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"animals": 1}, "animals=1"),
+        ({"sightings": 1}, "sightings=1"),
+        ({"scenes": 1}, "scenes=1"),
+        ({"occlusion": 2.0}, "occlusion=2.0"),
+    ],
+)
 def test_bad_scene_arguments_are_named(tmp_path, kwargs, fragment):
     with pytest.raises(InvalidInputError, match=fragment):
         generate_scene_set(tmp_path, **kwargs)
@@ -82,16 +91,17 @@ def test_row_foreground_from_box_segmentation_and_crop_modes(scenes):
     x, y, w, h = json.loads(row["bbox"])
     assert boxed.sum() == w * h and boxed[y, x] and boxed[y + h - 1, x + w - 1]
     crop = row_foreground(Rows([row], "bbox"), 0, (h, w))
-    assert crop.shape == (h, w) and np.array_equal(crop, mask[y:y + h, x:x + w])
+    assert crop.shape == (h, w) and np.array_equal(crop, mask[y : y + h, x : x + w])
     assert row_foreground(Rows([{k: v for k, v in row.items() if k != "segmentation"}], "bbox"), 0, (h, w)).all()
     assert row_foreground(Rows([row], "crop_black"), 0, mask.shape) is None
     assert row_foreground(Rows([{"image_id": "x", "path": "p"}], "full"), 0, (10, 10)) is None
 
 
 def test_dataset_image_source_passes_the_animal_mask_through_the_transform(scenes):
-    from pairx_wildlife_tools.images import DatasetImageSource
     from torchvision import transforms as T
     from wildlife_tools.data import WildlifeDataset
+
+    from pairx_wildlife_tools.images import DatasetImageSource
 
     transform = T.Compose([T.Resize((112, 112)), T.ToTensor(), T.Normalize([0.5] * 3, [0.5] * 3)])
     dataset = WildlifeDataset(scenes.metadata, str(scenes.root), transform=transform, img_load="full")
@@ -100,6 +110,7 @@ def test_dataset_image_source_passes_the_animal_mask_through_the_transform(scene
     mask = scenes.mask(scenes.metadata.iloc[2]["image_id"]).astype(np.float32)
     expected = cv2.resize(mask, (112, 112), interpolation=cv2.INTER_AREA) > 0.5
     assert np.mean(image.foreground == expected) > 0.98
-    plain = WildlifeDataset(scenes.metadata.drop(columns=["segmentation", "bbox"]), str(scenes.root),
-                            transform=transform, img_load="full")
+    plain = WildlifeDataset(
+        scenes.metadata.drop(columns=["segmentation", "bbox"]), str(scenes.root), transform=transform, img_load="full"
+    )
     assert DatasetImageSource([plain]).load(scenes.metadata.iloc[2]["image_id"]).foreground is None

@@ -1,4 +1,5 @@
 """Evidence components on engine results with known geometry and known foreground."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,7 +23,7 @@ ANIMAL_CELLS = [(x, y) for x in range(4, 9) for y in range(5, 8)]  # a 5x3 block
 
 def animal_mask(x0: int, y0: int, w: int, h: int) -> np.ndarray:
     mask = np.zeros((SIZE, SIZE), bool)
-    mask[int(y0 * CELL):int((y0 + h) * CELL), int(x0 * CELL):int((x0 + w) * CELL)] = True
+    mask[int(y0 * CELL) : int((y0 + h) * CELL), int(x0 * CELL) : int((x0 + w) * CELL)] = True
     return mask
 
 
@@ -63,7 +64,7 @@ def test_consistent_matches_on_the_animal_score_high_and_scattered_ones_low():
     good = pair_of(layer_from_cells(shifted_cells(ANIMAL_CELLS, 1, 0)))
     rng = np.random.default_rng(4)
     wide = [(x, y) for x in range(3, 11) for y in range(4, 10)]  # the whole animal box
-    targets = [wide[i] for i in rng.permutation(len(wide))[:len(ANIMAL_CELLS)]]
+    targets = [wide[i] for i in rng.permutation(len(wide))[: len(ANIMAL_CELLS)]]
     bad = pair_of(layer_from_cells(list(zip(ANIMAL_CELLS, targets))))
     good_e = pair_evidence(good, query_foreground=mask, candidate_foreground=mask)["blocks.3"]
     bad_e = pair_evidence(bad, query_foreground=mask, candidate_foreground=mask)["blocks.3"]
@@ -84,8 +85,12 @@ def test_background_matches_carry_no_evidence_however_consistent():
     scores = pair_evidence(pair, query_foreground=mask, candidate_foreground=mask)["blocks.3"]
     assert scores.on_animal == 0.0
     assert scores.score == 0.0
-    half = pair_of(layer_from_cells(shifted_cells(background, 0, 0) + shifted_cells(ANIMAL_CELLS[:6], 0, 0),
-                                    relevance=[1.0] * len(background) + [2.0] * 6))
+    half = pair_of(
+        layer_from_cells(
+            shifted_cells(background, 0, 0) + shifted_cells(ANIMAL_CELLS[:6], 0, 0),
+            relevance=[1.0] * len(background) + [2.0] * 6,
+        )
+    )
     scores = pair_evidence(half, query_foreground=animal_mask(4, 5, 5, 3), candidate_foreground=animal_mask(4, 5, 5, 3))
     assert scores["blocks.3"].on_animal == pytest.approx(12.0 / 24.0)
 
@@ -107,12 +112,15 @@ def test_display_size_mask_is_scaled_to_the_input():
     assert w.tolist() == [1.0, 0.0]
 
 
-@pytest.mark.parametrize(("value", "fragment"), [
-    (np.ones((10, 10)), "shape (10, 10)"),
-    ([0, 0, 0, 10], "no area"),
-    ([500, 500, 10, 10], "outside"),
-    ("animal", "got str"),
-])
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        (np.ones((10, 10)), "shape (10, 10)"),
+        ([0, 0, 0, 10], "no area"),
+        ([500, 500, 10, 10], "outside"),
+        ("animal", "got str"),
+    ],
+)
 def test_bad_foreground_is_named(value, fragment):
     pair = pair_of(layer_from_cells(shifted_cells(ANIMAL_CELLS, 0, 0)))
     with pytest.raises(InvalidInputError, match="candidate foreground") as info:
@@ -129,8 +137,9 @@ def test_distinctiveness_follows_the_ratio():
 
 
 def test_layers_that_agree_keep_their_score_and_disagreeing_ones_lose_it():
-    shallow = layer_from_cells(shifted_cells([(2 * x, 2 * y) for x, y in ANIMAL_CELLS[:8]], 2, 0), key="blocks.2",
-                               grid=28)
+    shallow = layer_from_cells(
+        shifted_cells([(2 * x, 2 * y) for x, y in ANIMAL_CELLS[:8]], 2, 0), key="blocks.2", grid=28
+    )
     deep = layer_from_cells(shifted_cells(ANIMAL_CELLS, 1, 0), key="blocks.3")
     agree = pair_evidence(pair_of(deep, shallow))
     assert agree["blocks.3"].layer_agreement == pytest.approx(1.0)

@@ -4,6 +4,7 @@ Unit tests drive the runner with ``FakeEngine`` (results built from the golden P
 injected failures and CUDA out-of-memory); the acceptance tests run the real engine and the real
 ImageNet EfficientNet-Lite0 on the sea-turtle images.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,11 +52,18 @@ def golden_pair(golden_dir: Path, k_colors: int = 3) -> tuple[PairExplanation, L
         matches=matches,
         pixel_relevance_query=z["p12__pix0"][:k_colors],
         pixel_relevance_candidate=z["p12__pix1"][:k_colors],
-        metrics=PairMetrics(irm=None, mc=float(np.mean(z["p12__match_relevance"])), inlier_ratio=None,
-                            match_count=len(matches)),
+        metrics=PairMetrics(
+            irm=None, mc=float(np.mean(z["p12__match_relevance"])), inlier_ratio=None, match_count=len(matches)
+        ),
     )
-    pair = PairExplanation(cosine=float(z["p12__cos"]), layers={LAYER: layer}, query_size=(224, 224),
-                           candidate_size=(224, 224), mode="parity", backend="zennit-lrp")
+    pair = PairExplanation(
+        cosine=float(z["p12__cos"]),
+        layers={LAYER: layer},
+        query_size=(224, 224),
+        candidate_size=(224, 224),
+        mode="parity",
+        backend="zennit-lrp",
+    )
     query = LoadedImage(tensor=torch.from_numpy(z["p12__input0"].copy()), display=z["p12__img_np0"].copy())
     candidate = LoadedImage(tensor=torch.from_numpy(z["p12__input1"].copy()), display=z["p12__img_np1"].copy())
     return pair, query, candidate
@@ -147,8 +155,9 @@ def test_empty_and_disabled_runs_do_no_work(tmp_path, golden, model):
     store = ArtifactStore(tmp_path)
     assert explain_matches(records=[], images=source, model=model, config=PairXConfig(), store=store) == []
     records = make_records(["q"], ["a"])
-    out = explain_matches(records=records, images=source, model=model, engine=engine, store=store,
-                          config=PairXConfig(enabled=False))
+    out = explain_matches(
+        records=records, images=source, model=model, engine=engine, store=store, config=PairXConfig(enabled=False)
+    )
     assert out == records and out[0] is not records[0]
     assert engine.calls == [] and source.loads == [] and not (tmp_path / "runs").exists()
 
@@ -157,8 +166,11 @@ def test_empty_and_disabled_runs_do_no_work(tmp_path, golden, model):
     ("kwargs", "error", "fragment"),
     [
         ({"records": "q,a"}, InvalidInputError, "records must be a sequence"),
-        ({"records": [{"query_id": "q", "candidate_id": "a", "rank": -1, "score": 1}]}, InvalidInputError,
-         r"records\[0\] is not a valid MatchRecord: rank"),
+        (
+            {"records": [{"query_id": "q", "candidate_id": "a", "rank": -1, "score": 1}]},
+            InvalidInputError,
+            r"records\[0\] is not a valid MatchRecord: rank",
+        ),
         ({"records": [("q", "a")]}, InvalidInputError, r"records\[0\] must be a MatchRecord"),
         ({"images": object()}, InvalidInputError, "images must have a load"),
         ({"store": None}, ConfigError, "pairx.output_dir: not set"),
@@ -171,8 +183,15 @@ def test_problems_of_the_whole_call_raise_before_any_work(tmp_path, golden, mode
     pair, _, base = golden
     source = ArraySource(base, ["q", "a"])
     engine = FakeEngine(pair, source)
-    arguments = dict(records=make_records(["q"], ["a"]), images=source, model=model,
-                     config=PairXConfig(**FAST), store=ArtifactStore(tmp_path), engine=engine, progress=False)
+    arguments = dict(
+        records=make_records(["q"], ["a"]),
+        images=source,
+        model=model,
+        config=PairXConfig(**FAST),
+        store=ArtifactStore(tmp_path),
+        engine=engine,
+        progress=False,
+    )
     arguments.update(kwargs)
     with pytest.raises(error, match=fragment):
         explain_matches(**arguments)
@@ -187,12 +206,22 @@ def test_each_query_runs_once_in_chunks_and_order_scores_ranks_are_kept(tmp_path
     ids = ["q1", "q2", "c1", "c2", "c3", "c4", "c5"]
     source = ArraySource(base, ids)
     engine = FakeEngine(pair, source)
-    records = make_records(["q1"], ["c1", "c2", "c3", "c4", "c5"]) + make_records(["q2"], ["c1", "c2"], score0=-math.inf)
+    records = make_records(["q1"], ["c1", "c2", "c3", "c4", "c5"]) + make_records(
+        ["q2"], ["c1", "c2"], score0=-math.inf
+    )
     interleaved = [records[i] for i in (0, 5, 1, 6, 2, 3, 4)]  # queries mixed: grouping must not reorder
     before = [r.model_dump() for r in interleaved]
     config = PairXConfig(**FAST, max_batch_images=2)
-    out = explain_matches(records=interleaved, images=source, model=model, config=config,
-                          store=ArtifactStore(tmp_path), engine=engine, progress=False, run_name="r1")
+    out = explain_matches(
+        records=interleaved,
+        images=source,
+        model=model,
+        config=config,
+        store=ArtifactStore(tmp_path),
+        engine=engine,
+        progress=False,
+        run_name="r1",
+    )
     assert [r.model_dump() for r in interleaved] == before  # inputs untouched
     assert [(r.pair, r.rank) for r in out] == [(r.pair, r.rank) for r in interleaved]
     for given, got in zip(interleaved, out):
@@ -201,7 +230,8 @@ def test_each_query_runs_once_in_chunks_and_order_scores_ranks_are_kept(tmp_path
     # chunks of at most 2 candidates; query q1's candidates never mixed with q2's
     assert all(1 <= len(call) <= 2 for call in engine.calls)
     assert sorted(m for call in engine.calls for m in call) == sorted(
-        [source.numbers[c] for c in ("c1", "c2", "c3", "c4", "c5", "c1", "c2")])
+        [source.numbers[c] for c in ("c1", "c2", "c3", "c4", "c5", "c1", "c2")]
+    )
     assert source.loads.count("q1") == 1 and source.loads.count("c1") == 1  # images cached for the run
 
 
@@ -212,9 +242,15 @@ def test_an_error_raised_for_a_whole_chunk_fails_only_that_chunk(tmp_path, golde
     source = ArraySource(base, ["q", *candidates])
     engine = FakeEngine(pair, source, oom_always=("c2",))
     with caplog.at_level("DEBUG", logger="pairx_plugin"):
-        out = explain_matches(records=make_records(["q"], candidates), images=source, model=model,
-                              config=PairXConfig(**FAST, max_batch_images=2), store=ArtifactStore(tmp_path),
-                              engine=engine, progress=False)
+        out = explain_matches(
+            records=make_records(["q"], candidates),
+            images=source,
+            model=model,
+            config=PairXConfig(**FAST, max_batch_images=2),
+            store=ArtifactStore(tmp_path),
+            engine=engine,
+            progress=False,
+        )
     failed = [r for r in out if r.explanation_error is not None]
     assert [r.candidate_id for r in failed] == ["c2", "c3"]  # the chunk [c2, c3]; [c0, c1] is explained
     assert {r.explanation_error.type for r in failed} == {"OutOfMemoryError"}
@@ -242,15 +278,25 @@ def test_a_raised_error_naming_one_candidate_costs_only_that_record(tmp_path, go
             markers = [self.source.marker(c) for c in candidates]
             if self.culprit in markers:
                 self.calls.append(markers)
-                raise StepError("RuntimeError: bad input (injected)", stage="relevance",
-                                candidate_index=markers.index(self.culprit), is_query=self.is_query)
+                raise StepError(
+                    "RuntimeError: bad input (injected)",
+                    stage="relevance",
+                    candidate_index=markers.index(self.culprit),
+                    is_query=self.is_query,
+                )
             return super().explain_query(query, candidates, return_exceptions=return_exceptions)
 
     for is_query, expected in ((False, ["c1"]), (True, ["c0", "c1", "c2"])):
         engine = RaisingEngine(pair, source, culprit="c1", is_query=is_query)
-        out = explain_matches(records=make_records(["q"], candidates), images=source, model=model,
-                              config=PairXConfig(**FAST, max_batch_images=3), store=ArtifactStore(tmp_path / str(is_query)),
-                              engine=engine, progress=False)
+        out = explain_matches(
+            records=make_records(["q"], candidates),
+            images=source,
+            model=model,
+            config=PairXConfig(**FAST, max_batch_images=3),
+            store=ArtifactStore(tmp_path / str(is_query)),
+            engine=engine,
+            progress=False,
+        )
         failed = [r for r in out if r.explanation_error is not None]
         assert [r.candidate_id for r in failed] == expected
         assert {r.explanation_error.stage for r in failed} == {"relevance"}
@@ -265,16 +311,30 @@ def test_failures_cost_only_their_records(tmp_path, golden, model):
     records.append(records[0].model_copy(update={"score": 0.123}))  # duplicate pair
     records += make_records(["missing_query"], ["ok1"])
     records.append(MatchRecord(query_id="q", candidate_id="far", rank=9, score=0.01))  # outside top_k
-    out = explain_matches(records=records, images=source, model=model, config=PairXConfig(**FAST, top_k=5),
-                          store=ArtifactStore(tmp_path), engine=engine, progress=False, run_name="mixed")
+    out = explain_matches(
+        records=records,
+        images=source,
+        model=model,
+        config=PairXConfig(**FAST, top_k=5),
+        store=ArtifactStore(tmp_path),
+        engine=engine,
+        progress=False,
+        run_name="mixed",
+    )
     outcome = {(r.query_id, r.candidate_id, r.score): r for r in out}
     assert len(out) == len(records)
     for given, got in zip(records, out):
         assert (got.pair, got.rank, got.score) == (given.pair, given.rank, given.score)
     errors = {(r.candidate_id, r.score): r.explanation_error for r in out if r.explanation_error}
     assert errors[("bad_pair", records[1].score)].type == "InvalidInputError"
-    assert errors[("missing", records[2].score)].stage == "load" and errors[("missing", records[2].score)].type == "KeyError"
-    assert errors[("broken", records[3].score)].stage == "load" and "not a readable image" in errors[("broken", records[3].score)].message
+    assert (
+        errors[("missing", records[2].score)].stage == "load"
+        and errors[("missing", records[2].score)].type == "KeyError"
+    )
+    assert (
+        errors[("broken", records[3].score)].stage == "load"
+        and "not a readable image" in errors[("broken", records[3].score)].message
+    )
     assert "duplicate record" in errors[("ok1", 0.123)].message
     assert errors[("ok1", records[6].score)].stage == "load"  # its query image is missing
     assert outcome[("q", "ok1", records[0].score)].explanation is not None
@@ -293,18 +353,39 @@ def test_a_store_hit_skips_the_engine(tmp_path, golden, model):
     store = ArtifactStore(tmp_path)
     config = PairXConfig(**FAST)
     first_engine = FakeEngine(pair, source)
-    first = explain_matches(records=make_records(["q"], ["a", "b"]), images=source, model=model, config=config,
-                            store=store, engine=first_engine, progress=False)
+    first = explain_matches(
+        records=make_records(["q"], ["a", "b"]),
+        images=source,
+        model=model,
+        config=config,
+        store=store,
+        engine=first_engine,
+        progress=False,
+    )
     assert len(first_engine.calls) == 1 and not any(r.explanation.cache_hit for r in first)
     second_engine = FakeEngine(pair, source)
-    second = explain_matches(records=make_records(["q"], ["a", "b"]), images=source, model=model, config=config,
-                             store=store, engine=second_engine, progress=False)
+    second = explain_matches(
+        records=make_records(["q"], ["a", "b"]),
+        images=source,
+        model=model,
+        config=config,
+        store=store,
+        engine=second_engine,
+        progress=False,
+    )
     assert second_engine.calls == [] and all(r.explanation.cache_hit for r in second)
     assert [r.explanation.artifact_id for r in first] == [r.explanation.artifact_id for r in second]
     # a setting that changes the artifact is a miss
     third_engine = FakeEngine(pair, source)
-    explain_matches(records=make_records(["q"], ["a"]), images=source, model=model,
-                    config=config.model_copy(update={"k_lines": 5}), store=store, engine=third_engine, progress=False)
+    explain_matches(
+        records=make_records(["q"], ["a"]),
+        images=source,
+        model=model,
+        config=config.model_copy(update={"k_lines": 5}),
+        store=store,
+        engine=third_engine,
+        progress=False,
+    )
     assert len(third_engine.calls) == 1
 
 
@@ -328,12 +409,22 @@ def test_store_failure_is_recorded_on_its_record(tmp_path, golden, model, monkey
 
     monkeypatch.setattr(store_module, "_write_bytes", disk_fills_up)
     store = ArtifactStore(tmp_path)
-    out = explain_matches(records=make_records(["q"], ["a", "b", "c"]), images=source, model=model,
-                          config=PairXConfig(**FAST), store=store, engine=FakeEngine(pair, source), progress=False)
+    out = explain_matches(
+        records=make_records(["q"], ["a", "b", "c"]),
+        images=source,
+        model=model,
+        config=PairXConfig(**FAST),
+        store=store,
+        engine=FakeEngine(pair, source),
+        progress=False,
+    )
     assert out[0].explanation is not None and store.has(out[0].explanation.artifact_id)
     for record in out[1:]:
         assert record.explanation_error.stage == "store" and record.explanation_error.type == "ArtifactError"
-        assert "No space left on device" in record.explanation_error.message and str(tmp_path) in record.explanation_error.message
+        assert (
+            "No space left on device" in record.explanation_error.message
+            and str(tmp_path) in record.explanation_error.message
+        )
     visible = [p for p in (tmp_path / "artifacts").rglob("*") if p.is_file()]
     assert not [p for p in visible if p.name.startswith(".")]  # no temporary file left
     assert len([p for p in visible if p.name == "explanation.json"]) == 1
@@ -345,8 +436,15 @@ def test_unwritable_store_directory_is_recorded_on_each_record(tmp_path, golden,
     store = ArtifactStore(tmp_path / "store")
     (tmp_path / "store").mkdir()
     (tmp_path / "store" / "artifacts").write_text("a file where the artifacts directory should be")
-    out = explain_matches(records=make_records(["q"], ["a"]), images=source, model=model,
-                          config=PairXConfig(**FAST), store=store, engine=FakeEngine(pair, source), progress=False)
+    out = explain_matches(
+        records=make_records(["q"], ["a"]),
+        images=source,
+        model=model,
+        config=PairXConfig(**FAST),
+        store=store,
+        engine=FakeEngine(pair, source),
+        progress=False,
+    )
     error = out[0].explanation_error
     assert error.stage == "store" and error.type == "ArtifactError"
     assert str(tmp_path / "store" / "artifacts") in error.message and "writable output_dir" in error.message
@@ -356,9 +454,16 @@ def test_hostile_ids_are_stored_safely(tmp_path, golden, model):
     pair, _, base = golden
     hostile = ["../../x", "y" * 10_000, "ünïcødé/鯨 ☃", "nul\x00byte", "/etc/passwd", "C:\\x\\..\\y"]
     source = ArraySource(base, hostile)
-    out = explain_matches(records=make_records([hostile[0]], hostile[1:]), images=source, model=model,
-                          config=PairXConfig(**FAST), store=ArtifactStore(tmp_path / "store"),
-                          engine=FakeEngine(pair, source), progress=False, run_name="hostile")
+    out = explain_matches(
+        records=make_records([hostile[0]], hostile[1:]),
+        images=source,
+        model=model,
+        config=PairXConfig(**FAST),
+        store=ArtifactStore(tmp_path / "store"),
+        engine=FakeEngine(pair, source),
+        progress=False,
+        run_name="hostile",
+    )
     assert all(r.explanation is not None for r in out)
     root = (tmp_path / "store").resolve()
     for path in tmp_path.rglob("*"):
@@ -376,8 +481,9 @@ def test_hostile_ids_are_stored_safely(tmp_path, golden, model):
 
 
 def _flip(image: LoadedImage) -> LoadedImage:
-    return LoadedImage(tensor=image.tensor.flip(-1).contiguous(), display=np.ascontiguousarray(image.display[:, ::-1]),
-                       sha256=None)
+    return LoadedImage(
+        tensor=image.tensor.flip(-1).contiguous(), display=np.ascontiguousarray(image.display[:, ::-1]), sha256=None
+    )
 
 
 class TurtleSource:
@@ -387,8 +493,10 @@ class TurtleSource:
         from pairx_plugin.images import FileImageSource
         from pairx_plugin.pretrained import IMAGENET_MEAN, IMAGENET_STD
 
-        files = {name: seaturtle_dir / "images" / f"identity_{ident}" / f"{name}.JPG"
-                 for name, ident in [("image_1", "a"), ("image_2", "a"), ("image_3", "b"), ("image_4", "b")]}
+        files = {
+            name: seaturtle_dir / "images" / f"identity_{ident}" / f"{name}.JPG"
+            for name, ident in [("image_1", "a"), ("image_2", "a"), ("image_3", "b"), ("image_4", "b")]
+        }
         files["broken"] = broken_file
         self.files = FileImageSource({k: str(v) for k, v in files.items()}, 224, IMAGENET_MEAN, IMAGENET_STD)
         self.mapping = mapping
@@ -414,10 +522,17 @@ def turtle_run(tmp_path_factory, seaturtle_dir, lite0_imagenet):
     broken = tmp / "truncated.jpg"
     broken.write_bytes((seaturtle_dir / "images" / "identity_a" / "image_1.JPG").read_bytes()[:600])
     mapping = {
-        HOSTILE[0]: ("image_1", False), "q2": ("image_3", False), HOSTILE[1]: ("image_2", True),
-        "c_img2": ("image_2", False), "c_img3f": ("image_3", True), "c_img4": ("image_4", False),
-        HOSTILE[2]: ("image_1", True), HOSTILE[3]: ("image_4", True), "c_img1": ("image_1", False),
-        "c_img3": ("image_3", False), "unreadable": ("broken", False),
+        HOSTILE[0]: ("image_1", False),
+        "q2": ("image_3", False),
+        HOSTILE[1]: ("image_2", True),
+        "c_img2": ("image_2", False),
+        "c_img3f": ("image_3", True),
+        "c_img4": ("image_4", False),
+        HOSTILE[2]: ("image_1", True),
+        HOSTILE[3]: ("image_4", True),
+        "c_img1": ("image_1", False),
+        "c_img3": ("image_3", False),
+        "unreadable": ("broken", False),
     }
     queries = {
         HOSTILE[0]: ["c_img2", "c_img3f", "c_img4", HOSTILE[2], HOSTILE[3]],
@@ -427,8 +542,17 @@ def turtle_run(tmp_path_factory, seaturtle_dir, lite0_imagenet):
     records = []
     for q, cands in queries.items():
         for rank, c in enumerate(cands):
-            records.append(MatchRecord(query_id=q, candidate_id=c, rank=rank, score=0.9 - 0.05 * rank,
-                                       query_label="a", candidate_label=c[-1], extras={"source": "test"}))
+            records.append(
+                MatchRecord(
+                    query_id=q,
+                    candidate_id=c,
+                    rank=rank,
+                    score=0.9 - 0.05 * rank,
+                    query_label="a",
+                    candidate_label=c[-1],
+                    extras={"source": "test"},
+                )
+            )
     bad = [
         MatchRecord(query_id="q2", candidate_id="no such image", rank=5, score=0.3),
         MatchRecord(query_id="q2", candidate_id="unreadable", rank=6, score=float("-inf")),
@@ -452,19 +576,41 @@ def turtle_run(tmp_path_factory, seaturtle_dir, lite0_imagenet):
             return document
 
     with pytest.raises(KeyboardInterrupt):
-        explain_matches(records=records, images=source, model=lite0_imagenet, config=config,
-                        store=InterruptingStore(tmp / "store"), progress=False, run_name="first")
+        explain_matches(
+            records=records,
+            images=source,
+            model=lite0_imagenet,
+            config=config,
+            store=InterruptingStore(tmp / "store"),
+            progress=False,
+            run_name="first",
+        )
     store = ArtifactStore(tmp / "store")
     complete_after_interrupt = [i for i in store.artifact_ids() if store.has(i)]
     state_before = {k: v.clone() for k, v in lite0_imagenet.state_dict().items()}
     training = lite0_imagenet.training
-    out = explain_matches(records=records, images=source, model=lite0_imagenet, config=config, store=store,
-                          progress=False, run_name="second")
-    model_untouched = (lite0_imagenet.training == training and all(
-        torch.equal(v, state_before[k]) for k, v in lite0_imagenet.state_dict().items()))
-    return {"records": records, "out": out, "store": store, "bad": bad, "dir": tmp / "store",
-            "complete_after_interrupt": complete_after_interrupt, "interrupt_after": interrupt_after,
-            "model_untouched": model_untouched}
+    out = explain_matches(
+        records=records,
+        images=source,
+        model=lite0_imagenet,
+        config=config,
+        store=store,
+        progress=False,
+        run_name="second",
+    )
+    model_untouched = lite0_imagenet.training == training and all(
+        torch.equal(v, state_before[k]) for k, v in lite0_imagenet.state_dict().items()
+    )
+    return {
+        "records": records,
+        "out": out,
+        "store": store,
+        "bad": bad,
+        "dir": tmp / "store",
+        "complete_after_interrupt": complete_after_interrupt,
+        "interrupt_after": interrupt_after,
+        "model_untouched": model_untouched,
+    }
 
 
 @pytest.mark.slow
@@ -501,7 +647,14 @@ def test_acceptance_every_record_back_with_artifact_or_error(turtle_run):
         # compact (1.2) default: the data every panel is drawn from is stored, the panels are drawn on demand
         assert [f["role"] for f in document["files"]] == ["pair_data"]
         images = materialize(store, ref.artifact_id, ALL_PANELS)
-        for role in ("composite", "only_lines", "only_colors", "heatmap_query", "overlay_heatmap_query", "display_query"):
+        for role in (
+            "composite",
+            "only_lines",
+            "only_colors",
+            "heatmap_query",
+            "overlay_heatmap_query",
+            "display_query",
+        ):
             assert (turtle_run["dir"] / images[role]).is_file(), role
         width_scale = document["query"]["display_width"] / document["query"]["input_width"]
         first = document["matches"][0]
@@ -510,7 +663,10 @@ def test_acceptance_every_record_back_with_artifact_or_error(turtle_run):
     errors = {r.candidate_id: r.explanation_error for r in out if r.explanation_error}
     assert errors["no such image"].type == "KeyError" and errors["no such image"].stage == "load"
     assert errors["unreadable"].type == "InvalidInputError" and "truncated.jpg" in errors["unreadable"].message
-    assert errors["exploding candidate"].type == "RuntimeError" and "service is down" in errors["exploding candidate"].message
+    assert (
+        errors["exploding candidate"].type == "RuntimeError"
+        and "service is down" in errors["exploding candidate"].message
+    )
     assert "duplicate record" in errors["c_img3f"].message
     assert turtle_run["model_untouched"]
 
@@ -567,11 +723,17 @@ def test_loaded_image_rejects_wrong_shapes_and_types(tensor, display, fragment):
 
 def test_content_hash_follows_pixels_and_preprocessing(golden):
     _, query, candidate = golden
-    assert query.content_sha256() == LoadedImage(tensor=query.tensor.clone(), display=query.display.copy()).content_sha256()
+    assert (
+        query.content_sha256()
+        == LoadedImage(tensor=query.tensor.clone(), display=query.display.copy()).content_sha256()
+    )
     assert query.content_sha256() != candidate.content_sha256()
     resized = torch.nn.functional.interpolate(query.tensor, size=(112, 112))
     assert LoadedImage(tensor=resized, display=query.display).content_sha256() != query.content_sha256()
-    assert LoadedImage(tensor=query.tensor, display=query.display, sha256="f" * 64).content_sha256() != query.content_sha256()
+    assert (
+        LoadedImage(tensor=query.tensor, display=query.display, sha256="f" * 64).content_sha256()
+        != query.content_sha256()
+    )
 
 
 def test_a_source_returning_the_wrong_type_costs_only_that_record(tmp_path, golden, model):
@@ -583,9 +745,15 @@ def test_a_source_returning_the_wrong_type_costs_only_that_record(tmp_path, gold
         return ("not", "an image") if image_id == "odd" else real_load(image_id)
 
     source.load = load  # type: ignore[method-assign]
-    out = explain_matches(records=make_records(["q"], ["good", "odd"]), images=source, model=model,
-                          config=PairXConfig(**FAST), store=ArtifactStore(tmp_path), engine=FakeEngine(pair, source),
-                          progress=False)
+    out = explain_matches(
+        records=make_records(["q"], ["good", "odd"]),
+        images=source,
+        model=model,
+        config=PairXConfig(**FAST),
+        store=ArtifactStore(tmp_path),
+        engine=FakeEngine(pair, source),
+        progress=False,
+    )
     assert out[0].explanation is not None
     assert out[1].explanation_error.stage == "load" and "must return a LoadedImage" in out[1].explanation_error.message
 
@@ -598,23 +766,43 @@ def test_several_layers_give_one_artifact_each(tmp_path, golden, model):
     engine = FakeEngine(two_layers, source)
     engine.layer_keys = [LAYER, "blocks.5"]
     store = ArtifactStore(tmp_path)
-    out = explain_matches(records=make_records(["q"], ["a"]), images=source, model=model,
-                          config=PairXConfig(**FAST), store=store, engine=engine, progress=False)
+    out = explain_matches(
+        records=make_records(["q"], ["a"]),
+        images=source,
+        model=model,
+        config=PairXConfig(**FAST),
+        store=store,
+        engine=engine,
+        progress=False,
+    )
     refs = [out[0].explanation, *out[0].other_layers]
     assert [r.layer for r in refs] == [LAYER, "blocks.5"]
     assert len({r.artifact_id for r in refs}) == 2 and all(store.has(r.artifact_id) for r in refs)
     engine.layer_keys = [LAYER, "blocks.7"]  # the engine's result lacks a layer it claims
-    out = explain_matches(records=make_records(["q"], ["a"]), images=source, model=model,
-                          config=PairXConfig(**FAST), store=store, engine=engine, progress=False)
+    out = explain_matches(
+        records=make_records(["q"], ["a"]),
+        images=source,
+        model=model,
+        config=PairXConfig(**FAST),
+        store=store,
+        engine=engine,
+        progress=False,
+    )
     assert "has no layer 'blocks.7'" in out[0].explanation_error.message
 
 
 def test_explicit_cpu_device_and_progress_bar(tmp_path, golden, model, capsys):
     pair, _, base = golden
     source = ArraySource(base, ["q", "a"])
-    out = explain_matches(records=make_records(["q"], ["a"]), images=source, model=model,
-                          config=PairXConfig(**FAST, device="cpu"), store=ArtifactStore(tmp_path),
-                          engine=FakeEngine(pair, source), progress=True)
+    out = explain_matches(
+        records=make_records(["q"], ["a"]),
+        images=source,
+        model=model,
+        config=PairXConfig(**FAST, device="cpu"),
+        store=ArtifactStore(tmp_path),
+        engine=FakeEngine(pair, source),
+        progress=True,
+    )
     assert out[0].explanation is not None
     assert "PAIR-X" in capsys.readouterr().err
 
@@ -622,9 +810,15 @@ def test_explicit_cpu_device_and_progress_bar(tmp_path, golden, model, capsys):
 def test_the_store_defaults_to_output_dir(tmp_path, golden, model):
     pair, _, base = golden
     source = ArraySource(base, ["q", "a"])
-    out = explain_matches(records=make_records(["q"], ["a"]), images=source, model=model,
-                          config=PairXConfig(**FAST, output_dir=str(tmp_path / "out")),
-                          engine=FakeEngine(pair, source), progress=False, run_name="default-store")
+    out = explain_matches(
+        records=make_records(["q"], ["a"]),
+        images=source,
+        model=model,
+        config=PairXConfig(**FAST, output_dir=str(tmp_path / "out")),
+        engine=FakeEngine(pair, source),
+        progress=False,
+        run_name="default-store",
+    )
     assert (tmp_path / "out" / out[0].explanation.json_path).is_file()
     assert (tmp_path / "out" / "runs" / "default-store.jsonl").is_file()
 
@@ -637,7 +831,14 @@ def test_the_same_images_under_two_ids_are_explained_and_written_once(tmp_path, 
     writes = []
     real_write = store.write
     store.write = lambda document, blobs: writes.append(document.artifact_id) or real_write(document, blobs)  # type: ignore[method-assign]
-    out = explain_matches(records=make_records(["q"], ["a", "a_alias"]), images=source, model=model,
-                          config=PairXConfig(**FAST), store=store, engine=FakeEngine(pair, source), progress=False)
+    out = explain_matches(
+        records=make_records(["q"], ["a", "a_alias"]),
+        images=source,
+        model=model,
+        config=PairXConfig(**FAST),
+        store=store,
+        engine=FakeEngine(pair, source),
+        progress=False,
+    )
     assert out[0].explanation.artifact_id == out[1].explanation.artifact_id
     assert len(writes) == 1 and out[1].explanation.cache_hit

@@ -1,4 +1,5 @@
 """Safe image loading: modes, EXIF, every bad-file case of issue 3, preprocessing, the file source."""
+
 from __future__ import annotations
 
 import struct
@@ -176,12 +177,15 @@ def test_prepare_image_crops_display_and_tensor_alike(turtle):
     assert clipped.display.shape == (31, 118, 3)
 
 
-@pytest.mark.parametrize("bbox, message", [
-    ((0, 0, 0, 10), "positive width"),
-    ((5000, 5000, 10, 10), "outside the 518x631 image"),
-    ((1, 2, 3), r"\(x, y, w, h\)"),
-    ((0, 0, float("nan"), 10), "finite"),
-])
+@pytest.mark.parametrize(
+    "bbox, message",
+    [
+        ((0, 0, 0, 10), "positive width"),
+        ((5000, 5000, 10, 10), "outside the 518x631 image"),
+        ((1, 2, 3), r"\(x, y, w, h\)"),
+        ((0, 0, float("nan"), 10), "finite"),
+    ],
+)
 def test_bad_bbox(turtle, bbox, message):
     with pytest.raises(InvalidInputError, match=message):
         prepare_image(turtle, 224, (0.5,) * 3, (0.5,) * 3, bbox=bbox)
@@ -206,8 +210,7 @@ def test_same_pixels_hash_the_same_across_formats(tmp_path, turtle):
 
 def test_file_image_source(seaturtle_dir, tmp_path):
     paths = {"a/1": seaturtle_dir / "images/identity_a/image_1.JPG", "missing": tmp_path / "gone.jpg"}
-    source = FileImageSource(paths, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
-                             bboxes={"a/1": (0, 0, 300, 300)})
+    source = FileImageSource(paths, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), bboxes={"a/1": (0, 0, 300, 300)})
     loaded = source.load("a/1")
     assert loaded.tensor.shape == (1, 3, 224, 224)
     assert loaded.display.shape == (300, 300, 3)

@@ -4,6 +4,7 @@ Layers (lowest first): a module may import from its own layer or any layer below
 Checked over every ``import`` / ``from ... import`` statement of ``pairx_plugin/`` with ``ast``
 (those inside functions and ``TYPE_CHECKING`` blocks included: a lazy import is still a dependency).
 """
+
 from __future__ import annotations
 
 import ast
@@ -114,15 +115,18 @@ def test_the_layer_check_sees_upward_imports(tmp_path, monkeypatch):
     assert len(problems) == 1 and "pairx_plugin.records (layer 1)" in problems[0] and "pairx_plugin.hook" in problems[0]
 
 
-@pytest.mark.parametrize("statement", [
-    "import pairx_plugin.artifacts.schema",
-    "import pairx_plugin",
-    "from pairx_plugin.records import MatchRecord",
-    "from pairx_plugin.config import PairXConfig, load_config",
-    "from pairx_plugin.artifacts import SCHEMA_VERSION, ExplanationArtifact, ManifestEntry",
-    "from pairx_plugin.artifacts.schema import json_schemas; json_schemas()",
-    "from pairx_plugin import __version__, PairXError, MatchRecord",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "import pairx_plugin.artifacts.schema",
+        "import pairx_plugin",
+        "from pairx_plugin.records import MatchRecord",
+        "from pairx_plugin.config import PairXConfig, load_config",
+        "from pairx_plugin.artifacts import SCHEMA_VERSION, ExplanationArtifact, ManifestEntry",
+        "from pairx_plugin.artifacts.schema import json_schemas; json_schemas()",
+        "from pairx_plugin import __version__, PairXError, MatchRecord",
+    ],
+)
 def test_light_imports_never_import_torch(statement):
     code = f"{statement}\nimport sys\nassert 'torch' not in sys.modules, 'torch was imported'\n"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -146,7 +150,10 @@ def test_the_core_imports_no_host_no_adapter_and_no_web_server():
         if _module_name(path).startswith(("pairx_plugin.service", "pairx_plugin.commands.serve")):
             continue  # the service moves to adapters/pairx_service (issue 10, H3)
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            )
             for name in names:
                 assert name.split(".")[0] not in (*forbidden, "fastapi", "uvicorn"), f"{path}: imports {name}"

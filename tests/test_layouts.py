@@ -1,4 +1,5 @@
 """Layout adapters (NHWC Swin stages, ViT token sequences) against timm's own ``forward_intermediates``."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Model specs and fingerprints."""
+
 from __future__ import annotations
 
 import sys
@@ -16,7 +17,8 @@ from pairx_plugin.pretrained import IMAGENET_MEAN, IMAGENET_STD
 @pytest.fixture()
 def spec_module(tmp_path, monkeypatch):
     """An importable module with model factories, as a user would write one."""
-    (tmp_path / "h2_user_models.py").write_text(textwrap.dedent("""
+    (tmp_path / "h2_user_models.py").write_text(
+        textwrap.dedent("""
         import torch
         from torch import nn
         from pairx_plugin.models import ModelBundle
@@ -44,7 +46,8 @@ def spec_module(tmp_path, monkeypatch):
             return 42
 
         NOT_CALLABLE = 3
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     yield "h2_user_models"
     sys.modules.pop("h2_user_models", None)
@@ -108,17 +111,20 @@ def test_module_callable_spec(spec_module):
     assert (custom.input_size, custom.mean, custom.name) == (96, (0.5, 0.5, 0.5), "tiny")
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("", "empty"),
-    ("resnet18", "not a known name"),
-    ("timm:", "no model name"),
-    ("timm:no_such_net_xyz", "timm has no model named 'no_such_net_xyz'"),
-    ("h2_no_such_module:build", "cannot import module 'h2_no_such_module'"),
-    (":build", "needs both parts"),
-    ("{mod}:missing", "has no attribute 'missing'"),
-    ("{mod}:NOT_CALLABLE", "is not callable"),
-    ("{mod}:not_a_model", "returned int, expected an nn.Module"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("", "empty"),
+        ("resnet18", "not a known name"),
+        ("timm:", "no model name"),
+        ("timm:no_such_net_xyz", "timm has no model named 'no_such_net_xyz'"),
+        ("h2_no_such_module:build", "cannot import module 'h2_no_such_module'"),
+        (":build", "needs both parts"),
+        ("{mod}:missing", "has no attribute 'missing'"),
+        ("{mod}:NOT_CALLABLE", "is not callable"),
+        ("{mod}:not_a_model", "returned int, expected an nn.Module"),
+    ],
+)
 def test_bad_specs_name_the_spec_and_the_accepted_forms(spec_module, spec, message):
     spec = spec.format(mod=spec_module)
     with pytest.raises(InvalidInputError, match=message) as info:

@@ -6,6 +6,7 @@ MiewID's) and ``miewid[BACKBONE]:`` (a WBIA MiewIdNet state dict). For each: the
 bit-identical, the preprocessing comes from the checkpoint's own config, and PAIR-X's explained
 cosine equals the model's own cosine.
 """
+
 from __future__ import annotations
 
 import json
@@ -102,7 +103,7 @@ def test_hf_hub_spec_not_cached_names_the_cache_and_the_fetch_command(tmp_path, 
 
 # --------------------------------------------------------------------------- transformers with custom code
 
-CONFIGURATION = '''
+CONFIGURATION = """
 from transformers import PretrainedConfig
 
 
@@ -113,7 +114,7 @@ class TinyReidConfig(PretrainedConfig):
         self.width = width
         self.embedding = embedding
         super().__init__(**kwargs)
-'''
+"""
 
 MODELING = '''
 import torch
@@ -163,15 +164,23 @@ def _custom_code_folder(folder) -> dict:
     (folder / "modeling_tiny_reid.py").write_text(textwrap.dedent(MODELING))
     (folder / "__init__.py").write_text("")
     config = {
-        "model_type": "pairx_tiny_reid", "architectures": ["TinyReidModel"], "width": 8, "embedding": 16,
-        "auto_map": {"AutoConfig": "configuration_tiny_reid.TinyReidConfig", "AutoModel": "modeling_tiny_reid.TinyReidModel"},
+        "model_type": "pairx_tiny_reid",
+        "architectures": ["TinyReidModel"],
+        "width": 8,
+        "embedding": 16,
+        "auto_map": {
+            "AutoConfig": "configuration_tiny_reid.TinyReidConfig",
+            "AutoModel": "modeling_tiny_reid.TinyReidModel",
+        },
     }
     (folder / "config.json").write_text(json.dumps(config))
-    (folder / "preprocessor_config.json").write_text(json.dumps({"size": {"height": 80, "width": 80},
-                                                                 "image_mean": list(MEAN), "image_std": list(STD)}))
+    (folder / "preprocessor_config.json").write_text(
+        json.dumps({"size": {"height": 80, "width": 80}, "image_mean": list(MEAN), "image_std": list(STD)})
+    )
     # build the weights with the same code, imported as a throwaway package
-    spec = importlib.util.spec_from_file_location("pairx_test_tiny_reid", folder / "__init__.py",
-                                                  submodule_search_locations=[str(folder)])
+    spec = importlib.util.spec_from_file_location(
+        "pairx_test_tiny_reid", folder / "__init__.py", submodule_search_locations=[str(folder)]
+    )
     package = importlib.util.module_from_spec(spec)
     sys.modules["pairx_test_tiny_reid"] = package
     try:

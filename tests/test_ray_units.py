@@ -1,4 +1,5 @@
 """pairx_ray pieces that need no Ray: how the model reaches a worker, query grouping, collected manifest lines."""
+
 from __future__ import annotations
 
 import pytest
@@ -39,8 +40,10 @@ def test_build_model_from_a_factory_a_bundle_factory_and_a_spec():
 
 
 def test_plan_groups_keeps_query_order_and_decides_duplicates_with_the_hooks_message():
-    records = [MatchRecord(query_id=q, candidate_id=c, rank=r, score=0.5)
-               for q, c, r in (("a", "x", 0), ("b", "x", 0), ("a", "y", 1), ("a", "x", 2))]
+    records = [
+        MatchRecord(query_id=q, candidate_id=c, rank=r, score=0.5)
+        for q, c, r in (("a", "x", 0), ("b", "x", 0), ("a", "y", 1), ("a", "x", 2))
+    ]
     groups, decided = plan_groups(records, PairXConfig())
     assert groups == [[0, 2], [1]]
     (duplicate,) = decided

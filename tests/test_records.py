@@ -1,4 +1,5 @@
 """MatchRecord: id coercion, scores kept as given (NaN/inf through JSON), outcomes, copies."""
+
 from __future__ import annotations
 
 import json

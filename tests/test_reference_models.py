@@ -1,4 +1,5 @@
 """Reference models for benchmarks: MiewID-like (BN-calibrated), ResNet-50, sea-turtle inputs."""
+
 from __future__ import annotations
 
 import numpy as np

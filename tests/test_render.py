@@ -1,4 +1,5 @@
 """Renderer: determinism, colours, geometry, overlays, the reference layout, bad input."""
+
 from __future__ import annotations
 
 import io
@@ -17,7 +18,9 @@ def decode(rendered: RenderedImage) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(rendered.png)))
 
 
-def golden_layer(golden_dir, pair: str = "p12", size: int = 224) -> tuple[np.ndarray, np.ndarray, LayerExplanation, np.ndarray]:
+def golden_layer(
+    golden_dir, pair: str = "p12", size: int = 224
+) -> tuple[np.ndarray, np.ndarray, LayerExplanation, np.ndarray]:
     """A LayerExplanation built from the reference implementation's saved arrays."""
     data = np.load(golden_dir / f"effnet_lite0_{size}.npz")
     g = {name.split("__", 1)[1]: data[name] for name in data.files if name.startswith(pair + "__")}
@@ -32,14 +35,30 @@ def golden_layer(golden_dir, pair: str = "p12", size: int = 224) -> tuple[np.nda
         )
         for i in range(len(g["match_relevance"]))
     ]
-    layer = LayerExplanation("blocks.3", g["ir0"], g["ir1"], matches, g["pix0"], g["pix1"],
-                             PairMetrics(irm=None, mc=0.0, inlier_ratio=None, match_count=len(matches)))
+    layer = LayerExplanation(
+        "blocks.3",
+        g["ir0"],
+        g["ir1"],
+        matches,
+        g["pix0"],
+        g["pix1"],
+        PairMetrics(irm=None, mc=0.0, inlier_ratio=None, match_count=len(matches)),
+    )
     return g["img_np0"], g["img_np1"], layer, g["explain"]
 
 
-def synthetic_layer(relevance: np.ndarray, matches: list[Match], pixel_maps: np.ndarray, size: int = 224) -> LayerExplanation:
-    return LayerExplanation("blocks.3", relevance, relevance.copy(), matches, pixel_maps, pixel_maps.copy(),
-                            PairMetrics(irm=None, mc=0.0, inlier_ratio=None, match_count=len(matches)))
+def synthetic_layer(
+    relevance: np.ndarray, matches: list[Match], pixel_maps: np.ndarray, size: int = 224
+) -> LayerExplanation:
+    return LayerExplanation(
+        "blocks.3",
+        relevance,
+        relevance.copy(),
+        matches,
+        pixel_maps,
+        pixel_maps.copy(),
+        PairMetrics(irm=None, mc=0.0, inlier_ratio=None, match_count=len(matches)),
+    )
 
 
 def grey_image(height: int, width: int, value: int = 128) -> np.ndarray:
@@ -51,8 +70,9 @@ def test_render_is_byte_identical_across_calls(golden_dir, seaturtle_dir):
     display_q = np.asarray(Image.open(seaturtle_dir / "images/identity_a/image_1.JPG").convert("RGB"))
     display_c = np.asarray(Image.open(seaturtle_dir / "images/identity_a/image_2.JPG").convert("RGB"))
     first = render_pair(display_q, display_c, layer, (224, 224), (224, 224), k_lines=20, panels=set(PANELS))
-    second = render_pair(display_q.copy(), display_c.copy(), layer, (224, 224), (224, 224), k_lines=20,
-                         panels=set(PANELS))
+    second = render_pair(
+        display_q.copy(), display_c.copy(), layer, (224, 224), (224, 224), k_lines=20, panels=set(PANELS)
+    )
     assert set(first) == set(second)
     assert len(first) == 15
     for role, image in first.items():
@@ -64,8 +84,9 @@ def test_render_is_byte_identical_across_calls(golden_dir, seaturtle_dir):
 
 def test_composite_is_two_rows_of_two_images(golden_dir):
     img0, img1, layer, _ = golden_layer(golden_dir)
-    out = render_pair(img0, img1, layer, (224, 224), (224, 224), k_lines=20,
-                      panels={"composite", "only_lines", "only_colors"})
+    out = render_pair(
+        img0, img1, layer, (224, 224), (224, 224), k_lines=20, panels={"composite", "only_lines", "only_colors"}
+    )
     composite = decode(out["composite"])
     assert composite.shape == (448, 448, 3)
     assert (out["composite"].width, out["composite"].height) == (448, 448)
@@ -78,10 +99,12 @@ def test_composite_is_two_rows_of_two_images(golden_dir):
 def test_composite_matches_reference_layout(golden_dir):
     """Top row (heat maps + lines) is close to the reference drawing; swapping the images is not."""
     img0, img1, layer, reference = golden_layer(golden_dir, "p13")
-    ours = decode(render_pair(img0, img1, layer, (224, 224), (224, 224), k_lines=20,
-                              panels={"composite"})["composite"]).astype(float)
-    swapped = decode(render_pair(img1, img0, layer, (224, 224), (224, 224), k_lines=20,
-                                 panels={"composite"})["composite"]).astype(float)
+    ours = decode(
+        render_pair(img0, img1, layer, (224, 224), (224, 224), k_lines=20, panels={"composite"})["composite"]
+    ).astype(float)
+    swapped = decode(
+        render_pair(img1, img0, layer, (224, 224), (224, 224), k_lines=20, panels={"composite"})["composite"]
+    ).astype(float)
     top_error = np.abs(ours[:224] - reference[:224]).mean()
     assert top_error < 15.0
     assert np.abs(swapped[:224] - reference[:224]).mean() > top_error + 10.0
@@ -97,8 +120,7 @@ def test_single_hot_cell_is_red_there_and_blue_far_away():
     relevance[5, 3] = 1.0  # row y=5, column x=3
     layer = synthetic_layer(relevance, [], np.zeros((0, 224, 224), dtype=np.float32))
     display = grey_image(448, 448)  # display at twice the input size
-    out = render_pair(display, display, layer, (224, 224), (224, 224), k_lines=20,
-                      panels={"heatmaps", "overlays"})
+    out = render_pair(display, display, layer, (224, 224), (224, 224), k_lines=20, panels={"heatmaps", "overlays"})
     heat = decode(out["heatmap_query"]).astype(int)
     cy, cx = 5 * 16 + 8, 3 * 16 + 8
     r, g, b = heat[cy, cx]
@@ -156,8 +178,14 @@ def test_overlays_are_rgba_at_display_size_and_transparent_elsewhere(golden_dir,
     np.testing.assert_array_equal(pair[: sizes["query"][0], : sizes["query"][1]], display_q)
     # colour overlay composited over white reproduces the subtractive colour canvas: no relevance, no colour
     colours = decode(out["overlay_colors_query"])
-    no_relevance = np.asarray(Image.fromarray(layer.pixel_relevance_query.max(axis=0)).resize(
-        (sizes["query"][1], sizes["query"][0]), Image.BILINEAR)) <= 0
+    no_relevance = (
+        np.asarray(
+            Image.fromarray(layer.pixel_relevance_query.max(axis=0)).resize(
+                (sizes["query"][1], sizes["query"][0]), Image.BILINEAR
+            )
+        )
+        <= 0
+    )
     assert no_relevance.any()
     assert (colours[..., 3][no_relevance] == 0).all()
 
@@ -168,8 +196,9 @@ def test_colour_maps_darken_only_where_relevant():
     pixel_maps[1, 150:170, 150:170] = 2.0
     layer = synthetic_layer(np.ones((14, 14), dtype=np.float32), [], pixel_maps)
     white = grey_image(224, 224, 255)
-    bottom = decode(render_pair(white, white, layer, (224, 224), (224, 224), k_lines=0,
-                                panels={"only_colors"})["only_colors"]).astype(int)
+    bottom = decode(
+        render_pair(white, white, layer, (224, 224), (224, 224), k_lines=0, panels={"only_colors"})["only_colors"]
+    ).astype(int)
     assert (bottom[0:20, 0:20] == 255).all()
     first, second = bottom[50, 50], bottom[160, 160]
     assert first.max() < 120  # greys: dark and neutral
@@ -195,7 +224,9 @@ def test_bad_render_inputs_raise_clear_errors(golden_dir):
     img0, img1, layer, _ = golden_layer(golden_dir)
     as_list = render_pair(img0, img1, layer, (224, 224), (224, 224), k_lines=20, panels=["heatmaps"])
     assert set(as_list) == {"heatmap_query", "heatmap_candidate"}
-    assert set(render_pair(img0, img1, layer, (224, 224), (224, 224), k_lines=20, panels="only_lines")) == {"only_lines"}
+    assert set(render_pair(img0, img1, layer, (224, 224), (224, 224), k_lines=20, panels="only_lines")) == {
+        "only_lines"
+    }
     with pytest.raises(InvalidInputError, match="unknown panels.*'sparkles'"):
         render_pair(img0, img1, layer, (224, 224), (224, 224), k_lines=20, panels={"composite", "sparkles"})
     with pytest.raises(InvalidInputError, match="k_lines"):
@@ -216,8 +247,9 @@ def test_render_real_engine_result_on_sea_turtles(lite0_imagenet, seaturtle_dir)
     from pairx_plugin.pretrained import IMAGENET_MEAN, IMAGENET_STD
 
     query = prepare_image(load_image(seaturtle_dir / "images/identity_a/image_1.JPG"), 224, IMAGENET_MEAN, IMAGENET_STD)
-    candidate = prepare_image(load_image(seaturtle_dir / "images/identity_a/image_2.JPG"), 224, IMAGENET_MEAN,
-                              IMAGENET_STD)
+    candidate = prepare_image(
+        load_image(seaturtle_dir / "images/identity_a/image_2.JPG"), 224, IMAGENET_MEAN, IMAGENET_STD
+    )
     engine = PairX(lite0_imagenet, layer_keys=["blocks.3"], k_lines=8, k_colors=4)
     pair = engine.explain_pair(query.tensor, candidate.tensor)
     layer = pair.layers["blocks.3"]
@@ -233,7 +265,7 @@ def test_render_real_engine_result_on_sea_turtles(lite0_imagenet, seaturtle_dir)
     top = decode(out["only_lines"])
     for index, match in enumerate(layer.matches):
         x, y = (int(round(v - 0.5)) for v in match.query_xy)
-        ring = top[max(0, y - 4): y + 5, max(0, x - 4): x + 5].reshape(-1, 3)
+        ring = top[max(0, y - 4) : y + 5, max(0, x - 4) : x + 5].reshape(-1, 3)
         assert (ring == colormaps.line_colour(index)).all(axis=1).any(), index
     # overlays line up with the untouched display images
     for side, loaded in (("query", query), ("candidate", candidate)):
@@ -249,7 +281,9 @@ def test_render_real_engine_result_on_sea_turtles(lite0_imagenet, seaturtle_dir)
         assert points[y, x, 3] == 255
     # the colour maps sit where the pixel relevance is
     colours = decode(out["overlay_colors_query"])[..., 3].astype(float)
-    relevance = np.asarray(Image.fromarray(layer.pixel_relevance_query.sum(axis=0)).resize((width, height), Image.BILINEAR))
+    relevance = np.asarray(
+        Image.fromarray(layer.pixel_relevance_query.sum(axis=0)).resize((width, height), Image.BILINEAR)
+    )
     hot = relevance > np.quantile(relevance, 0.99)
     cold = relevance <= 0
     assert hot.any() and cold.any()

@@ -5,6 +5,7 @@ arrays from ../shared/golden). The browser tests use a real run: the hook with t
 EfficientNet-Lite0 on the sea-turtle sample, ids "1".."4" as a WBIA host would give them (str(aid)),
 so one exported decisions file is applied to both a wildlife-tools table and the WBIA stand-in.
 """
+
 from __future__ import annotations
 
 import base64
@@ -37,8 +38,9 @@ HOSTILE_NOTE = '</textarea><img src=x onerror="window.__pwned=3"><script>window.
 RUN = "review-test"
 
 
-def _write_artifact(root: Path, composite: np.ndarray, heat: np.ndarray, seed: str,
-                    evidence: EvidenceScores | None = None) -> ExplanationRef:
+def _write_artifact(
+    root: Path, composite: np.ndarray, heat: np.ndarray, seed: str, evidence: EvidenceScores | None = None
+) -> ExplanationRef:
     artifact_id = hashlib.sha256(seed.encode()).hexdigest()
     folder = root / "artifacts" / artifact_id[:2] / artifact_id
     folder.mkdir(parents=True)
@@ -47,7 +49,9 @@ def _write_artifact(root: Path, composite: np.ndarray, heat: np.ndarray, seed: s
     (folder / "explanation.json").write_text(json.dumps({"artifact_id": artifact_id}))
     rel = f"artifacts/{artifact_id[:2]}/{artifact_id}"
     return ExplanationRef(
-        artifact_id=artifact_id, layer="blocks.3", json_path=f"{rel}/explanation.json",
+        artifact_id=artifact_id,
+        layer="blocks.3",
+        json_path=f"{rel}/explanation.json",
         images={"composite": f"{rel}/composite.png", "heatmaps": f"{rel}/heatmaps.png"},
         metrics=ExplanationMetrics(irm=0.41, mc=1.5e-4, inlier_ratio=0.6, match_count=37, evidence=evidence),
         cosine=0.8123,
@@ -60,26 +64,40 @@ def review_store(tmp_path: Path, golden_dir: Path) -> tuple[Path, list[ManifestE
     golden = np.load(golden_dir / "effnet_lite0_224.npz")
     root = tmp_path / "store"
     refs = [
-        _write_artifact(root, golden["p12__explain"], golden["p12__img_np0"], "a", evidence=EvidenceScores(
-            score=0.27, on_animal=0.9, geometric=0.5, support=0.6, inliers=4, foreground="box")),
+        _write_artifact(
+            root,
+            golden["p12__explain"],
+            golden["p12__img_np0"],
+            "a",
+            evidence=EvidenceScores(score=0.27, on_animal=0.9, geometric=0.5, support=0.6, inliers=4, foreground="box"),
+        ),
         _write_artifact(root, golden["p13__explain"], golden["p13__img_np1"], "b"),
         _write_artifact(root, golden["p13__explain"], golden["p12__img_np1"], "c"),
     ]
     records = [  # manifest order deliberately not rank order
-        MatchRecord(query_id="q1", candidate_id="c2", rank=1, score=0.7, query_label="turtle a",
-                    candidate_label=HOSTILE_LABEL).with_explanation([refs[1]]),
-        MatchRecord(query_id="q1", candidate_id="c1", rank=0, score=0.9, query_label="turtle a",
-                    candidate_label="turtle a").with_explanation([refs[0]]),
-        MatchRecord(query_id="q1", candidate_id=HOSTILE_ID, rank=2, score=0.5, query_label="turtle a",
-                    candidate_label="turtle b").with_error(
-            ExplanationErrorInfo(type="InvalidInputError", message="image <b>unreadable</b>", stage="load")),
-        MatchRecord(query_id=HOSTILE_ID, candidate_id="c1", rank=0, score=0.6, query_label=None,
-                    candidate_label="turtle a").with_explanation([refs[2]]),
+        MatchRecord(
+            query_id="q1", candidate_id="c2", rank=1, score=0.7, query_label="turtle a", candidate_label=HOSTILE_LABEL
+        ).with_explanation([refs[1]]),
+        MatchRecord(
+            query_id="q1", candidate_id="c1", rank=0, score=0.9, query_label="turtle a", candidate_label="turtle a"
+        ).with_explanation([refs[0]]),
+        MatchRecord(
+            query_id="q1",
+            candidate_id=HOSTILE_ID,
+            rank=2,
+            score=0.5,
+            query_label="turtle a",
+            candidate_label="turtle b",
+        ).with_error(ExplanationErrorInfo(type="InvalidInputError", message="image <b>unreadable</b>", stage="load")),
+        MatchRecord(
+            query_id=HOSTILE_ID, candidate_id="c1", rank=0, score=0.6, query_label=None, candidate_label="turtle a"
+        ).with_explanation([refs[2]]),
         MatchRecord(query_id=HOSTILE_ID, candidate_id="c2", rank=1, score=float("-inf")),
     ]
     statuses = ["explained", "explained", "error", "explained", "not_explained"]
-    entries = [ManifestEntry(run_name=RUN, index=i, status=s, record=r)
-               for i, (s, r) in enumerate(zip(statuses, records))]
+    entries = [
+        ManifestEntry(run_name=RUN, index=i, status=s, record=r) for i, (s, r) in enumerate(zip(statuses, records))
+    ]
     (root / "runs").mkdir(parents=True)
     (root / "runs" / f"{RUN}.jsonl").write_text("".join(e.model_dump_json() + "\n" for e in entries))
     return root, entries
@@ -202,15 +220,25 @@ def _browser(tmp_path: Path, downloads: Path | None = None, size: str = "1400,13
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not installed (pip install selenium)")
     options = webdriver.ChromeOptions()
     options.binary_location = found[0]
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
-                 "--force-device-scale-factor=1",
-                 f"--user-data-dir={tmp_path / f'chrome-{uuid.uuid4().hex}'}", f"--window-size={size}"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--hide-scrollbars",
+        "--force-device-scale-factor=1",
+        f"--user-data-dir={tmp_path / f'chrome-{uuid.uuid4().hex}'}",
+        f"--window-size={size}",
+    ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     if downloads is not None:
-        options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
-                                                  "download.prompt_for_download": False})
+        options.add_experimental_option(
+            "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
+        )
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=found[1]))
     try:
         if downloads is not None:
@@ -240,8 +268,12 @@ def _keys(driver, keys: str) -> None:
         ActionChains(driver).send_keys(key).perform()
 
 
-IMAGES = {"1": "identity_a/image_1.JPG", "2": "identity_a/image_2.JPG", "3": "identity_b/image_3.JPG",
-          "4": "identity_b/image_4.JPG"}
+IMAGES = {
+    "1": "identity_a/image_1.JPG",
+    "2": "identity_a/image_2.JPG",
+    "3": "identity_b/image_3.JPG",
+    "4": "identity_b/image_4.JPG",
+}
 LABELS = {"1": "a", "2": "a", "3": "b", "4": "b"}
 
 
@@ -258,15 +290,31 @@ def real_run(tmp_path_factory, seaturtle_dir, lite0_imagenet):
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("review_real")
-    source = FileImageSource({k: seaturtle_dir / "images" / v for k, v in IMAGES.items()}, 224,
-                             IMAGENET_MEAN, IMAGENET_STD)
+    source = FileImageSource(
+        {k: seaturtle_dir / "images" / v for k, v in IMAGES.items()}, 224, IMAGENET_MEAN, IMAGENET_STD
+    )
     records = []
     for query, candidates in (("2", ["1", "3", "4"]), ("4", ["3", "1", HOSTILE_ID])):
         for rank, candidate in enumerate(candidates):
-            records.append(MatchRecord(query_id=query, candidate_id=candidate, rank=rank, score=0.9 - rank / 10,
-                                       query_label=LABELS[query], candidate_label=LABELS.get(candidate, HOSTILE_LABEL)))
-    out = explain_matches(records=records, images=source, model=lite0_imagenet, config=PairXConfig(top_k=2),
-                          store=ArtifactStore(root), progress=False, run_name="real")
+            records.append(
+                MatchRecord(
+                    query_id=query,
+                    candidate_id=candidate,
+                    rank=rank,
+                    score=0.9 - rank / 10,
+                    query_label=LABELS[query],
+                    candidate_label=LABELS.get(candidate, HOSTILE_LABEL),
+                )
+            )
+    out = explain_matches(
+        records=records,
+        images=source,
+        model=lite0_imagenet,
+        config=PairXConfig(top_k=2),
+        store=ArtifactStore(root),
+        progress=False,
+        run_name="real",
+    )
     assert [r.explanation is not None for r in out] == [True, True, False, True, True, False]
     return root, out
 
@@ -287,7 +335,8 @@ def _shot(element) -> np.ndarray:
     import io
 
     element.parent.execute_async_script(
-        "const done = arguments[0]; requestAnimationFrame(() => requestAnimationFrame(() => done()));")
+        "const done = arguments[0]; requestAnimationFrame(() => requestAnimationFrame(() => done()));"
+    )
 
     return np.asarray(Image.open(io.BytesIO(element.screenshot_as_png)).convert("RGB")).astype(np.int16)
 
@@ -296,7 +345,7 @@ def _disc_mask(shape, centres, radius: float) -> np.ndarray:
     yy, xx = np.mgrid[: shape[0], : shape[1]]
     mask = np.zeros(shape, bool)
     for x, y in centres:
-        mask |= (xx - x) ** 2 + (yy - y) ** 2 <= radius ** 2
+        mask |= (xx - x) ** 2 + (yy - y) ** 2 <= radius**2
     return mask
 
 
@@ -306,7 +355,7 @@ def _segment_mask(shape, segments, width: float) -> np.ndarray:
     for (x1, y1), (x2, y2) in segments:
         dx, dy = x2 - x1, y2 - y1
         t = np.clip(((xx - x1) * dx + (yy - y1) * dy) / max(dx * dx + dy * dy, 1e-9), 0, 1)
-        mask |= (xx - (x1 + t * dx)) ** 2 + (yy - (y1 + t * dy)) ** 2 <= width ** 2
+        mask |= (xx - (x1 + t * dx)) ** 2 + (yy - (y1 + t * dy)) ** 2 <= width**2
     return mask
 
 
@@ -327,8 +376,9 @@ def _expected_mask(layer: str, shape, geometry: dict, root: Path, ref: Explanati
         x, y, w, h = geometry[side]
         info = document[side]
         sx, sy = w / info["display_width"], h / info["display_height"]
-        points[side] = [(x + m[f"{side}_display_xy"][0] * sx, y + m[f"{side}_display_xy"][1] * sy)
-                        for m in document["matches"]]
+        points[side] = [
+            (x + m[f"{side}_display_xy"][0] * sx, y + m[f"{side}_display_xy"][1] * sy) for m in document["matches"]
+        ]
         if layer in ("heat", "colours"):
             role = {"heat": "overlay_heatmap_", "colours": "overlay_colors_"}[layer] + side
             # compact (1.1) artifacts: the overlay layers are drawn from the stored data (as the page's are)
@@ -339,14 +389,16 @@ def _expected_mask(layer: str, shape, geometry: dict, root: Path, ref: Explanati
             alpha = Image.open(root / layers[role]).getchannel("A").resize((round(w), round(h)), Image.BILINEAR)
             region = np.asarray(alpha) > 0
             top, left = round(y), round(x)
-            mask[top: top + region.shape[0], left: left + region.shape[1]] |= region[: shape[0] - top, : shape[1] - left]
+            mask[top : top + region.shape[0], left : left + region.shape[1]] |= region[
+                : shape[0] - top, : shape[1] - left
+            ]
     if layer == "lines":
         mask |= _segment_mask(shape, list(zip(points["query"], points["candidate"])), 2.5)
     if layer == "points":
         centres = points["query"] + points["candidate"]
         mask |= _disc_mask(shape, centres, 7.5)
         for x, y in centres:  # the match number beside each point
-            mask[max(0, int(y) - 20): max(0, int(y) + 1), max(0, int(x) + 4): max(0, int(x) + 30)] = True
+            mask[max(0, int(y) - 20) : max(0, int(y) + 1), max(0, int(x) + 4) : max(0, int(x) + 30)] = True
     return _dilate(mask, 1)
 
 
@@ -360,7 +412,10 @@ def test_each_layer_changes_pixels_only_where_it_draws(real_run, tmp_path):
     with _browser(tmp_path) as driver:
         driver.get(page.resolve().as_uri())
         driver.find_element(By.CSS_SELECTOR, 'button.row[data-record-index="0"]').click()
-        _wait(driver, "return Array.from(document.querySelectorAll('.stage img')).every(i => i.complete && i.naturalWidth > 0)")
+        _wait(
+            driver,
+            "return Array.from(document.querySelectorAll('.stage img')).every(i => i.complete && i.naturalWidth > 0)",
+        )
         stage = driver.find_element(By.CSS_SELECTOR, ".stage")
         geometry = _stage_geometry(driver)
         ref = out[0].explanation
@@ -372,8 +427,9 @@ def test_each_layer_changes_pixels_only_where_it_draws(real_run, tmp_path):
             expected = _expected_mask(layer, changed.shape, geometry, root, ref)
             outside = changed & ~expected
             assert changed.sum() > 200, f"{layer}: toggling changed only {changed.sum()} pixels"
-            assert outside.sum() <= 0.002 * changed.sum(), f"{layer}: {outside.sum()} of {changed.sum()} changed pixels " \
-                                                           "are outside where the layer draws"
+            assert outside.sum() <= 0.002 * changed.sum(), (
+                f"{layer}: {outside.sum()} of {changed.sum()} changed pixels are outside where the layer draws"
+            )
             assert changed.sum() >= 0.15 * expected.sum() if layer != "heat" else changed.sum() >= 0.3 * expected.sum()
             driver.find_element(By.ID, f"layer-{layer}").click()  # back on/off: the stage is as before
             restored = np.abs(_shot(stage) - before).max(axis=-1)
@@ -440,9 +496,14 @@ def test_keyboard_decisions_survive_reload_export_and_apply_to_both_hosts(real_r
         _wait(driver, "return window.pairxReview && window.pairxReview.ready")
         badges = driver.execute_script(
             "return Array.from(document.querySelectorAll('button.row')).map(b => [b.dataset.recordIndex, "
-            "b.querySelector('.badge').textContent])")
-        assert badges[:4] == [["0", "\u2717 different"], ["1", "\u2713 same individual"], ["2", "? unsure"],
-                              ["3", "undecided"]]
+            "b.querySelector('.badge').textContent])"
+        )
+        assert badges[:4] == [
+            ["0", "\u2717 different"],
+            ["1", "\u2713 same individual"],
+            ["2", "? unsure"],
+            ["3", "undecided"],
+        ]
         assert driver.find_element(By.ID, "decided-count").text == "3 of 6 decided"
         # a stored decision made on another run of the same name (other ids at that index) is not shown
         driver.execute_script("""
@@ -508,11 +569,22 @@ def test_a_thousand_records_load_in_seconds(real_run, tmp_path):
     entries = []
     for index in range(1000):
         query, rank = divmod(index, 4)
-        record = MatchRecord(query_id=f"q{query:04d}", candidate_id=f"c{index:04d}", rank=rank,
-                             score=1.0 - rank / 10 - query / 10000, query_label=str(query % 7),
-                             candidate_label=str(index % 7))
-        entries.append(ManifestEntry(run_name="big", index=index, status="explained",
-                                     record=record.with_explanation([refs[index % len(refs)]])))
+        record = MatchRecord(
+            query_id=f"q{query:04d}",
+            candidate_id=f"c{index:04d}",
+            rank=rank,
+            score=1.0 - rank / 10 - query / 10000,
+            query_label=str(query % 7),
+            candidate_label=str(index % 7),
+        )
+        entries.append(
+            ManifestEntry(
+                run_name="big",
+                index=index,
+                status="explained",
+                record=record.with_explanation([refs[index % len(refs)]]),
+            )
+        )
     (root / "runs" / "big.jsonl").write_text("".join(e.model_dump_json() + "\n" for e in entries))
     started = time.perf_counter()
     page = write_review_page(root, "big")

@@ -5,6 +5,7 @@
 * A writer killed with SIGKILL at any point leaves the store recoverable: the next store opened on
   it removes the dead writer's temporary files, and a re-run completes every artifact.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,13 @@ ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
 
 
 def _start(store: Path, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, str(WORKER), str(store), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=ENV)
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), str(store), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
 
 
 def _wait_ready(process: subprocess.Popen[str]) -> None:
@@ -76,8 +82,15 @@ def test_a_taken_run_name_is_an_error_before_any_work(tmp_path):
 
     before = (tmp_path / "runs" / "nightly.jsonl").read_bytes()
     with pytest.raises(ArtifactError, match=r"run manifest .*nightly\.jsonl' already exists.*choose another run name"):
-        explain_matches(records=records(2), images=CountingImages(), model=model, config=PairXConfig(top_k=2),
-                        store=store, progress=False, run_name="nightly")
+        explain_matches(
+            records=records(2),
+            images=CountingImages(),
+            model=model,
+            config=PairXConfig(top_k=2),
+            store=store,
+            progress=False,
+            run_name="nightly",
+        )
     assert loads == [] and not (tmp_path / "artifacts").exists()  # no work done
     assert (tmp_path / "runs" / "nightly.jsonl").read_bytes() == before  # the other run's manifest untouched
     assert store.remove_run("nightly") and not store.remove_run("nightly")

@@ -526,7 +526,9 @@ def test_core_imports_no_web_framework():
 # ------------------------------------------------------------------------------ review + decisions
 def _raw(http, path: str, data: bytes | None = None, content_type: str = "application/x-ndjson"):
     request = urllib.request.Request(
-        f"http://127.0.0.1:{http.port}{path}", data=data, method="POST" if data is not None else "GET",
+        f"http://127.0.0.1:{http.port}{path}",
+        data=data,
+        method="POST" if data is not None else "GET",
         headers={"Content-Type": content_type} if data is not None else {},
     )
     try:
@@ -544,8 +546,9 @@ def test_served_review_page_posts_decisions_that_are_stored_beside_the_run(http,
     status, _, _ = http.post(_mlservice_body(bb1=[[0, 0, 0, 0]], bb2=[[0, 0, 0, 0]]))
     assert status == 200
     runs = roots["base"] / "store" / "runs"
-    manifest = max((p for p in runs.glob("*.jsonl") if not p.name.endswith(".decisions.jsonl")),
-                   key=lambda p: p.stat().st_mtime)
+    manifest = max(
+        (p for p in runs.glob("*.jsonl") if not p.name.endswith(".decisions.jsonl")), key=lambda p: p.stat().st_mtime
+    )
     run = manifest.name[: -len(".jsonl")]
     entry = read_manifest_entries(manifest)[0]
 
@@ -560,11 +563,17 @@ def test_served_review_page_posts_decisions_that_are_stored_beside_the_run(http,
     status, png, _ = _raw(http, f"/store/{panel}")
     assert status == 200 and png[:8] == b"\x89PNG\r\n\x1a\n"
 
-    line = json.dumps({
-        "run_name": run, "record_index": entry.index, "query_id": entry.record.query_id,
-        "candidate_id": entry.record.candidate_id, "decision": "same", "note": "posted by the page",
-        "decided_at": "2026-11-30T18:00:00Z",
-    })
+    line = json.dumps(
+        {
+            "run_name": run,
+            "record_index": entry.index,
+            "query_id": entry.record.query_id,
+            "candidate_id": entry.record.candidate_id,
+            "decision": "same",
+            "note": "posted by the page",
+            "decided_at": "2026-11-30T18:00:00Z",
+        }
+    )
     status, body, _ = _raw(http, f"/runs/{run}/decisions", (line + "\n").encode())
     assert status == 200, body
     stored = read_decisions(runs / f"{run}.decisions.jsonl")
@@ -580,8 +589,12 @@ def test_served_review_page_posts_decisions_that_are_stored_beside_the_run(http,
         (f"/runs/{run}/decisions", other_run.encode(), 422, "other-run"),
         (f"/runs/{run}/decisions", b"\xff\xfe", 400, "UTF-8"),
         ("/runs/no-such-run/decisions", line.encode(), 422, "no-such-run"),
-        (f"/runs/{run}/decisions", b"\n" * (http.server.config.app.state.service.config.max_body_bytes + 1), 413,
-         "max_body_bytes"),
+        (
+            f"/runs/{run}/decisions",
+            b"\n" * (http.server.config.app.state.service.config.max_body_bytes + 1),
+            413,
+            "max_body_bytes",
+        ),
     ):
         status, body, headers = _raw(http, path, data)
         reply = json.loads(body)

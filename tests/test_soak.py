@@ -1,4 +1,5 @@
 """Soak (issue 11): memory stays flat over many explanations in one process (benchmarks/bench_soak.py)."""
+
 from __future__ import annotations
 
 import json
@@ -16,9 +17,20 @@ REPO = Path(__file__).resolve().parents[1]
 def test_rss_growth_after_warmup_stays_under_five_percent():
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     result = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "bench_soak.py"), "--explanations", "40", "--warmup", "10",
-         "--every", "5"],
-        capture_output=True, text=True, timeout=900, env=env,
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "bench_soak.py"),
+            "--explanations",
+            "40",
+            "--warmup",
+            "10",
+            "--every",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()

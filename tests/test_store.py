@@ -1,4 +1,5 @@
 """ArtifactStore: content addresses, atomic writes, completeness checks, disk-full and unwritable paths, manifests."""
+
 from __future__ import annotations
 
 import errno
@@ -28,8 +29,9 @@ try:  # the golden-pair builder lives with the hook tests (tests/ is on sys.path
 except ImportError:  # tests/ imported as a package
     from tests.test_hook import LAYER, golden_pair
 
-ID_PARTS = dict(model_fingerprint="1" * 64, layer=LAYER, config_digest="2" * 64,
-                query_sha256="3" * 64, candidate_sha256="4" * 64)
+ID_PARTS = dict(
+    model_fingerprint="1" * 64, layer=LAYER, config_digest="2" * 64, query_sha256="3" * 64, candidate_sha256="4" * 64
+)
 
 
 @pytest.fixture()
@@ -40,14 +42,31 @@ def artifact_and_blobs(golden_dir):
     pair, query, candidate = golden_pair(golden_dir)
     layer = pair.layers[LAYER]
     config = PairXConfig(k_colors=3, render=["only_lines", "display"], keep_arrays=True)
-    rendered = render_pair(query.display, candidate.display, layer, pair.query_size, pair.candidate_size,
-                           k_lines=config.k_lines, panels=set(config.render))
-    identifier = artifact_id(**{**ID_PARTS, "query_sha256": query.content_sha256(),
-                                "candidate_sha256": candidate.content_sha256()})
+    rendered = render_pair(
+        query.display,
+        candidate.display,
+        layer,
+        pair.query_size,
+        pair.candidate_size,
+        k_lines=config.k_lines,
+        panels=set(config.render),
+    )
+    identifier = artifact_id(
+        **{**ID_PARTS, "query_sha256": query.content_sha256(), "candidate_sha256": candidate.content_sha256()}
+    )
     record = MatchRecord(query_id="../../q", candidate_id="c", rank=0, score=float("-inf"))
-    return build_artifact(artifact_id=identifier, record=record, pair=pair, layer=layer, query=query,
-                          candidate=candidate, rendered=rendered, config=config, config_digest=config.digest(),
-                          model_fingerprint="1" * 64)
+    return build_artifact(
+        artifact_id=identifier,
+        record=record,
+        pair=pair,
+        layer=layer,
+        query=query,
+        candidate=candidate,
+        rendered=rendered,
+        config=config,
+        config_digest=config.digest(),
+        model_fingerprint="1" * 64,
+    )
 
 
 def test_artifact_id_depends_on_every_content_part_and_nothing_else():
@@ -247,12 +266,25 @@ def test_one_fingerprint_and_default_model_artifact_ids_are_unchanged(lite0_imag
     assert fingerprint == "7c6507e573338f009a74e7292f5ee9d6f46edd81bbc275671b02ac8b96b5a360"
     # schema 1.0.0 inputs (main's default config: every panel, 1.0 digest fields) still give 1.0.0's id
     legacy = PairXConfig(render=["composite", "only_lines", "only_colors", "heatmaps", "overlays", "display"])
-    payload = legacy.model_dump(mode="json", include={"k_lines", "k_colors", "mode", "backend", "render", "keep_arrays"})
+    payload = legacy.model_dump(
+        mode="json", include={"k_lines", "k_colors", "mode", "backend", "render", "keep_arrays"}
+    )
     legacy_digest = hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-    identifier = artifact_id(model_fingerprint=fingerprint, layer="blocks.5", config_digest=legacy_digest,
-                             query_sha256="a" * 64, candidate_sha256="b" * 64, schema_version="1.0.0")
+    identifier = artifact_id(
+        model_fingerprint=fingerprint,
+        layer="blocks.5",
+        config_digest=legacy_digest,
+        query_sha256="a" * 64,
+        candidate_sha256="b" * 64,
+        schema_version="1.0.0",
+    )
     assert identifier == "cc8200bf8536bc15cbc8f51d07c2034c7256c61d4c61cf69be34e1ee5dc76910"
     # schema 1.2.0 (compact artifacts, display_max_side in the digest; 1.1.0 added evidence) gives new ids on purpose
-    identifier = artifact_id(model_fingerprint=fingerprint, layer="blocks.5", config_digest=PairXConfig().digest(),
-                             query_sha256="a" * 64, candidate_sha256="b" * 64)
+    identifier = artifact_id(
+        model_fingerprint=fingerprint,
+        layer="blocks.5",
+        config_digest=PairXConfig().digest(),
+        query_sha256="a" * 64,
+        candidate_sha256="b" * 64,
+    )
     assert identifier == "25cbbb4649d86b69eb833c01278ada7d41479bb87f7deeb357c12fb62f48147e"

@@ -5,6 +5,7 @@ SwinV2's q/v biases) on models whose norm affines, layer scales and attention po
 perturbed to look trained, so a rule that silently does nothing shows up. Relevance at a stage is
 ``gradient x activation`` summed over the whole native tensor (prefix tokens included).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -258,7 +259,9 @@ def test_every_stage_conserves_the_cosine(family, turtle_pair):
     deep, shallow = keys[-1], keys[0]
     with backend.context(model) as runner, capture_outputs({k: model.get_submodule(k) for k in (deep, shallow)}) as out:
         runner(torch.cat([x0, x1]))
-    (grad,) = torch.autograd.grad(out[deep], out[shallow], grad_outputs=backend.seed(relevance[deep], out[deep].detach()))
+    (grad,) = torch.autograd.grad(
+        out[deep], out[shallow], grad_outputs=backend.seed(relevance[deep], out[deep].detach())
+    )
     between = backend.relevance(grad, out[shallow].detach()).flatten(1).sum(1) / relevance[deep].flatten(1).sum(1)
     assert ((between > 0.98) & (between < 1.02)).all(), f"{family} {deep}->{shallow}: {between.tolist()}"
 
@@ -438,7 +441,12 @@ def _model_state(model: nn.Module):
 
 def _assert_valid_layer(layer, size: int, grid: int, k_lines: int, k_colors: int):
     assert layer.relevance_query.shape == layer.relevance_candidate.shape == (grid, grid)
-    for array in (layer.relevance_query, layer.relevance_candidate, layer.pixel_relevance_query, layer.pixel_relevance_candidate):
+    for array in (
+        layer.relevance_query,
+        layer.relevance_candidate,
+        layer.pixel_relevance_query,
+        layer.pixel_relevance_candidate,
+    ):
         assert np.isfinite(array).all() and array.dtype == np.float32
     assert 1 <= len(layer.matches) <= k_lines
     n = min(k_colors, len(layer.matches))
@@ -483,7 +491,9 @@ def test_pairx_explains_a_wrapped_dinov2_query_against_two_candidates(turtle_pai
         _assert_valid_layer(pair.layers["backbone.blocks.7"], 224, 16, 6, 2)
     # explaining a candidate batch equals explaining each pair alone
     alone = engine.explain_pair(x0, x1).layers["backbone.blocks.7"]
-    np.testing.assert_allclose(alone.relevance_candidate, pairs[0].layers["backbone.blocks.7"].relevance_candidate, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(
+        alone.relevance_candidate, pairs[0].layers["backbone.blocks.7"].relevance_candidate, rtol=1e-4, atol=1e-7
+    )
 
 
 @pytest.mark.parametrize("family", ["swinv2", "convnext_timm", "convnext_torchvision", "vit", "swin_torchvision"])
@@ -521,8 +531,9 @@ def test_wildlife_tools_pipeline_explains_every_match_of_a_megadescriptor_shaped
     swin = _timm("swin_tiny_patch4_window7_224")
     bundle = ModelBundle(model=swin, input_size=224, name="megadescriptor-shaped-swin")
     settings = load_run_settings({"pairx": {"top_k": 2, "k_lines": 6, "k_colors": 2, "render": ["composite"]}})
-    result = run_pipeline(seaturtle_dir, seaturtle_dir / "metadata.csv", settings, tmp_path,
-                          run_name="swin", progress=False, model=bundle)
+    result = run_pipeline(
+        seaturtle_dir, seaturtle_dir / "metadata.csv", settings, tmp_path, run_name="swin", progress=False, model=bundle
+    )
 
     # 2 query images (split "test") x top 2 of the 2 database images
     assert len(result.records) == 4

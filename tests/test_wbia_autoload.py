@@ -1,4 +1,5 @@
 """Importing the plugin inside a WBIA that also has MiewID attaches the hook to MiewID by itself."""
+
 from __future__ import annotations
 
 import sys
@@ -35,7 +36,7 @@ def test_import_attaches_to_miewid_and_remove_restores_it(miewid_plugin_module, 
             assert miewid.MiewIdRequest.__dict__["postprocess_execute"] is not original_post
             assert miewid.MiewIdRequest.postprocess_execute.__wrapped__ is original_post
             declared = [p.varname for p in miewid.MiewIdConfig._param_info_list]
-            assert declared[:len(original_params)] == [p.varname for p in original_params]
+            assert declared[: len(original_params)] == [p.varname for p in original_params]
             assert "xpx_k_colors" in declared and "xpx_channel_order" in declared
             assert plugin.get_runtime().models._loader is miewid.read_config_and_load_model
             # the extended config keeps our keys and MiewID's: WBIA's cfgdict path

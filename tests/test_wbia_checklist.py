@@ -3,6 +3,7 @@
 Runs against the stand-in WBIA (tests/wbia_standin) with a MiewID-like model (timm
 efficientnet_lite0 backbone with ImageNet weights + GeM + BatchNorm1d) at 224 px and small k values.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -61,8 +62,7 @@ def hooked(env):
         cm_list = qreq_.execute()
     with env.plugin.attach(miewid.MiewIdRequest, miewid.MiewIdConfig):
         json_result, graph_cms, graph_qreq = graph.query_chips_graph(env.ibs, [QUERY], DAIDS, dict(SMALL_XPX), n=3)
-    return {"qreq": qreq_, "cm_list": cm_list, "json": json_result, "graph_cms": graph_cms,
-            "graph_qreq": graph_qreq}
+    return {"qreq": qreq_, "cm_list": cm_list, "json": json_result, "graph_cms": graph_cms, "graph_qreq": graph_qreq}
 
 
 def _xpx(**over):
@@ -77,8 +77,7 @@ def test_checklist_01_registers_ibs_methods_at_import(env, seaturtle_dir, tmp_pa
     from wbia_standin.controller import StandinController
 
     registered = controller_inject.IBS_METHODS["wbia_pairx._plugin"]
-    assert set(registered) == {"wbia_plugin_pairx_explain", "wbia_plugin_pairx_render",
-                               "wbia_plugin_pairx_explanation"}
+    assert set(registered) == {"wbia_plugin_pairx_explain", "wbia_plugin_pairx_render", "wbia_plugin_pairx_explanation"}
     # a controller built after the import has them bound: ibs.f(*a) calls f(ibs, *a)
     with installed():
         ibs = StandinController(seaturtle_dir, tmp_path / "cache")
@@ -112,9 +111,11 @@ class _SpyController:
     def __getattr__(self, name):
         target = getattr(self._ibs, name)
         if callable(target):
+
             def wrapper(*a, **k):
                 self.calls.append(name)
                 return target(*a, **k)
+
             return wrapper
         return target
 
@@ -244,9 +245,16 @@ def _model_state(model):
         "training": [(n, m.training) for n, m in model.named_modules()],
         "requires_grad": [(n, p.requires_grad) for n, p in model.named_parameters()],
         "grads": [n for n, p in model.named_parameters() if p.grad is not None],
-        "hooks": [(n, len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks),
-                   len(getattr(m, "_backward_pre_hooks", {})))
-                  for n, m in model.named_modules()],
+        "hooks": [
+            (
+                n,
+                len(m._forward_hooks),
+                len(m._forward_pre_hooks),
+                len(m._backward_hooks),
+                len(getattr(m, "_backward_pre_hooks", {})),
+            )
+            for n, m in model.named_modules()
+        ],
         "device_attr": hasattr(model, "device"),
         "params": {n: p.detach().clone() for n, p in model.named_parameters()},
         "buffers": {n: b.detach().clone() for n, b in model.named_buffers()},
@@ -259,8 +267,11 @@ def test_checklist_07_model_left_exactly_as_found(env, hooked):
     model.backbone.blocks[0].requires_grad_(False)  # a partly frozen model must stay so
     before = _model_state(model)
     assert not any(h for _, *hs in before["hooks"] for h in hs)
-    env.runtime.explain_candidates(env.ibs, [__import__("wbia_pairx.selection", fromlist=["Candidate"]).Candidate(
-        QUERY, 5, 0, 0.5)], _xpx(xpx_k_colors=1))
+    env.runtime.explain_candidates(
+        env.ibs,
+        [__import__("wbia_pairx.selection", fromlist=["Candidate"]).Candidate(QUERY, 5, 0, 0.5)],
+        _xpx(xpx_k_colors=1),
+    )
     after = _model_state(model)
     try:
         for key in ("training", "requires_grad", "grads", "hooks", "device_attr"):
@@ -379,8 +390,7 @@ def _cm(qaid, daids, annot_scores, nids):
     cm._update_daid_index()
     cm._update_unique_nid_index()
     scores = np.array(annot_scores, dtype=np.float64)
-    cm.set_cannonical_name_score(scores, np.array([scores[g].max() if len(g) else -np.inf
-                                                   for g in cm.name_groupxs]))
+    cm.set_cannonical_name_score(scores, np.array([scores[g].max() if len(g) else -np.inf for g in cm.name_groupxs]))
     return cm
 
 
@@ -401,8 +411,7 @@ def test_checklist_10_top_k_selection_skips_self_and_handles_inf_and_empty(env, 
     cm_run = hooked["cm_list"][0]
     order = np.argsort(-cm_run.annot_score_list, kind="stable")
     expected = [int(cm_run.daid_list[i]) for i in order[:2]]
-    explained = [int(d) for d in cm_run.daid_list
-                 if env.runtime.lookup(env.ibs, QUERY, int(d), _xpx()) is not None]
+    explained = [int(d) for d in cm_run.daid_list if env.runtime.lookup(env.ibs, QUERY, int(d), _xpx()) is not None]
     assert set(expected) <= set(explained)
 
     # the hook on an empty daid_list: nothing to explain, nothing fails, the cm comes back
@@ -463,8 +472,7 @@ def test_checklist_13_render_is_bgr_uint8_and_survives_jpeg_round_trip(env, hook
     qreq_ = hooked["graph_qreq"]
     daid = int(cm.daid_list[np.argmax(cm.annot_score_list)])
     entry = env.runtime.lookup(env.ibs, QUERY, daid, _xpx())
-    versions = {"heatmask": dict(heatmask=True), "matches": dict(draw_fmatches=True, show_matches=True),
-                "clean": {}}
+    versions = {"heatmask": dict(heatmask=True), "matches": dict(draw_fmatches=True, show_matches=True), "clean": {}}
     panels = {"heatmask": "composite", "matches": "only_lines", "clean": "only_colors"}
     with env.plugin.attach(miewid.MiewIdRequest, miewid.MiewIdConfig):
         for version, flags in versions.items():
@@ -497,7 +505,7 @@ def test_checklist_14_json_result_keeps_wbia_shape_refs_are_additive(env, hooked
     from wbia_pairx.json_result import REFS_KEY, with_explanation_refs
 
     json_result = hooked["json"]
-    (quuid, entry), = json_result["cm_dict"].items()
+    ((quuid, entry),) = json_result["cm_dict"].items()
     assert set(entry) == graph.CM_DICT_KEYS | graph.OPTIONAL_CM_DICT_KEYS
     assert entry["qannot_uuid"] == {"__UUID__": quuid}
     assert all(set(u) == {"__UUID__"} for u in entry["dannot_uuid_list"])
@@ -557,9 +565,20 @@ def test_checklist_16_config_class_drops_unknown_keys_and_cfgstr_covers_picture_
     ours = {p.name for p in XPX_PARAMS}
     miew = {p.varname for p in miewid.MiewIdConfig._param_info_list}
     assert not ours & miew and not any(n.startswith("pairx_") for n in ours)
-    changed = {"xpx_enabled": False, "xpx_top_k": 9, "xpx_score": "name", "xpx_layer_key": "backbone.blocks.5",
-               "xpx_k_lines": 7, "xpx_k_colors": 4, "xpx_mode": "parity", "xpx_channel_order": "rgb",
-               "xpx_rerank": True, "xpx_rerank_k": 3, "xpx_rerank_alpha": 0.5, "xpx_rerank_score": "mc"}  # H6
+    changed = {
+        "xpx_enabled": False,
+        "xpx_top_k": 9,
+        "xpx_score": "name",
+        "xpx_layer_key": "backbone.blocks.5",
+        "xpx_k_lines": 7,
+        "xpx_k_colors": 4,
+        "xpx_mode": "parity",
+        "xpx_channel_order": "rgb",
+        "xpx_rerank": True,
+        "xpx_rerank_k": 3,
+        "xpx_rerank_alpha": 0.5,
+        "xpx_rerank_score": "mc",
+    }  # H6
     base = XpxConfig().get_cfgstr()
     for param in XPX_PARAMS:
         if param.in_cfgstr:
@@ -573,8 +592,10 @@ def test_checklist_16_config_class_drops_unknown_keys_and_cfgstr_covers_picture_
         with pytest.raises(ConfigError, match="xpx_k_colors"):
             XpxConfig(xpx_k_colors=0).validated()
     assert miewid.MiewIdConfig._param_info_list == saved  # detached: the host class is as it was
-    assert graph.new_query_request(env.ibs, [1], [2], {"xpx_k_colors": 2}).get_cfgstr() == \
-        graph.new_query_request(env.ibs, [1], [2], {"xpx_k_colors": 3}).get_cfgstr()
+    assert (
+        graph.new_query_request(env.ibs, [1], [2], {"xpx_k_colors": 2}).get_cfgstr()
+        == graph.new_query_request(env.ibs, [1], [2], {"xpx_k_colors": 3}).get_cfgstr()
+    )
 
 
 # ------------------------------------------------------------------------------------------ 17
@@ -622,19 +643,27 @@ def test_checklist_18_web_endpoints_have_legal_rules_envelope_and_image_bytes(en
     cm = hooked["cm_list"][0]
     daid = int(cm.daid_list[np.argmax(cm.annot_score_list)])
     quuid, duuid = env.ibs.get_annot_uuids(QUERY), env.ibs.get_annot_uuids(daid)
-    reply = controller_inject.call_api(env.ibs, "/api/plugin/pairx/explanation/", query={
-        "query_annot_uuid": json.dumps(str(quuid)), "database_annot_uuid": json.dumps(str(duuid)),
-        "query_config_dict": json.dumps(SMALL_XPX)})
+    reply = controller_inject.call_api(
+        env.ibs,
+        "/api/plugin/pairx/explanation/",
+        query={
+            "query_annot_uuid": json.dumps(str(quuid)),
+            "database_annot_uuid": json.dumps(str(duuid)),
+            "query_config_dict": json.dumps(SMALL_XPX),
+        },
+    )
     assert set(reply) == {"status", "response"} and reply["status"]["success"] is True
     assert reply["response"]["version"] == 1
     ref = reply["response"]["entry"]["explanation"]
     assert ref["artifact_id"] and "composite" in ref["images"]
-    bad = controller_inject.call_api(env.ibs, "/api/plugin/pairx/explanation/",
-                                     query={"query_annot_uuid": "\"nope\"", "database_annot_uuid": "\"x\""})
+    bad = controller_inject.call_api(
+        env.ibs, "/api/plugin/pairx/explanation/", query={"query_annot_uuid": '"nope"', "database_annot_uuid": '"x"'}
+    )
     assert bad["status"]["success"] is False and "nope" in bad["status"]["message"]
 
-    png = controller_inject.call_route(env.ibs, "/plugin/pairx/image/", qaid=QUERY, daid=daid,
-                                       version="heatmask", query_config_dict=SMALL_XPX)
+    png = controller_inject.call_route(
+        env.ibs, "/plugin/pairx/image/", qaid=QUERY, daid=daid, version="heatmask", query_config_dict=SMALL_XPX
+    )
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     served = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
     stored = (env.root / "pairx" / "artifacts" / ref["images"]["composite"]).read_bytes()

@@ -1,5 +1,6 @@
 """Bad inputs to the WBIA adapter: each gets one of our error types naming the input, or is recorded
 against its own pair while the host's job and matches carry on."""
+
 from __future__ import annotations
 
 import sys
@@ -20,11 +21,21 @@ def env(seaturtle_dir, tmp_path_factory):
         yield env
 
 
-@pytest.mark.parametrize("key, value", [
-    ("xpx_enabled", "yes"), ("xpx_top_k", -1), ("xpx_top_k", True), ("xpx_score", "best"),
-    ("xpx_layer_key", ""), ("xpx_k_lines", 0), ("xpx_k_colors", 2.5), ("xpx_mode", "fast"),
-    ("xpx_channel_order", "rbg"), ("xpx_render_on_demand", 1),
-])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("xpx_enabled", "yes"),
+        ("xpx_top_k", -1),
+        ("xpx_top_k", True),
+        ("xpx_score", "best"),
+        ("xpx_layer_key", ""),
+        ("xpx_k_lines", 0),
+        ("xpx_k_colors", 2.5),
+        ("xpx_mode", "fast"),
+        ("xpx_channel_order", "rbg"),
+        ("xpx_render_on_demand", 1),
+    ],
+)
 def test_bad_config_value_names_the_key(key, value):
     from wbia_pairx.config import XpxConfig
 
@@ -44,8 +55,9 @@ class _BadChips:
         return "left"
 
 
-@pytest.mark.parametrize("chip", [None, np.zeros((50, 40), np.uint8), np.zeros((50, 40, 3), np.float32),
-                                  np.zeros((1, 40, 3), np.uint8)])
+@pytest.mark.parametrize(
+    "chip", [None, np.zeros((50, 40), np.uint8), np.zeros((50, 40, 3), np.float32), np.zeros((1, 40, 3), np.uint8)]
+)
 def test_bad_chip_names_the_annotation(chip):
     from wbia_pairx.chips import WbiaChipSource
 
@@ -73,8 +85,9 @@ def test_fliplr_by_viewpoint_mirrors_model_input_and_display(env):
     flipped = WbiaChipSource(env.ibs, miewid.make_config(fliplr=True, fliplr_view=["right"])).load("3")
     np.testing.assert_array_equal(flipped.display, plain.display[:, ::-1])
     assert not torch.equal(flipped.tensor, plain.tensor)
-    torch.testing.assert_close(flipped.tensor, WbiaChipSource(env.ibs, miewid.make_config(
-        fliplr=True, fliplr_view=["right"])).load("3").tensor)
+    torch.testing.assert_close(
+        flipped.tensor, WbiaChipSource(env.ibs, miewid.make_config(fliplr=True, fliplr_view=["right"])).load("3").tensor
+    )
     unaffected = WbiaChipSource(env.ibs, miewid.make_config(fliplr=True, fliplr_view=["right"])).load("1")
     np.testing.assert_array_equal(unaffected.display, WbiaChipSource(env.ibs, miewid.make_config()).load("1").display)
 

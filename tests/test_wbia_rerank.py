@@ -1,12 +1,13 @@
 """WBIA ``xpx_rerank*`` keys: declared, validated, in the cfgstr, mapped onto pairx.rerank."""
+
 from __future__ import annotations
 
 import pytest
 from test_evidence_evaluation import record
-from wbia_pairx.config import XpxConfig
-from wbia_pairx.rerank import reranked_daids
 
 from pairx_plugin.errors import ConfigError
+from wbia_pairx.config import XpxConfig
+from wbia_pairx.rerank import reranked_daids
 
 
 def test_rerank_keys_reach_the_core_config_and_the_cfgstr():
@@ -19,8 +20,10 @@ def test_rerank_keys_reach_the_core_config_and_the_cfgstr():
     assert "xpx_rerank_alpha=0.5" in on.get_cfgstr()
 
 
-@pytest.mark.parametrize(("key", "value"), [("xpx_rerank", 1), ("xpx_rerank_k", 1), ("xpx_rerank_alpha", 2.0),
-                                            ("xpx_rerank_score", "cosine")])
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("xpx_rerank", 1), ("xpx_rerank_k", 1), ("xpx_rerank_alpha", 2.0), ("xpx_rerank_score", "cosine")],
+)
 def test_bad_rerank_keys_are_named(key, value):
     with pytest.raises(ConfigError, match=key):
         XpxConfig(**{key: value}).pairx_config()

@@ -1,4 +1,5 @@
 """Building the explained pipeline from a YAML config through wildlife-tools' own ``realize``."""
+
 from __future__ import annotations
 
 import pytest
@@ -38,7 +39,9 @@ def test_realize_builds_dataset_and_explaining_classifier_from_yaml(seaturtle_di
     from wildlife_tools.tools import parse_yaml, realize
 
     torch.set_num_threads(1)
-    config = parse_yaml(CONFIG.format(metadata=seaturtle_dir / "metadata.csv", root=seaturtle_dir, out=tmp_path / "out"))
+    config = parse_yaml(
+        CONFIG.format(metadata=seaturtle_dir / "metadata.csv", root=seaturtle_dir, out=tmp_path / "out")
+    )
     dataset = realize(config["dataset"])
     classifier = realize(config["classifier"], database_labels=dataset.labels_string)
     assert type(classifier).__name__ == "PairXKnnClassifier"

@@ -1,4 +1,5 @@
 """``pairx-plugin run --images DIR --metadata CSV [--config FILE] [--out DIR]`` through the CLI core."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,10 @@ pairx:
 def cli(monkeypatch):
     from pairx_plugin import cli as core
 
-    points = [metadata.EntryPoint(name=n, value=f"pairx_wildlife_tools.commands:register_{n}",
-                                  group=core.ENTRY_POINT_GROUP) for n in ("run", "demo")]
+    points = [
+        metadata.EntryPoint(name=n, value=f"pairx_wildlife_tools.commands:register_{n}", group=core.ENTRY_POINT_GROUP)
+        for n in ("run", "demo")
+    ]
     monkeypatch.setattr(core, "discover_entry_points", lambda: points)
     return core.main
 
@@ -40,8 +43,22 @@ def test_run_explains_the_split_and_writes_manifest_and_review(cli, seaturtle_di
     config = tmp_path / "run.yaml"
     config.write_text(CONFIG)
     out = tmp_path / "out"
-    code = cli(["run", "--images", str(seaturtle_dir), "--metadata", str(seaturtle_dir / "metadata.csv"),
-                "--config", str(config), "--out", str(out), "--run-name", "turtles", "--no-progress"])
+    code = cli(
+        [
+            "run",
+            "--images",
+            str(seaturtle_dir),
+            "--metadata",
+            str(seaturtle_dir / "metadata.csv"),
+            "--config",
+            str(config),
+            "--out",
+            str(out),
+            "--run-name",
+            "turtles",
+            "--no-progress",
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0, printed
     lines = [json.loads(line) for line in (out / "runs" / "turtles.jsonl").read_text().splitlines()]
@@ -66,13 +83,27 @@ def test_run_explains_the_split_and_writes_manifest_and_review(cli, seaturtle_di
         (lambda d: d.update(config="pairx:\n  k_colors: 0\n"), r"pairx\.k_colors: must be >= 1, got 0"),
         (lambda d: d.update(split="val"), r"split column 'split' has values \['val'\]"),
         (lambda d: d.update(rows=1), r"has 1 row\(s\); matching needs at least 2 images"),
-        (lambda d: d.update(bad_path=True), r"1 image file\(s\) listed in the metadata do not exist under .*'images/identity_a/not_there.JPG'"),
-        (lambda d: d.update(corrupt=True), r"could not load the images listed in the metadata .*check that every 'path' exists"),
+        (
+            lambda d: d.update(bad_path=True),
+            r"1 image file\(s\) listed in the metadata do not exist under .*'images/identity_a/not_there.JPG'",
+        ),
+        (
+            lambda d: d.update(corrupt=True),
+            r"could not load the images listed in the metadata .*check that every 'path' exists",
+        ),
     ],
 )
 def test_run_bad_inputs_exit_2_with_one_clear_line(cli, seaturtle_dir, tmp_path, capsys, change, message):
-    spec = {"images": str(seaturtle_dir), "metadata": True, "columns": None, "config": None, "split": None,
-            "rows": None, "bad_path": False, "corrupt": False}
+    spec = {
+        "images": str(seaturtle_dir),
+        "metadata": True,
+        "columns": None,
+        "config": None,
+        "split": None,
+        "rows": None,
+        "bad_path": False,
+        "corrupt": False,
+    }
     change(spec)
     table = pd.read_csv(seaturtle_dir / "metadata.csv")
     if spec["rows"]:
@@ -94,8 +125,16 @@ def test_run_bad_inputs_exit_2_with_one_clear_line(cli, seaturtle_dir, tmp_path,
         table["split"] = spec["split"]
     csv = tmp_path / "meta.csv"
     table.to_csv(csv, index=False)
-    argv = ["run", "--images", spec["images"], "--metadata", str(csv if spec["metadata"] else tmp_path / "nope.csv"),
-            "--out", str(tmp_path / "out"), "--no-progress"]
+    argv = [
+        "run",
+        "--images",
+        spec["images"],
+        "--metadata",
+        str(csv if spec["metadata"] else tmp_path / "nope.csv"),
+        "--out",
+        str(tmp_path / "out"),
+        "--no-progress",
+    ]
     if spec["config"]:
         (tmp_path / "c.yaml").write_text(spec["config"])
         argv += ["--config", str(tmp_path / "c.yaml")]
@@ -115,7 +154,10 @@ def test_run_settings_defaults_and_overrides():
     assert load_run_settings(None).pairx.top_k == 5
     with pytest.raises(ConfigError, match=r"batch_size: Input should be greater than or equal to 1, got 0"):
         load_run_settings({"batch_size": 0})
-    with pytest.raises(ConfigError, match=r"^modle: unknown key; valid keys are: model, weights, trust_remote_code, batch_size, data, pairx$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^modle: unknown key; valid keys are: model, weights, trust_remote_code, batch_size, data, pairx$",
+    ):
         load_run_settings({"modle": "builtin"})
     with pytest.raises(ConfigError, match=r"^data\.img_lod: unknown key; valid keys are: img_load, split_column"):
         load_run_settings({"data": {"img_lod": "full"}})

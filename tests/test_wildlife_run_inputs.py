@@ -3,6 +3,7 @@ isolation): paths that leave ``--images``, empty identity cells, progress bars u
 and two runs started together into one ``--out``. Runs under wildlife-tools 0.0.9 and 1.x alike
 (``tests/run_wildlife_v1.sh`` runs this file in the 1.x environment too).
 """
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,10 @@ CONFIG = "model: builtin\nbatch_size: 4\npairx:\n  top_k: 1\n  k_colors: 1\n  re
 def cli(monkeypatch):
     from pairx_plugin import cli as core
 
-    points = [metadata.EntryPoint(name=n, value=f"pairx_wildlife_tools.commands:register_{n}",
-                                  group=core.ENTRY_POINT_GROUP) for n in ("run", "demo")]
+    points = [
+        metadata.EntryPoint(name=n, value=f"pairx_wildlife_tools.commands:register_{n}", group=core.ENTRY_POINT_GROUP)
+        for n in ("run", "demo")
+    ]
     monkeypatch.setattr(core, "discover_entry_points", lambda: points)
     return core.main
 
@@ -68,7 +71,9 @@ def test_run_refuses_paths_outside_images_naming_row_and_path(cli, images, seatu
         table.loc[2, "path"] = "link.JPG"
     csv = tmp_path / "meta.csv"
     table.to_csv(csv, index=False)
-    code = cli(["run", "--images", str(images), "--metadata", str(csv), "--out", str(tmp_path / "out"), "--no-progress"])
+    code = cli(
+        ["run", "--images", str(images), "--metadata", str(csv), "--out", str(tmp_path / "out"), "--no-progress"]
+    )
     err = capsys.readouterr().err
     assert code == 2, err
     assert f"row 4 of the CSV (image_id 'image_3'): path {table.loc[2, 'path']!r} leads outside --images" in err, err
@@ -116,8 +121,22 @@ def test_run_with_an_empty_identity_explains_it_without_a_label(cli, seaturtle_d
     csv = tmp_path / "meta.csv"
     table.to_csv(csv, index=False)
     (tmp_path / "c.yaml").write_text(CONFIG)
-    code = cli(["run", "--images", str(seaturtle_dir), "--metadata", str(csv), "--config", str(tmp_path / "c.yaml"),
-                "--out", str(tmp_path / "out"), "--run-name", "unknowns", "--no-progress"])
+    code = cli(
+        [
+            "run",
+            "--images",
+            str(seaturtle_dir),
+            "--metadata",
+            str(csv),
+            "--config",
+            str(tmp_path / "c.yaml"),
+            "--out",
+            str(tmp_path / "out"),
+            "--run-name",
+            "unknowns",
+            "--no-progress",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert "(over 1 queries with a known identity; 1 unknown left out)" in out, out
@@ -141,7 +160,9 @@ def test_quiet_progress_hides_wildlife_tools_extraction_bar(seaturtle_dir, capsy
     from wildlife_tools.data import WildlifeDataset
     from wildlife_tools.features import DeepFeatures
 
-    dataset = WildlifeDataset(_table(seaturtle_dir), str(seaturtle_dir), transform=T.Compose([T.Resize((32, 32)), T.ToTensor()]))
+    dataset = WildlifeDataset(
+        _table(seaturtle_dir), str(seaturtle_dir), transform=T.Compose([T.Resize((32, 32)), T.ToTensor()])
+    )
     extractor = DeepFeatures(_TinyEmbedding(), batch_size=2, num_workers=0)
     capsys.readouterr()
     loud = extractor(dataset)
@@ -161,12 +182,27 @@ def test_quiet_progress_hides_wildlife_tools_extraction_bar(seaturtle_dir, capsy
 def test_two_runs_started_together_into_one_out_both_complete(seaturtle_dir, tmp_path):
     (tmp_path / "c.yaml").write_text(CONFIG)
     out = tmp_path / "out"
-    command = [sys.executable, "-c", "import sys; from pairx_plugin.cli import main; sys.exit(main())", "run",
-               "--images", str(seaturtle_dir), "--metadata", str(seaturtle_dir / "metadata.csv"),
-               "--config", str(tmp_path / "c.yaml"), "--out", str(out), "--no-progress", "--threads", "1"]
+    command = [
+        sys.executable,
+        "-c",
+        "import sys; from pairx_plugin.cli import main; sys.exit(main())",
+        "run",
+        "--images",
+        str(seaturtle_dir),
+        "--metadata",
+        str(seaturtle_dir / "metadata.csv"),
+        "--config",
+        str(tmp_path / "c.yaml"),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--threads",
+        "1",
+    ]
     env = {**os.environ, "PYTHONHASHSEED": "0"}
-    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-                 for _ in range(2)]
+    processes = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)
+    ]
     results = [p.communicate(timeout=600) for p in processes]
     for process, (stdout, stderr) in zip(processes, results):
         assert process.returncode == 0, (stdout, stderr)

@@ -4,6 +4,7 @@ WildlifeDataset (no split: every image queries the others) → DeepFeatures (Ima
 EfficientNet-Lite0) → CosineSimilarity ({"cosine": matrix}) → PairXKnnClassifier. Every top-k record
 must carry a schema-valid artifact whose explained cosine is the pipeline's similarity score.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,14 +54,25 @@ def turtle_run(seaturtle_dir, lite0_imagenet, tmp_path_factory):
     similarity = CosineSimilarity()(features, features)  # 0.0.9: {"cosine": matrix}
     root = tmp_path_factory.mktemp("turtle_store")
     classifier = pw.PairXKnnClassifier(
-        k=1, database_labels=dataset.labels_string, pairx=PAIRX, query_dataset=dataset,
-        database_dataset=dataset, extractor=extractor, store=ArtifactStore(root), progress=False,
+        k=1,
+        database_labels=dataset.labels_string,
+        pairx=PAIRX,
+        query_dataset=dataset,
+        database_dataset=dataset,
+        extractor=extractor,
+        store=ArtifactStore(root),
+        progress=False,
         run_name="seaturtle",
     )
     predictions, records = classifier.predict_and_explain(similarity)
     return {
-        "dataset": dataset, "similarity": similarity["cosine"], "predictions": predictions,
-        "records": records, "root": root, "model": lite0_imagenet, "before": before,
+        "dataset": dataset,
+        "similarity": similarity["cosine"],
+        "predictions": predictions,
+        "records": records,
+        "root": root,
+        "model": lite0_imagenet,
+        "before": before,
         "classifier": classifier,
     }
 
@@ -137,9 +149,16 @@ def test_one_unreadable_image_costs_only_its_own_records(seaturtle_dir, lite0_im
         d = lite0_imagenet(database[0][0][None])
     good = float(torch.nn.functional.cosine_similarity(q, d).item())
     similarity = np.array([[good, 0.5]])  # the broken image's score is whatever the host said
-    records = pw.explain_similarity(similarity, query, database, model=lite0_imagenet,
-                                    config={**PAIRX, "top_k": 2, "k_colors": 1},
-                                    store=ArtifactStore(tmp_path), progress=False, run_name="broken")
+    records = pw.explain_similarity(
+        similarity,
+        query,
+        database,
+        model=lite0_imagenet,
+        config={**PAIRX, "top_k": 2, "k_colors": 1},
+        store=ArtifactStore(tmp_path),
+        progress=False,
+        run_name="broken",
+    )
     assert [(r.candidate_id, r.rank, r.score) for r in records] == [("image_2", 0, good), ("image_3", 1, 0.5)]
     assert records[0].explanation is not None and abs(records[0].explanation.cosine - good) <= 1e-4
     assert records[1].explanation is None

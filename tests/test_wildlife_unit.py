@@ -1,5 +1,6 @@
 """Fast tests of the wildlife-tools adapter's pieces (no engine): top-k, image source, records,
 registration, configuration errors, the synthetic set's geometry and the line-landing metric."""
+
 from __future__ import annotations
 
 import json
@@ -89,7 +90,11 @@ def test_from_topk_classifier_reads_1x_triple():
     index = np.array([[3, 0], [1, 2]])
     rows = pw.from_topk_classifier((labels, scores, index))
     assert [(r.query_index, r.database_index, r.rank, r.score) for r in rows] == [
-        (0, 3, 0, 0.9), (0, 0, 1, 0.5), (1, 1, 0, 0.8), (1, 2, 1, 0.1)]
+        (0, 3, 0, 0.9),
+        (0, 0, 1, 0.5),
+        (1, 1, 0, 0.8),
+        (1, 2, 1, 0.1),
+    ]
     with pytest.raises(InvalidInputError, match="return_all=True"):
         pw.from_topk_classifier(labels)
     with pytest.raises(InvalidInputError, match="must both be n_query x k"):
@@ -149,11 +154,17 @@ def test_image_source_bad_inputs(turtle_metadata, seaturtle_dir, tmp_path):
 
 def test_records_carry_ids_labels_and_matrix_positions(turtle_metadata, seaturtle_dir):
     dataset = _dataset(turtle_metadata, seaturtle_dir)
-    rows = pw.top_k(np.array([[1.0, 0.3, 0.7, 0.1]]), 2, query_ids=["image_1"],
-                    database_ids=["image_1", "image_2", "image_3", "image_4"])
+    rows = pw.top_k(
+        np.array([[1.0, 0.3, 0.7, 0.1]]),
+        2,
+        query_ids=["image_1"],
+        database_ids=["image_1", "image_2", "image_3", "image_4"],
+    )
     records = pw.records_from_candidates(rows, _dataset(turtle_metadata.iloc[:1], seaturtle_dir), dataset)
     assert [(r.query_id, r.candidate_id, r.rank, r.score, r.query_label, r.candidate_label) for r in records] == [
-        ("image_1", "image_3", 0, 0.7, "a", "b"), ("image_1", "image_2", 1, 0.3, "a", "a")]
+        ("image_1", "image_3", 0, 0.7, "a", "b"),
+        ("image_1", "image_2", 1, 0.3, "a", "a"),
+    ]
     assert records[0].extras == {"query_index": 0, "database_index": 2}
     frame = pw.records_to_frame(records)
     assert list(frame["same_identity"]) == [False, True]
@@ -228,7 +239,7 @@ def test_synthetic_set_is_reproducible_and_validated(tmp_path):
 def _model_input(root, sighting, size=224):
     image = cv2.cvtColor(cv2.imread(str(root / sighting.path)), cv2.COLOR_BGR2GRAY).astype(np.float64)
     x, y, w, h = sighting.bbox
-    return cv2.resize(image[y:y + h, x:x + w], (size, size), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(image[y : y + h, x : x + w], (size, size), interpolation=cv2.INTER_LINEAR)
 
 
 def _ncc(a, b, mask):
@@ -276,8 +287,11 @@ def test_landed_lines_against_a_known_shift():
 
 
 def test_summary_pools_lines_by_correctness():
-    scores = [LineScore("q", "a", True, 10, 7, 1.0), LineScore("q", "b", True, 10, 5, 0.0),
-              LineScore("q", "c", False, 20, 2, 2.0)]
+    scores = [
+        LineScore("q", "a", True, 10, 7, 1.0),
+        LineScore("q", "b", True, 10, 5, 0.0),
+        LineScore("q", "c", False, 20, 2, 2.0),
+    ]
     summary = summarise(scores)
     assert (summary.correct_share, summary.correct_lines, summary.correct_matches) == (0.6, 20, 2)
     assert (summary.incorrect_share, summary.incorrect_lines, summary.incorrect_matches) == (0.1, 20, 1)
@@ -295,8 +309,13 @@ def test_classifier_keeps_predictions_when_pairx_cannot_run(lite0_imagenet, seat
     dataset = _dataset(metadata, seaturtle_dir)
     sim = np.array([[1.0, 0.8, 0.3, 0.2], [0.8, 1.0, 0.1, 0.4], [0.3, 0.1, 1.0, 0.6], [0.2, 0.4, 0.6, 1.0]])
     classifier = pw.PairXKnnClassifier(
-        k=1, database_labels=dataset.labels_string, pairx={"top_k": 2, "layer_keys": ["no.such.layer"]},
-        query_dataset=dataset, database_dataset=dataset, model=lite0_imagenet, store=ArtifactStore(tmp_path),
+        k=1,
+        database_labels=dataset.labels_string,
+        pairx={"top_k": 2, "layer_keys": ["no.such.layer"]},
+        query_dataset=dataset,
+        database_dataset=dataset,
+        model=lite0_imagenet,
+        store=ArtifactStore(tmp_path),
         progress=False,
     )
     with pytest.warns(RuntimeWarning, match="no.such.layer"):
@@ -304,7 +323,9 @@ def test_classifier_keeps_predictions_when_pairx_cannot_run(lite0_imagenet, seat
     assert list(predictions) == list(KnnClassifier(k=1, database_labels=dataset.labels_string)(sim))
     assert len(classifier.records) == 8
     assert [(r.query_id, r.candidate_id, r.score) for r in classifier.records[:2]] == [
-        ("image_1", "image_2", 0.8), ("image_1", "image_3", 0.3)]
+        ("image_1", "image_2", 0.8),
+        ("image_1", "image_3", 0.3),
+    ]
     for record in classifier.records:
         assert record.explanation is None
         assert record.explanation_error.type == "LayerNotFoundError"
@@ -313,7 +334,9 @@ def test_classifier_keeps_predictions_when_pairx_cannot_run(lite0_imagenet, seat
 
 def test_image_source_rejects_a_transform_that_gives_no_tensor(turtle_metadata, seaturtle_dir):
     dataset = _dataset(turtle_metadata, seaturtle_dir, transform=lambda img: np.asarray(img))
-    with pytest.raises(InvalidInputError, match=r"transform gave ndarray for 'image_1'; it must give a \(3, H, W\) tensor"):
+    with pytest.raises(
+        InvalidInputError, match=r"transform gave ndarray for 'image_1'; it must give a \(3, H, W\) tensor"
+    ):
         pw.DatasetImageSource([dataset]).load("image_1")
 
 
@@ -346,14 +369,21 @@ def test_line_scoring_reports_unreadable_artifacts_and_foreign_pairs(tmp_path):
     from pairx_wildlife_tools.pipeline import PipelineResult
 
     synthetic = generate_synthetic_set(tmp_path / "data", animals=2, sightings=2, seed=1)
-    ref = ExplanationRef(artifact_id="0" * 64, layer="blocks.3", json_path="artifacts/none/explanation.json",
-                         metrics=ExplanationMetrics(irm=None, mc=0.0, inlier_ratio=None, match_count=0), cosine=0.5)
+    ref = ExplanationRef(
+        artifact_id="0" * 64,
+        layer="blocks.3",
+        json_path="artifacts/none/explanation.json",
+        metrics=ExplanationMetrics(irm=None, mc=0.0, inlier_ratio=None, match_count=0),
+        cosine=0.5,
+    )
 
     def result(query, candidate):
         record = MatchRecord(query_id=query, candidate_id=candidate, rank=0, score=0.5).with_explanation([ref])
         return PipelineResult([record], np.array([]), np.array([]), 0.0, np.eye(2), "r", tmp_path, None)
 
-    with pytest.raises(ArtifactError, match=r"cannot read artifact '.*artifacts/none/explanation.json' to score its lines"):
+    with pytest.raises(
+        ArtifactError, match=r"cannot read artifact '.*artifacts/none/explanation.json' to score its lines"
+    ):
         score_lines(result("animal_00_s0", "animal_01_s1"), synthetic)
     (tmp_path / "artifacts" / "none").mkdir(parents=True)
     (tmp_path / "artifacts" / "none" / "explanation.json").write_text("{}")

@@ -8,6 +8,7 @@ Covered: ``wildlife_tools.data.ImageDataset`` and wildlife-datasets' ``WildlifeD
 ``PairXTopkClassifier``; ``KnnClassifier`` through ``PairXKnnClassifier``; ``SimilarityPipeline`` and
 ``WildFusion`` (fused scores, deep part explained); ``pairx-plugin run`` / ``demo`` registration.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,16 +47,20 @@ def _image_datasets(seaturtle_dir, transform):
     from wildlife_tools.data import ImageDataset
 
     query, database = _split(seaturtle_dir)
-    return (ImageDataset(query, str(seaturtle_dir), transform=transform),
-            ImageDataset(database, str(seaturtle_dir), transform=transform))
+    return (
+        ImageDataset(query, str(seaturtle_dir), transform=transform),
+        ImageDataset(database, str(seaturtle_dir), transform=transform),
+    )
 
 
 def _wildlife_datasets(seaturtle_dir, transform):
     from wildlife_datasets.datasets import WildlifeDataset
 
     query, database = _split(seaturtle_dir)
-    return (WildlifeDataset(str(seaturtle_dir), query.reset_index(drop=True), transform=transform, load_label=True),
-            WildlifeDataset(str(seaturtle_dir), database.reset_index(drop=True), transform=transform, load_label=True))
+    return (
+        WildlifeDataset(str(seaturtle_dir), query.reset_index(drop=True), transform=transform, load_label=True),
+        WildlifeDataset(str(seaturtle_dir), database.reset_index(drop=True), transform=transform, load_label=True),
+    )
 
 
 def _assert_schema_valid_with_cosine(records, root, expected):
@@ -72,7 +77,9 @@ def _assert_schema_valid_with_cosine(records, root, expected):
         assert (artifact.query_id, artifact.candidate_id) == (record.query_id, record.candidate_id)
 
 
-@pytest.mark.parametrize("make_datasets", [_image_datasets, _wildlife_datasets], ids=["ImageDataset", "wildlife-datasets"])
+@pytest.mark.parametrize(
+    "make_datasets", [_image_datasets, _wildlife_datasets], ids=["ImageDataset", "wildlife-datasets"]
+)
 def test_topk_pipeline_end_to_end(make_datasets, seaturtle_dir, lite0_imagenet, tmp_path):
     from wildlife_tools.features import DeepFeatures
     from wildlife_tools.inference import TopkClassifier
@@ -86,9 +93,18 @@ def test_topk_pipeline_end_to_end(make_datasets, seaturtle_dir, lite0_imagenet, 
     labels = np.asarray(database.labels_string)  # pandas 3: an Arrow array TopkClassifier cannot index
     plain = TopkClassifier(labels, k=2, return_all=True)(similarity)
 
-    classifier = pw.PairXTopkClassifier(labels, k=2, return_all=True, pairx=PAIRX, query_dataset=query,
-                                        database_dataset=database, extractor=extractor,
-                                        store=ArtifactStore(tmp_path), progress=False, run_name="topk")
+    classifier = pw.PairXTopkClassifier(
+        labels,
+        k=2,
+        return_all=True,
+        pairx=PAIRX,
+        query_dataset=query,
+        database_dataset=database,
+        extractor=extractor,
+        store=ArtifactStore(tmp_path),
+        progress=False,
+        run_name="topk",
+    )
     output = classifier(similarity)
     for mine, theirs in zip(output, plain, strict=True):  # exactly what TopkClassifier returns
         assert np.array_equal(mine, theirs)
@@ -115,9 +131,17 @@ def test_knn_classifier_wrapper_on_1x(seaturtle_dir, lite0_imagenet, tmp_path):
     extractor = DeepFeatures(lite0_imagenet, batch_size=4, num_workers=0, device="cpu")
     similarity = CosineSimilarity()(extractor(query), extractor(database))
     labels = np.asarray(database.labels_string)
-    classifier = pw.PairXKnnClassifier(k=1, database_labels=labels, return_scores=True, pairx=PAIRX,
-                                       query_dataset=query, database_dataset=database, extractor=extractor,
-                                       store=ArtifactStore(tmp_path), progress=False)
+    classifier = pw.PairXKnnClassifier(
+        k=1,
+        database_labels=labels,
+        return_scores=True,
+        pairx=PAIRX,
+        query_dataset=query,
+        database_dataset=database,
+        extractor=extractor,
+        store=ArtifactStore(tmp_path),
+        progress=False,
+    )
     predictions, scores = classifier(similarity)
     expected_predictions, expected_scores = KnnClassifier(labels, k=1, return_scores=True)(similarity)
     assert np.array_equal(predictions, expected_predictions) and np.array_equal(scores, expected_scores)
@@ -131,12 +155,18 @@ def test_similarity_pipeline_and_wildfusion_explain_the_deep_part(seaturtle_dir,
     from wildlife_tools.similarity.calibration import LogisticCalibration
 
     torch.set_num_threads(1)
-    deep = SimilarityPipeline(matcher=CosineSimilarity(), transform=_transform(224),
-                              extractor=DeepFeatures(lite0_imagenet, batch_size=4, num_workers=0),
-                              calibration=LogisticCalibration())
-    other = SimilarityPipeline(matcher=CosineSimilarity(), transform=_transform(160),
-                               extractor=DeepFeatures(lite0_imagenet, batch_size=4, num_workers=0),
-                               calibration=LogisticCalibration())
+    deep = SimilarityPipeline(
+        matcher=CosineSimilarity(),
+        transform=_transform(224),
+        extractor=DeepFeatures(lite0_imagenet, batch_size=4, num_workers=0),
+        calibration=LogisticCalibration(),
+    )
+    other = SimilarityPipeline(
+        matcher=CosineSimilarity(),
+        transform=_transform(160),
+        extractor=DeepFeatures(lite0_imagenet, batch_size=4, num_workers=0),
+        calibration=LogisticCalibration(),
+    )
     query, database = _image_datasets(seaturtle_dir, None)
     full = _image_datasets(seaturtle_dir, None)
     fusion = WildFusion(calibrated_pipelines=[deep, other])
@@ -149,18 +179,31 @@ def test_similarity_pipeline_and_wildfusion_explain_the_deep_part(seaturtle_dir,
     cosine = CosineSimilarity()(deep.extractor(q224), deep.extractor(d224))
     assert not np.allclose(fused, cosine, atol=1e-3)  # the fused score is a different quantity
 
-    records = pw.explain_similarity(fused, query, database, config=PAIRX, pipeline=fusion,
-                                    store=ArtifactStore(tmp_path / "fused"), progress=False)
+    records = pw.explain_similarity(
+        fused, query, database, config=PAIRX, pipeline=fusion, store=ArtifactStore(tmp_path / "fused"), progress=False
+    )
     assert len(records) == 4
-    assert all(r.extras["score_kind"] == "fused" and "fused (WildFusion)" in r.extras["explained_score"] for r in records)
+    assert all(
+        r.extras["score_kind"] == "fused" and "fused (WildFusion)" in r.extras["explained_score"] for r in records
+    )
     _assert_schema_valid_with_cosine(records, tmp_path / "fused", cosine)
     assert query.transform is other.transform  # the user's datasets are not touched
 
-    uncalibrated = SimilarityPipeline(matcher=CosineSimilarity(), transform=_transform(224),
-                                      extractor=DeepFeatures(lite0_imagenet, batch_size=4, num_workers=0))
+    uncalibrated = SimilarityPipeline(
+        matcher=CosineSimilarity(),
+        transform=_transform(224),
+        extractor=DeepFeatures(lite0_imagenet, batch_size=4, num_workers=0),
+    )
     plain = uncalibrated(query, database)
-    records = pw.explain_similarity(plain, query, database, config=PAIRX, pipeline=uncalibrated,
-                                    store=ArtifactStore(tmp_path / "plain"), progress=False)
+    records = pw.explain_similarity(
+        plain,
+        query,
+        database,
+        config=PAIRX,
+        pipeline=uncalibrated,
+        store=ArtifactStore(tmp_path / "plain"),
+        progress=False,
+    )
     assert {r.extras["score_kind"] for r in records} == {"cosine"}
     _assert_schema_valid_with_cosine(records, tmp_path / "plain", plain)
 
@@ -188,8 +231,22 @@ def test_cli_run_and_demo_are_registered_and_run_works_on_1x(seaturtle_dir, tmp_
 
     config = tmp_path / "pipeline.yaml"
     config.write_text("model: builtin\nbatch_size: 4\npairx:\n  top_k: 1\n  k_colors: 1\n  render: [composite]\n")
-    code = cli.main(["run", "--images", str(seaturtle_dir), "--metadata", str(seaturtle_dir / "metadata.csv"),
-                     "--config", str(config), "--out", str(tmp_path / "out"), "--run-name", "v1", "--no-progress"])
+    code = cli.main(
+        [
+            "run",
+            "--images",
+            str(seaturtle_dir),
+            "--metadata",
+            str(seaturtle_dir / "metadata.csv"),
+            "--config",
+            str(config),
+            "--out",
+            str(tmp_path / "out"),
+            "--run-name",
+            "v1",
+            "--no-progress",
+        ]
+    )
     printed = capfd.readouterr()
     assert code == 0, printed
     assert "it/s" not in printed.err and "%|" not in printed.err, printed.err  # no feature-extraction bar

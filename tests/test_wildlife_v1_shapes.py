@@ -6,6 +6,7 @@ return_all)`` returning ``(labels, scores, database_indices)``. The model and en
 These run in the main (0.0.9) environment; the real 1.x package is tested by test_wildlife_v1_real.py
 (tests/run_wildlife_v1.sh).
 """
+
 from __future__ import annotations
 
 import os
@@ -118,10 +119,17 @@ def v1_pipeline(seaturtle_dir, lite0_imagenet, tmp_path_factory):
     extractor = DeepFeatures(lite0_imagenet)
     similarity = CosineSimilarity()(extractor(query), extractor(database))
     store = ArtifactStore(tmp_path_factory.mktemp("v1_store"))
-    records = pw.explain_similarity(similarity, query, database, extractor, PAIRX, store=store,
-                                    progress=False, run_name="v1-matrix")
-    return {"query": query, "database": database, "extractor": extractor, "similarity": similarity,
-            "store": store, "records": records}
+    records = pw.explain_similarity(
+        similarity, query, database, extractor, PAIRX, store=store, progress=False, run_name="v1-matrix"
+    )
+    return {
+        "query": query,
+        "database": database,
+        "extractor": extractor,
+        "similarity": similarity,
+        "store": store,
+        "records": records,
+    }
 
 
 def test_explain_similarity_takes_the_1x_matrix(v1_pipeline):
@@ -139,9 +147,16 @@ def test_topk_classifier_output_becomes_ranked_records(v1_pipeline):
     p = v1_pipeline
     labels, scores, index = TopkClassifier(p["database"].labels_string, k=2, return_all=True)(p["similarity"])
     rows = pw.from_topk_classifier((labels, scores, index))
-    records = pw.explain_candidates(rows, p["query"], p["database"], model=p["extractor"].model,
-                                    config=PAIRX, store=p["store"],
-                                    progress=False, run_name="v1-topk")
+    records = pw.explain_candidates(
+        rows,
+        p["query"],
+        p["database"],
+        model=p["extractor"].model,
+        config=PAIRX,
+        store=p["store"],
+        progress=False,
+        run_name="v1-topk",
+    )
     assert len(records) == 4 and [r.rank for r in records] == [0, 1, 0, 1]
     for record, label in zip(records, labels.reshape(-1)):
         assert record.candidate_label == label
@@ -157,9 +172,13 @@ def test_wrapper_keeps_1x_return_scores_tuple(v1_pipeline):
     p = v1_pipeline
     plain = KnnClassifier(p["database"].labels_string, k=1, return_scores=True)
     wrapped = pw.PairXKnnClassifier(
-        classifier=KnnClassifier(p["database"].labels_string, k=1, return_scores=True), pairx=PAIRX,
-        query_dataset=p["query"], database_dataset=p["database"], extractor=p["extractor"],
-        store=p["store"], progress=False,
+        classifier=KnnClassifier(p["database"].labels_string, k=1, return_scores=True),
+        pairx=PAIRX,
+        query_dataset=p["query"],
+        database_dataset=p["database"],
+        extractor=p["extractor"],
+        store=p["store"],
+        progress=False,
     )
     result = wrapped(p["similarity"])
     expected = plain(p["similarity"])

@@ -15,6 +15,7 @@ error); records it had already stored come back as cache hits, so nothing is los
 killed mid-run leaves whole manifest lines; re-running the same records (another run name) completes
 from the store: every record already stored is a hit.
 """
+
 from __future__ import annotations
 
 import logging
@@ -100,8 +101,10 @@ def _worker_pid(ray: Any, actor: Any) -> int:
     except RayActorError as exc:
         problem = _one_line(exc)
     if problem is not None:
-        raise ConfigError(f"a Ray worker could not start (building the model or loading its settings failed): "
-                          f"{problem}; check the model spec or factory, and that the worker can import it")
+        raise ConfigError(
+            f"a Ray worker could not start (building the model or loading its settings failed): "
+            f"{problem}; check the model spec or factory, and that the worker can import it"
+        )
     return int(pid)
 
 
@@ -173,13 +176,17 @@ def explain_on_ray(
     actor_class = ray.remote(max_restarts=0)(ExplainWorker).options(**options)
 
     def start() -> Any:
-        return actor_class.remote(model, weights, images, config.model_dump(mode="json"), root, threads,
-                                  trust_remote_code)
+        return actor_class.remote(
+            model, weights, images, config.model_dump(mode="json"), root, threads, trust_remote_code
+        )
 
     groups, decided = plan_groups(given, config)
     results: list[MatchRecord | None] = [None] * len(given)
-    with store.open_run(run_name) as manifest, tqdm(total=len(given), desc="PAIR-X (ray)", unit="record",
-                                                     disable=not progress) as bar:
+    with (
+        store.open_run(run_name) as manifest,
+        tqdm(total=len(given), desc="PAIR-X (ray)", unit="record", disable=not progress) as bar,
+    ):
+
         def finish(outcome: Outcome, pid: int) -> None:
             if results[outcome.index] is not None:  # never twice (defensive: a retried group's duplicate)
                 return
@@ -198,8 +205,15 @@ def explain_on_ray(
     return [r for r in results if r is not None]
 
 
-def _dispatch(ray: Any, start: Callable[[], Any], groups: list[list[int]], records: list[MatchRecord],
-              workers: int, max_retries: int, finish: Callable[[Outcome, int], None]) -> None:
+def _dispatch(
+    ray: Any,
+    start: Callable[[], Any],
+    groups: list[list[int]],
+    records: list[MatchRecord],
+    workers: int,
+    max_retries: int,
+    finish: Callable[[Outcome, int], None],
+) -> None:
     """Keep every worker busy with one group; replace a dead worker and re-queue its group."""
 
     pending = list(range(len(groups)))[::-1]  # a stack of group numbers, first group on top
@@ -218,8 +232,17 @@ def _dispatch(ray: Any, start: Callable[[], Any], groups: list[list[int]], recor
             ray.kill(actor, no_restart=True)
 
 
-def _loop(ray: Any, start: Callable[[], Any], groups: list[list[int]], records: list[MatchRecord], workers: int,
-          max_retries: int, finish: Callable[[Outcome, int], None], pending: list[int], attempts: list[int]) -> None:
+def _loop(
+    ray: Any,
+    start: Callable[[], Any],
+    groups: list[list[int]],
+    records: list[MatchRecord],
+    workers: int,
+    max_retries: int,
+    finish: Callable[[Outcome, int], None],
+    pending: list[int],
+    attempts: list[int],
+) -> None:
     from ray.exceptions import RayActorError, WorkerCrashedError
 
     idle = [start() for _ in range(min(workers, len(groups)))]
@@ -236,8 +259,13 @@ def _loop(ray: Any, start: Callable[[], Any], groups: list[list[int]], records: 
             outcomes = ray.get(done[0])
         except (RayActorError, WorkerCrashedError) as exc:
             attempts[number] += 1
-            logger.warning("a Ray worker died while explaining query %r (%s); starting another, attempt %d of %d",
-                           records[groups[number][0]].query_id, type(exc).__name__, attempts[number], max_retries + 1)
+            logger.warning(
+                "a Ray worker died while explaining query %r (%s); starting another, attempt %d of %d",
+                records[groups[number][0]].query_id,
+                type(exc).__name__,
+                attempts[number],
+                max_retries + 1,
+            )
             ray.kill(actor, no_restart=True)
             replacement = start()
             pids[id(replacement)] = _worker_pid(ray, replacement)
@@ -245,8 +273,11 @@ def _loop(ray: Any, start: Callable[[], Any], groups: list[list[int]], records: 
             if attempts[number] <= max_retries:
                 pending.append(number)
             else:
-                error = PairXError(f"the Ray worker explaining this query died {attempts[number]} times "
-                                   f"({type(exc).__name__}); check worker memory and logs", stage="forward")
+                error = PairXError(
+                    f"the Ray worker explaining this query died {attempts[number]} times "
+                    f"({type(exc).__name__}); check worker memory and logs",
+                    stage="forward",
+                )
                 info = ExplanationErrorInfo.from_exception(error, "forward")
                 for index in groups[number]:
                     finish(Outcome(index, "error", records[index].with_error(info)), -1)
@@ -260,8 +291,6 @@ def run_records_path(store_root: str | os.PathLike[str], run_name: str) -> Path:
     return Path(store_root) / "runs" / f"{run_name}.jsonl"
 
 
-
-
 class RayExplainer:
     """A drop-in for the hook (same keyword arguments) that explains on Ray; hosts hand it where they
     would call :func:`pairx_plugin.hook.explain_matches` (the wildlife-tools ``run --ray`` does).
@@ -271,21 +300,47 @@ class RayExplainer:
     path every worker reaches.
     """
 
-    def __init__(self, model: ModelSource, *, weights: str | None = None, workers: int = 2,
-                 address: str | None = "auto", max_retries: int = DEFAULT_MAX_RETRIES,
-                 trust_remote_code: bool = False) -> None:
+    def __init__(
+        self,
+        model: ModelSource,
+        *,
+        weights: str | None = None,
+        workers: int = 2,
+        address: str | None = "auto",
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        trust_remote_code: bool = False,
+    ) -> None:
         self.model, self.weights, self.workers = model, weights, workers
         self.trust_remote_code = trust_remote_code
         self.address, self.max_retries = address, max_retries
 
-    def __call__(self, *, records: Sequence[MatchRecord], images: Any, model: Any = None, config: Any,
-                 store: Any = None, engine: Any = None, progress: bool = True,
-                 run_name: str | None = None) -> list[MatchRecord]:
+    def __call__(
+        self,
+        *,
+        records: Sequence[MatchRecord],
+        images: Any,
+        model: Any = None,
+        config: Any,
+        store: Any = None,
+        engine: Any = None,
+        progress: bool = True,
+        run_name: str | None = None,
+    ) -> list[MatchRecord]:
         root = None if store is None else store.root
-        return explain_on_ray(records=records, images=images, model=self.model, config=config, store_root=root,
-                              workers=self.workers, address=self.address, run_name=run_name, progress=progress,
-                              weights=self.weights, max_retries=self.max_retries,
-                              trust_remote_code=self.trust_remote_code)
+        return explain_on_ray(
+            records=records,
+            images=images,
+            model=self.model,
+            config=config,
+            store_root=root,
+            workers=self.workers,
+            address=self.address,
+            run_name=run_name,
+            progress=progress,
+            weights=self.weights,
+            max_retries=self.max_retries,
+            trust_remote_code=self.trust_remote_code,
+        )
 
 
 __all__ = ["DEFAULT_MAX_RETRIES", "RayExplainer", "connect", "explain_on_ray", "plan_groups", "run_records_path"]

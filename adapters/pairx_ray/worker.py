@@ -5,6 +5,7 @@ ordinary hook (:func:`pairx_plugin.hook.explain_matches`) on each group it gets,
 into the shared content-addressed store. It writes no manifest: the hook's manifest lines are
 collected in memory (:class:`CollectingStore`) and returned, and the driver writes them.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -76,8 +77,16 @@ def build_model(source: ModelSource, weights: str | None = None, trust_remote_co
 class ExplainWorker:
     """The actor class (wrapped with ``ray.remote`` by the runner, so this module never needs Ray)."""
 
-    def __init__(self, model: ModelSource, weights: str | None, images: Any, config: Any, store_root: str,
-                 threads: int | None, trust_remote_code: bool = False) -> None:
+    def __init__(
+        self,
+        model: ModelSource,
+        weights: str | None,
+        images: Any,
+        config: Any,
+        store_root: str,
+        threads: int | None,
+        trust_remote_code: bool = False,
+    ) -> None:
         import torch
 
         if threads is not None:
@@ -107,8 +116,16 @@ class ExplainWorker:
         from pairx_plugin.hook import explain_matches
 
         store = CollectingStore(self.store_root)
-        explain_matches(records=records, images=self.images, model=self.model, config=self.config, store=store,
-                        engine=self.engine, progress=False, run_name="ray-worker")
+        explain_matches(
+            records=records,
+            images=self.images,
+            model=self.model,
+            config=self.config,
+            store=store,
+            engine=self.engine,
+            progress=False,
+            run_name="ray-worker",
+        )
         assert store.collected is not None
         return [Outcome(indices[local], status, record) for local, status, record in store.collected.lines]
 

@@ -12,6 +12,7 @@ Ways in (see docs/wildlife_tools.md):
   ``wildlife_tools.tools.realize``. Importing this package registers that name (idempotently;
   a no-op on 1.x, which has no config store); :func:`register` does the same explicitly.
 """
+
 from __future__ import annotations
 
 from .classifier import ExplainedPredictions, PairXKnnClassifier

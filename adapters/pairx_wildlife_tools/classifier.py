@@ -6,6 +6,7 @@ scores)`` for 1.x ``return_scores=True``), so it drops into existing code; the e
 Explaining never costs the predictions: when PAIR-X cannot run at all (an unknown layer key, an
 unsupported model), a ``RuntimeWarning`` is issued and every top-k record carries the error.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -39,10 +40,22 @@ class PairXKnnClassifier:
     Python objects, so it binds afterwards).
     """
 
-    def __init__(self, k: int = 1, database_labels: Any = None, *, pairx: Any = None,
-                 classifier: Any = None, query_dataset: Any = None, database_dataset: Any = None,
-                 extractor: Any = None, model: Any = None, store: Any = None, progress: bool = True,
-                 run_name: str | None = None, **classifier_kwargs: Any):
+    def __init__(
+        self,
+        k: int = 1,
+        database_labels: Any = None,
+        *,
+        pairx: Any = None,
+        classifier: Any = None,
+        query_dataset: Any = None,
+        database_dataset: Any = None,
+        extractor: Any = None,
+        model: Any = None,
+        store: Any = None,
+        progress: bool = True,
+        run_name: str | None = None,
+        **classifier_kwargs: Any,
+    ):
         self.config: PairXConfig = load_config(pairx)
         if classifier is None:
             from wildlife_tools.inference import KnnClassifier
@@ -63,8 +76,9 @@ class PairXKnnClassifier:
         self.records: list[MatchRecord] = []
         self.bind(query_dataset=query_dataset, database_dataset=database_dataset, extractor=extractor, model=model)
 
-    def bind(self, *, query_dataset: Any = None, database_dataset: Any = None, extractor: Any = None,
-             model: Any = None) -> PairXKnnClassifier:
+    def bind(
+        self, *, query_dataset: Any = None, database_dataset: Any = None, extractor: Any = None, model: Any = None
+    ) -> PairXKnnClassifier:
         """Attach the objects the explanations need; returns ``self`` for chaining."""
         self.query_dataset = query_dataset if query_dataset is not None else getattr(self, "query_dataset", None)
         self.database_dataset = (
@@ -89,9 +103,15 @@ class PairXKnnClassifier:
             return ExplainedPredictions(predictions, [])
         try:
             self.records = explain_similarity(
-                matrix, self.query_dataset, self.database_dataset, config=self.config,
-                model=model_of(self.extractor, self.model), store=self.store, progress=self.progress,
-                run_name=self.run_name, explainer=self.explainer,
+                matrix,
+                self.query_dataset,
+                self.database_dataset,
+                config=self.config,
+                model=model_of(self.extractor, self.model),
+                store=self.store,
+                progress=self.progress,
+                run_name=self.run_name,
+                explainer=self.explainer,
             )
         except PairXError as exc:
             # a problem of the whole call (unknown layer, unsupported model, store): the predictions
@@ -102,8 +122,12 @@ class PairXKnnClassifier:
 
     def _unexplained(self, matrix: np.ndarray, exc: PairXError) -> list[MatchRecord]:
         error = ExplanationErrorInfo.from_exception(exc, "forward")
-        candidates = top_k(matrix, self.config.top_k, query_ids=image_ids(self.query_dataset),
-                           database_ids=image_ids(self.database_dataset))
+        candidates = top_k(
+            matrix,
+            self.config.top_k,
+            query_ids=image_ids(self.query_dataset),
+            database_ids=image_ids(self.database_dataset),
+        )
         records = records_from_candidates(candidates, self.query_dataset, self.database_dataset)
         return [record.with_error(error) for record in records]
 

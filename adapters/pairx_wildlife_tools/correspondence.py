@@ -13,6 +13,7 @@ A baseline with the same points: pair each line's true target with the candidate
 lines of the same explanation (all derangements averaged), i.e. how often a line would land by
 chance given where the candidate ends cluster.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -59,8 +60,9 @@ def _apply(homography: np.ndarray, points: np.ndarray) -> np.ndarray:
     return mapped[:, :2] / mapped[:, 2:3]
 
 
-def landed_lines(query_xy: np.ndarray, candidate_xy: np.ndarray, query_to_candidate: np.ndarray,
-                 cell_size: float) -> tuple[np.ndarray, float]:
+def landed_lines(
+    query_xy: np.ndarray, candidate_xy: np.ndarray, query_to_candidate: np.ndarray, cell_size: float
+) -> tuple[np.ndarray, float]:
     """Boolean per line (lands within ``cell_size``) and the shuffled-ends baseline count.
 
     query_xy / candidate_xy: (n, 2) continuous input-pixel coordinates (x, y) as in the artifact,

@@ -5,6 +5,7 @@ rows of the metadata frame. A query judged *same* as a candidate takes the candi
 (:func:`pairx_plugin.decisions.plan_identity_updates`); the CLI equivalent on a CSV file is
 ``pairx-plugin decisions apply FILE --metadata metadata.csv --out curated.csv``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -15,13 +16,20 @@ from pairx_plugin.decisions import Decision, IdentityPlan, plan_identity_updates
 from pairx_plugin.errors import InvalidInputError
 
 
-def apply_decisions(metadata: pd.DataFrame, decisions: Iterable[Decision], *, id_column: str = "image_id",
-                    identity_column: str = "identity") -> tuple[pd.DataFrame, IdentityPlan]:
+def apply_decisions(
+    metadata: pd.DataFrame,
+    decisions: Iterable[Decision],
+    *,
+    id_column: str = "image_id",
+    identity_column: str = "identity",
+) -> tuple[pd.DataFrame, IdentityPlan]:
     """A copy of ``metadata`` with the decided identities (the input frame is not changed) and the plan."""
     for needed in (id_column, identity_column):
         if needed not in metadata.columns:
-            raise InvalidInputError(f"metadata has no column {needed!r} (columns: {list(metadata.columns)}); "
-                                    "pass id_column= / identity_column=")
+            raise InvalidInputError(
+                f"metadata has no column {needed!r} (columns: {list(metadata.columns)}); "
+                "pass id_column= / identity_column="
+            )
     ids = metadata[id_column].astype(str)
     if ids.duplicated().any():
         raise InvalidInputError(f"metadata lists {id_column} {ids[ids.duplicated()].iloc[0]!r} twice")

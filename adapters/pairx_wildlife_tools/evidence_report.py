@@ -4,6 +4,7 @@ re-ranking does to top-1, and where the lines that support the evidence land.
 Used by :mod:`.demo` (on the easy set and on the scene set, ``pairx-plugin demo --scenes``); the
 same numbers for any labelled run come from ``pairx-plugin evaluate RUN_DIR``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -45,8 +46,12 @@ def summarise_evidence(records: list[Any], out_dir: Path, synthetic: Any) -> Evi
             continue
         size = (artifact.query.input_height, artifact.query.input_width)
         cell = max(m.candidate_xy[0] / (m.candidate_cell[0] + 0.5) for m in chosen[:1])
-        hits, _ = landed_lines(np.array([m.query_xy for m in chosen]), np.array([m.candidate_xy for m in chosen]),
-                               synthetic.query_to_candidate(record.query_id, record.candidate_id, size), cell)
+        hits, _ = landed_lines(
+            np.array([m.query_xy for m in chosen]),
+            np.array([m.candidate_xy for m in chosen]),
+            synthetic.query_to_candidate(record.query_id, record.candidate_id, size),
+            cell,
+        )
         lines += len(hits)
         landed += int(hits.sum())
     return EvidenceSummary(evaluation, lines, landed)
@@ -59,13 +64,19 @@ def evidence_lines(summary: EvidenceSummary) -> list[str]:
     if e is not None:
         host, evidence = e.metric("host_score"), e.metric("evidence")
         bins = " ".join("-" if b is None else f"{b:.3f}" for b in evidence.bins)
-        out.append(f"evidence AUROC, correct vs incorrect: {_fmt(evidence.auroc)} (host cosine {_fmt(host.auroc)}; "
-                   f"within cosine bins: {bins})")
-        out.append(f"top-1 re-ranked by evidence: {_fmt(e.top1_host)} -> {_fmt(e.top1_reranked)} "
-                   f"(alpha={e.rerank.alpha}, shortlist_k={e.rerank.shortlist_k})")
+        out.append(
+            f"evidence AUROC, correct vs incorrect: {_fmt(evidence.auroc)} (host cosine {_fmt(host.auroc)}; "
+            f"within cosine bins: {bins})"
+        )
+        out.append(
+            f"top-1 re-ranked by evidence: {_fmt(e.top1_host)} -> {_fmt(e.top1_reranked)} "
+            f"(alpha={e.rerank.alpha}, shortlist_k={e.rerank.shortlist_k})"
+        )
     share = summary.supporting_share
-    out.append(f"lines supporting the evidence within one cell of the true correspondence, correct matches: "
-               f"{_fmt(share)} ({summary.supporting_lines} lines)")
+    out.append(
+        f"lines supporting the evidence within one cell of the true correspondence, correct matches: "
+        f"{_fmt(share)} ({summary.supporting_lines} lines)"
+    )
     return out
 
 

@@ -3,6 +3,7 @@
 ``pipeline=`` (a 1.x ``SimilarityPipeline`` or ``WildFusion``) explains its deep-feature part and marks
 every record with how the host's score relates to the explained cosine (see :mod:`.fusion`).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -35,10 +36,19 @@ def model_of(extractor: Any = None, model: Any = None) -> Any:
     return found
 
 
-def explain_candidates(candidates: list[RankedCandidate], query_dataset: Any, database_dataset: Any,
-                       *, model: Any = None, config: Any = None, store: Any = None, progress: bool = True,
-                       run_name: str | None = None, pipeline: Any = None,
-                       explainer: Any = None) -> list[MatchRecord]:
+def explain_candidates(
+    candidates: list[RankedCandidate],
+    query_dataset: Any,
+    database_dataset: Any,
+    *,
+    model: Any = None,
+    config: Any = None,
+    store: Any = None,
+    progress: bool = True,
+    run_name: str | None = None,
+    pipeline: Any = None,
+    explainer: Any = None,
+) -> list[MatchRecord]:
     """Records for ``candidates`` (e.g. from :func:`from_topk_classifier`), explained by the hook.
 
     Candidates with ``rank >= config.top_k`` come back unexplained; with ``config.enabled`` off,
@@ -61,14 +71,26 @@ def explain_candidates(candidates: list[RankedCandidate], query_dataset: Any, da
         records = [record.model_copy(update={"extras": {**record.extras, **extras}}) for record in records]
     source = DatasetImageSource([query_dataset, database_dataset])
     explain = explain_matches if explainer is None else explainer  # e.g. pairx_ray.RayExplainer
-    return explain(records=records, images=source, model=model, config=config, store=store,
-                   progress=progress, run_name=run_name)
+    return explain(
+        records=records, images=source, model=model, config=config, store=store, progress=progress, run_name=run_name
+    )
 
 
-def explain_similarity(similarity: Any, query_dataset: Any, database_dataset: Any, extractor: Any = None,
-                       config: Any = None, *, model: Any = None, store: Any = None, key: str | None = None,
-                       progress: bool = True, run_name: str | None = None, pipeline: Any = None,
-                       explainer: Any = None) -> list[MatchRecord]:
+def explain_similarity(
+    similarity: Any,
+    query_dataset: Any,
+    database_dataset: Any,
+    extractor: Any = None,
+    config: Any = None,
+    *,
+    model: Any = None,
+    store: Any = None,
+    key: str | None = None,
+    progress: bool = True,
+    run_name: str | None = None,
+    pipeline: Any = None,
+    explainer: Any = None,
+) -> list[MatchRecord]:
     """Explained ``MatchRecord``s for the ``config.top_k`` best candidates of every query.
 
     similarity: ``CosineSimilarity``'s output, ``{"cosine": matrix}`` (0.0.9) or the matrix (1.x);
@@ -88,6 +110,15 @@ def explain_similarity(similarity: Any, query_dataset: Any, database_dataset: An
     candidates = top_k(matrix, config.top_k, query_ids=query_ids, database_ids=database_ids)
     if pipeline is None:
         model = model_of(extractor, model)
-    return explain_candidates(candidates, query_dataset, database_dataset, model=model, config=config,
-                              store=store, progress=progress, run_name=run_name, pipeline=pipeline,
-                              explainer=explainer)
+    return explain_candidates(
+        candidates,
+        query_dataset,
+        database_dataset,
+        model=model,
+        config=config,
+        store=store,
+        progress=progress,
+        run_name=run_name,
+        pipeline=pipeline,
+        explainer=explainer,
+    )

@@ -10,6 +10,7 @@ through the same display transform as the image, so it lines up with the display
 No segmentation and no bbox, or ``img_load="crop_black"`` (whose crop depends on the pixels): None,
 and the evidence score falls back to its centre prior.
 """
+
 from __future__ import annotations
 
 import ast
@@ -56,7 +57,7 @@ def row_foreground(dataset: Any, index: int, crop_size: tuple[int, int]) -> np.n
             full = full.any(axis=2)
         if cropped and bbox is not None:
             left, top, width, height = (round(v) for v in bbox)
-            full = full[max(0, top):top + height, max(0, left):left + width]
+            full = full[max(0, top) : top + height, max(0, left) : left + width]
         return full if full.shape == tuple(crop_size) else None
     if bbox is None:
         return None
@@ -65,5 +66,5 @@ def row_foreground(dataset: Any, index: int, crop_size: tuple[int, int]) -> np.n
         return np.ones((height, width), bool)
     mask = np.zeros((height, width), bool)
     x, y, w, h = bbox
-    mask[max(0, int(y)):max(0, int(np.ceil(y + h))), max(0, int(x)):max(0, int(np.ceil(x + w)))] = True
+    mask[max(0, int(y)) : max(0, int(np.ceil(y + h))), max(0, int(x)) : max(0, int(np.ceil(x + w)))] = True
     return mask if mask.any() else None

@@ -12,6 +12,7 @@ record knows the host's score and the explained cosine are different quantities.
 WildFusion the last pipeline's transform wins), so the images are explained through shallow copies of
 the datasets carrying the deep pipeline's own transform.
 """
+
 from __future__ import annotations
 
 import copy
@@ -59,8 +60,7 @@ class DeepPart:
 def _is_cosine_deep_pipeline(pipeline: Any) -> bool:
     matcher = getattr(pipeline, "matcher", None)
     extractor = getattr(pipeline, "extractor", None)
-    return (type(matcher).__name__ == "CosineSimilarity"
-            and isinstance(getattr(extractor, "model", None), nn.Module))
+    return type(matcher).__name__ == "CosineSimilarity" and isinstance(getattr(extractor, "model", None), nn.Module)
 
 
 def deep_part(pipeline: Any) -> DeepPart:

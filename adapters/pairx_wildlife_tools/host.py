@@ -13,6 +13,7 @@ Two API generations are in use:
 
 The rest of the adapter calls what is here and never tests a version itself.
 """
+
 from __future__ import annotations
 
 import contextlib

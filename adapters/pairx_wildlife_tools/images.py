@@ -11,6 +11,7 @@ The display image comes from the same crop: the transform minus its ``Normalize`
 and crops stay pixel-aligned with the tensor); when the transform cannot be taken apart, the crop is
 resized to the tensor's size.
 """
+
 from __future__ import annotations
 
 import copy
@@ -194,10 +195,16 @@ class DatasetImageSource:
         pixels = np.asarray(crop.convert("RGB"), dtype=np.uint8)
         digest = hashlib.sha256(f"{pixels.shape}\0".encode())
         digest.update(np.ascontiguousarray(pixels).tobytes())  # the source: the crop's pixels
-        return LoadedImage(tensor=tensor.unsqueeze(0), display=display, sha256=digest.hexdigest(),
-                           foreground=self._foreground(entry, transform, crop, display.shape[:2]))  # H6: evidence
+        return LoadedImage(
+            tensor=tensor.unsqueeze(0),
+            display=display,
+            sha256=digest.hexdigest(),
+            foreground=self._foreground(entry, transform, crop, display.shape[:2]),
+        )  # H6: evidence
 
-    def _foreground(self, entry: _Entry, transform: Callable, crop: Image.Image, size: tuple[int, int]) -> np.ndarray | None:
+    def _foreground(
+        self, entry: _Entry, transform: Callable, crop: Image.Image, size: tuple[int, int]
+    ) -> np.ndarray | None:
         """The row's animal mask (segmentation or bbox) taken through the display transform, or None."""
         from .foreground import row_foreground
 

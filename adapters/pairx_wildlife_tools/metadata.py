@@ -6,6 +6,7 @@ Path policy (the same spirit as the explain service's URI policy): every ``path`
 read, naming the CSV row and the path; ``allow_outside_root`` (``--allow-outside-root``) lifts the rule
 for users whose CSV deliberately points elsewhere.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -37,7 +38,9 @@ def check_image_paths(table: pd.DataFrame, images_dir: Path, *, allow_outside_ro
     missing: list[str] = []
     for position, value in enumerate(table["path"].tolist()):
         if is_unknown_label(value):
-            raise InvalidInputError(f"{_row_name(table, position)} has an empty 'path'; every image needs its file path")
+            raise InvalidInputError(
+                f"{_row_name(table, position)} has an empty 'path'; every image needs its file path"
+            )
         text = str(value)
         target = (images_dir / text).resolve()
         if not allow_outside_root and not target.is_relative_to(root):

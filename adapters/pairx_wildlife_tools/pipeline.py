@@ -11,6 +11,7 @@ Every image path must lie inside the images folder (:mod:`.metadata`). An empty 
 "unknown animal": such an image is still matched and explained, its records carry no label, it is
 left out of the accuracy, and as a database image it predicts "unknown" (:data:`UNKNOWN_PREDICTION`).
 """
+
 from __future__ import annotations
 
 import time
@@ -43,7 +44,9 @@ class DataSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    img_load: ImgLoad = Field("auto", description="wildlife-tools img_load; auto = bbox when a bbox column exists, else full.")
+    img_load: ImgLoad = Field(
+        "auto", description="wildlife-tools img_load; auto = bbox when a bbox column exists, else full."
+    )
     split_column: str = Field("split", description="Column that splits query from database; absent = no split.")
     query_splits: list[str] = Field(default_factory=lambda: ["test", "query"])
     database_splits: list[str] = Field(default_factory=lambda: ["train", "database", "gallery"])
@@ -54,11 +57,15 @@ class RunSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
-    model: str = Field("builtin", description="Model spec (pairx_plugin.models): builtin, timm:NAME, hf-hub:ORG/NAME, "
-                       "local-dir:PATH, transformers:DIR_OR_ID, miewid[BACKBONE]:PATH or module:callable.")
+    model: str = Field(
+        "builtin",
+        description="Model spec (pairx_plugin.models): builtin, timm:NAME, hf-hub:ORG/NAME, "
+        "local-dir:PATH, transformers:DIR_OR_ID, miewid[BACKBONE]:PATH or module:callable.",
+    )
     weights: str | None = Field(None, description="State dict file for the model spec (optional).")
     trust_remote_code: bool = Field(
-        False, description="Let a transformers: model run its own Python code (config.json auto_map, e.g. MiewID).")
+        False, description="Let a transformers: model run its own Python code (config.json auto_map, e.g. MiewID)."
+    )
     batch_size: int = Field(16, ge=1, description="DeepFeatures batch size.")
     data: DataSettings = Field(default_factory=DataSettings)
     pairx: PairXConfig = Field(default_factory=PairXConfig)
@@ -151,7 +158,9 @@ def read_metadata(csv_path: str | Path) -> pd.DataFrame:
             f"'image_id', 'identity' and 'path' (found {list(metadata.columns)})"
         )
     if len(metadata) < 2:
-        raise InvalidInputError(f"metadata CSV {str(csv_path)!r} has {len(metadata)} row(s); matching needs at least 2 images")
+        raise InvalidInputError(
+            f"metadata CSV {str(csv_path)!r} has {len(metadata)} row(s); matching needs at least 2 images"
+        )
     return metadata
 
 
@@ -202,10 +211,19 @@ def classifier_labels(dataset: Any) -> np.ndarray:
     return np.asarray([UNKNOWN_PREDICTION if v is None else v for v in labels(dataset)], dtype=object)
 
 
-def run_pipeline(images_dir: str | Path, metadata: str | Path | pd.DataFrame, settings: RunSettings,
-                 out_dir: str | Path, *, run_name: str | None = None, progress: bool = True,
-                 model: Any = None, review_path: str | Path | None = None,
-                 allow_outside_root: bool = False, explainer: Any = None) -> PipelineResult:
+def run_pipeline(
+    images_dir: str | Path,
+    metadata: str | Path | pd.DataFrame,
+    settings: RunSettings,
+    out_dir: str | Path,
+    *,
+    run_name: str | None = None,
+    progress: bool = True,
+    model: Any = None,
+    review_path: str | Path | None = None,
+    allow_outside_root: bool = False,
+    explainer: Any = None,
+) -> PipelineResult:
     """Run the pipeline and write artifacts, ``runs/<run_name>.jsonl`` and the review page.
 
     ``model`` (a ``ModelBundle``) skips loading ``settings.model``, e.g. to reuse one across runs;
@@ -226,8 +244,10 @@ def run_pipeline(images_dir: str | Path, metadata: str | Path | pd.DataFrame, se
     table = metadata if isinstance(metadata, pd.DataFrame) else read_metadata(metadata)
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
-        raise InvalidInputError(f"images directory {str(images_dir)!r} does not exist; "
-            "pass --images with the folder the CSV paths are relative to")
+        raise InvalidInputError(
+            f"images directory {str(images_dir)!r} does not exist; "
+            "pass --images with the folder the CSV paths are relative to"
+        )
     img_load = settings.data.img_load
     if img_load == "auto":
         img_load = "bbox" if "bbox" in table.columns and table["bbox"].notna().all() else "full"
@@ -238,14 +258,20 @@ def run_pipeline(images_dir: str | Path, metadata: str | Path | pd.DataFrame, se
         bundle = model
     else:
         bundle = load_model_spec(settings.model, settings.weights, trust_remote_code=settings.trust_remote_code)
-    transform = T.Compose([
-        T.Resize((bundle.input_size, bundle.input_size)),
-        T.ToTensor(),
-        T.Normalize(bundle.mean, bundle.std),
-    ])
+    transform = T.Compose(
+        [
+            T.Resize((bundle.input_size, bundle.input_size)),
+            T.ToTensor(),
+            T.Normalize(bundle.mean, bundle.std),
+        ]
+    )
     query_ds = WildlifeDataset(query_rows, str(images_dir), transform=transform, img_load=img_load)
     same_sets = query_rows is database_rows
-    database_ds = query_ds if same_sets else WildlifeDataset(database_rows, str(images_dir), transform=transform, img_load=img_load)
+    database_ds = (
+        query_ds
+        if same_sets
+        else WildlifeDataset(database_rows, str(images_dir), transform=transform, img_load=img_load)
+    )
     query_ids, database_ids = image_ids(query_ds), image_ids(database_ds)  # fails early on duplicate ids
 
     device = str(resolve_device(settings.pairx.device))  # the pipeline builds and places the model itself
@@ -268,8 +294,14 @@ def run_pipeline(images_dir: str | Path, metadata: str | Path | pd.DataFrame, se
     run_name = run_name or default_run_name()
     out_dir = Path(out_dir)
     classifier = PairXKnnClassifier(
-        k=1, database_labels=classifier_labels(database_ds), pairx=settings.pairx, query_dataset=query_ds,
-        database_dataset=database_ds, extractor=extractor, store=ArtifactStore(out_dir), progress=progress,
+        k=1,
+        database_labels=classifier_labels(database_ds),
+        pairx=settings.pairx,
+        query_dataset=query_ds,
+        database_dataset=database_ds,
+        extractor=extractor,
+        store=ArtifactStore(out_dir),
+        progress=progress,
         run_name=run_name,
     )
     classifier.explainer = explainer  # None: the hook in this process; pairx_ray.RayExplainer: Ray workers
@@ -281,5 +313,15 @@ def run_pipeline(images_dir: str | Path, metadata: str | Path | pd.DataFrame, se
     accuracy, scored = accuracy_over_known(predictions, query_labels)
     review = write_review_page(out_dir, run_name, output=review_path) if settings.pairx.enabled else None
     timings["total_s"] = time.perf_counter() - start
-    return PipelineResult(records, predictions, np.asarray(query_labels, dtype=object), accuracy, matrix, run_name,
-                          out_dir, review, timings, scored)
+    return PipelineResult(
+        records,
+        predictions,
+        np.asarray(query_labels, dtype=object),
+        accuracy,
+        matrix,
+        run_name,
+        out_dir,
+        review,
+        timings,
+        scored,
+    )

@@ -6,6 +6,7 @@
 wildlife-tools 1.x has no config store: there :func:`register` registers nothing (the version
 difference lives in :mod:`.host`).
 """
+
 from __future__ import annotations
 
 from .host import CONFIG_COMPONENTS as COMPONENTS  # kept for one release under its old name

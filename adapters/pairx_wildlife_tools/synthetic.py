@@ -10,6 +10,7 @@ Because the warp of every sighting is kept, the map from one sighting's model in
 known exactly (:meth:`SyntheticSighting.input_from_canonical`), which is what the demo uses to score
 where PAIR-X's match lines land.
 """
+
 from __future__ import annotations
 
 import json
@@ -98,8 +99,14 @@ def _draw_animal(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         angle = rng.uniform(0, np.pi)
         half = rng.uniform(25, 70)
         d = half * np.array([np.cos(angle), np.sin(angle)])
-        cv2.line(body, tuple(int(v) for v in p0 - d), tuple(int(v) for v in p0 + d),
-                 marking(), int(rng.integers(4, 10)), cv2.LINE_AA)
+        cv2.line(
+            body,
+            tuple(int(v) for v in p0 - d),
+            tuple(int(v) for v in p0 + d),
+            marking(),
+            int(rng.integers(4, 10)),
+            cv2.LINE_AA,
+        )
     for _ in range(int(rng.integers(16, 30))):  # spots inside the body
         a = rng.uniform(0, 2 * np.pi)
         r = np.sqrt(rng.uniform(0, 1))
@@ -159,17 +166,20 @@ def _body_bbox(rng: np.random.Generator, mask: np.ndarray, homography: np.ndarra
     return x0, y0, x1 - x0, y1 - y0
 
 
-def generate_synthetic_set(root: str | Path, *, animals: int = 12, sightings: int = 4,
-                           seed: int = 0) -> SyntheticSet:
+def generate_synthetic_set(root: str | Path, *, animals: int = 12, sightings: int = 4, seed: int = 0) -> SyntheticSet:
     """Write ``animals * sightings`` PNG images and ``metadata.csv`` under ``root``.
 
     The same ``seed`` gives the same images, warps and metadata. Identities are ``animal_00`` ...;
     image ids ``animal_00_s0`` .... ``geometry.json`` beside the CSV keeps every homography and bbox.
     """
     if animals < 2:
-        raise InvalidInputError(f"animals={animals}: the demo needs at least 2 animals to have wrong matches; pass animals >= 2")
+        raise InvalidInputError(
+            f"animals={animals}: the demo needs at least 2 animals to have wrong matches; pass animals >= 2"
+        )
     if sightings < 2:
-        raise InvalidInputError(f"sightings={sightings}: each animal needs at least 2 sightings to be re-identified; pass sightings >= 2")
+        raise InvalidInputError(
+            f"sightings={sightings}: each animal needs at least 2 sightings to be re-identified; pass sightings >= 2"
+        )
     root = Path(root)
     (root / "images").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)

@@ -21,6 +21,7 @@ This module builds that situation on purpose, with full scenes (no crop):
 The animals themselves come from :func:`.synthetic._draw_animal` (same canonical frame), so the
 line-landing score of :mod:`.correspondence` applies unchanged.
 """
+
 from __future__ import annotations
 
 import json
@@ -69,7 +70,9 @@ class SceneSet:
     """The generated scenes on disk, their metadata (wildlife-tools columns) and geometry."""
 
     root: Path
-    metadata: pd.DataFrame  # image_id, identity, path, bbox (JSON), segmentation (COCO RLE JSON), mask_path, scene, occluded
+    metadata: (
+        pd.DataFrame
+    )  # image_id, identity, path, bbox (JSON), segmentation (COCO RLE JSON), mask_path, scene, occluded
     sightings: dict[str, SceneSighting]
 
     def query_to_candidate(self, query_id: str, candidate_id: str, input_size: tuple[int, int]) -> np.ndarray:
@@ -166,8 +169,16 @@ def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
     return int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)
 
 
-def generate_scene_set(root: str | Path, *, animals: int = 12, sightings: int = 4, scenes: int = 6,
-                       occlusion: float = 0.35, body_scale: tuple[float, float] = BODY_SCALE, seed: int = 0) -> SceneSet:
+def generate_scene_set(
+    root: str | Path,
+    *,
+    animals: int = 12,
+    sightings: int = 4,
+    scenes: int = 6,
+    occlusion: float = 0.35,
+    body_scale: tuple[float, float] = BODY_SCALE,
+    seed: int = 0,
+) -> SceneSet:
     """Write ``animals * sightings`` full-scene PNGs, their masks and ``metadata.csv`` under ``root``.
 
     scenes: size of the background pool (each scene is reused behind about
@@ -214,15 +225,26 @@ def generate_scene_set(root: str | Path, *, animals: int = 12, sightings: int = 
             cv2.imwrite(str(root / rel_path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
             cv2.imwrite(str(root / rel_mask), visible.astype(np.uint8) * 255)
             bbox = _bbox(visible)
-            found[image_id] = SceneSighting(image_id, identity, scene_index, rel_path, rel_mask, homography,
-                                            bbox, occluded)
-            rows.append({"image_id": image_id, "identity": identity, "path": rel_path, "bbox": json.dumps(list(bbox)),
-                         "segmentation": _coco_rle(visible), "mask_path": rel_mask, "scene": scene_index,
-                         "occluded": occluded})
+            found[image_id] = SceneSighting(
+                image_id, identity, scene_index, rel_path, rel_mask, homography, bbox, occluded
+            )
+            rows.append(
+                {
+                    "image_id": image_id,
+                    "identity": identity,
+                    "path": rel_path,
+                    "bbox": json.dumps(list(bbox)),
+                    "segmentation": _coco_rle(visible),
+                    "mask_path": rel_mask,
+                    "scene": scene_index,
+                    "occluded": occluded,
+                }
+            )
     metadata = pd.DataFrame(rows)
     metadata.to_csv(root / "metadata.csv", index=False)
-    geometry = {k: {"homography": v.homography.tolist(), "bbox": list(v.bbox), "scene": v.scene}
-                for k, v in found.items()}
+    geometry = {
+        k: {"homography": v.homography.tolist(), "bbox": list(v.bbox), "scene": v.scene} for k, v in found.items()
+    }
     (root / "geometry.json").write_text(json.dumps(geometry, indent=1))
     return SceneSet(root=root, metadata=metadata, sightings=found)
 

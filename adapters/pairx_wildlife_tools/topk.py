@@ -5,6 +5,7 @@
 returns ``(labels, scores, database_indices)``, each ``n_query x k``. Everything here turns those into
 :class:`RankedCandidate` rows: query row, database row, 0-based rank, score.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -39,16 +40,15 @@ def similarity_matrix(similarity: Any, key: str | None = None) -> np.ndarray:
             "output of CosineSimilarity (dict or array)"
         ) from None
     if matrix.ndim != 2:
-        raise InvalidInputError(
-            f"similarity must be a 2-D n_query x n_database matrix, got shape {matrix.shape}"
-        )
+        raise InvalidInputError(f"similarity must be a 2-D n_query x n_database matrix, got shape {matrix.shape}")
     if not np.all(np.isfinite(matrix) | np.isneginf(matrix)):
         raise InvalidInputError("similarity contains NaN or +inf; fix the features before explaining")
     return matrix
 
 
-def top_k(matrix: np.ndarray, k: int, *, query_ids: Sequence[str] | None = None,
-          database_ids: Sequence[str] | None = None) -> list[RankedCandidate]:
+def top_k(
+    matrix: np.ndarray, k: int, *, query_ids: Sequence[str] | None = None, database_ids: Sequence[str] | None = None
+) -> list[RankedCandidate]:
     """The ``k`` best database rows of every query row, best first (stable for equal scores).
 
     When ids are given, a database row with the query's own id is skipped (with no split every image

@@ -13,6 +13,7 @@ ranks below ``pairx.top_k`` are explained (the others come back as records witho
 problem of the whole call (unknown layer, unsupported model) issues a ``RuntimeWarning`` and every
 record carries the error; the predictions are never lost.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -38,10 +39,22 @@ class PairXTopkClassifier:
     WildFusion whose deep part is explained; records then say how the score relates to the cosine).
     """
 
-    def __init__(self, database_labels: Any, k: int = 10, return_all: bool = False, *, pairx: Any = None,
-                 query_dataset: Any = None, database_dataset: Any = None, extractor: Any = None,
-                 model: Any = None, pipeline: Any = None, store: Any = None, progress: bool = True,
-                 run_name: str | None = None):
+    def __init__(
+        self,
+        database_labels: Any,
+        k: int = 10,
+        return_all: bool = False,
+        *,
+        pairx: Any = None,
+        query_dataset: Any = None,
+        database_dataset: Any = None,
+        extractor: Any = None,
+        model: Any = None,
+        pipeline: Any = None,
+        store: Any = None,
+        progress: bool = True,
+        run_name: str | None = None,
+    ):
         self.config: PairXConfig = load_config(pairx)
         self.return_all = return_all
         # pandas 3 gives labels_string as an Arrow array, which TopkClassifier cannot index
@@ -69,9 +82,17 @@ class PairXTopkClassifier:
         candidates = from_topk_classifier(output)
         model = self.model if self.pipeline is not None else model_of(self.extractor, self.model)
         try:
-            return explain_candidates(candidates, self.query_dataset, self.database_dataset, model=model,
-                                      config=self.config, store=self.store, progress=self.progress,
-                                      run_name=self.run_name, pipeline=self.pipeline)
+            return explain_candidates(
+                candidates,
+                self.query_dataset,
+                self.database_dataset,
+                model=model,
+                config=self.config,
+                store=self.store,
+                progress=self.progress,
+                run_name=self.run_name,
+                pipeline=self.pipeline,
+            )
         except PairXError as exc:
             warnings.warn(f"PAIR-X could not explain these matches: {exc}", RuntimeWarning, stacklevel=3)
             error = ExplanationErrorInfo.from_exception(exc, "forward")

@@ -1,4 +1,5 @@
 """Translation between wildlife-tools rows and ``MatchRecord``s, both ways."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -15,8 +16,9 @@ QUERY_INDEX = "query_index"
 DATABASE_INDEX = "database_index"
 
 
-def records_from_candidates(candidates: Iterable[RankedCandidate], query_dataset: Any,
-                            database_dataset: Any) -> list[MatchRecord]:
+def records_from_candidates(
+    candidates: Iterable[RankedCandidate], query_dataset: Any, database_dataset: Any
+) -> list[MatchRecord]:
     """One record per ranked candidate; ``extras`` keeps the similarity-matrix row and column."""
     query_ids, database_ids = image_ids(query_dataset), image_ids(database_dataset)
     query_labels, database_labels = labels(query_dataset), labels(database_dataset)
@@ -46,22 +48,24 @@ def records_to_frame(records: Sequence[MatchRecord]) -> pd.DataFrame:
         same = None
         if record.query_label is not None and record.candidate_label is not None:
             same = record.query_label == record.candidate_label
-        rows.append({
-            "query_id": record.query_id,
-            "candidate_id": record.candidate_id,
-            "rank": record.rank,
-            "score": record.score,
-            "query_label": record.query_label,
-            "candidate_label": record.candidate_label,
-            QUERY_INDEX: record.extras.get(QUERY_INDEX),
-            DATABASE_INDEX: record.extras.get(DATABASE_INDEX),
-            "same_identity": same,
-            "cosine": ref.cosine if ref else None,
-            "irm": ref.metrics.irm if ref else None,
-            "mc": ref.metrics.mc if ref else None,
-            "inlier_ratio": ref.metrics.inlier_ratio if ref else None,
-            "match_count": ref.metrics.match_count if ref else None,
-            "artifact_json": ref.json_path if ref else None,
-            "error": f"{error.type} at {error.stage}: {error.message}" if error else None,
-        })
+        rows.append(
+            {
+                "query_id": record.query_id,
+                "candidate_id": record.candidate_id,
+                "rank": record.rank,
+                "score": record.score,
+                "query_label": record.query_label,
+                "candidate_label": record.candidate_label,
+                QUERY_INDEX: record.extras.get(QUERY_INDEX),
+                DATABASE_INDEX: record.extras.get(DATABASE_INDEX),
+                "same_identity": same,
+                "cosine": ref.cosine if ref else None,
+                "irm": ref.metrics.irm if ref else None,
+                "mc": ref.metrics.mc if ref else None,
+                "inlier_ratio": ref.metrics.inlier_ratio if ref else None,
+                "match_count": ref.metrics.match_count if ref else None,
+                "artifact_json": ref.json_path if ref else None,
+                "error": f"{error.type} at {error.stage}: {error.message}" if error else None,
+            }
+        )
     return pd.DataFrame(rows)

@@ -1,4 +1,5 @@
 """Finding WBIA (and MiewID) without requiring them: every import here is optional."""
+
 from __future__ import annotations
 
 import importlib
@@ -15,8 +16,9 @@ def find_wbia() -> SimpleNamespace | None:
         constants = importlib.import_module("wbia.constants")
     except ImportError:
         return None
-    return SimpleNamespace(controller_inject=controller_inject, dtool=dtool, constants=constants,
-                           param_info=_param_info(dtool))
+    return SimpleNamespace(
+        controller_inject=controller_inject, dtool=dtool, constants=constants, param_info=_param_info(dtool)
+    )
 
 
 def _param_info(dtool: Any) -> Any:
@@ -37,5 +39,6 @@ def find_miewid() -> SimpleNamespace | None:
     needed = ("MiewIdRequest", "MiewIdConfig", "read_config_and_load_model")
     if not all(hasattr(plugin, name) for name in needed):
         return None
-    return SimpleNamespace(request_cls=plugin.MiewIdRequest, config_cls=plugin.MiewIdConfig,
-                           loader=plugin.read_config_and_load_model)
+    return SimpleNamespace(
+        request_cls=plugin.MiewIdRequest, config_cls=plugin.MiewIdConfig, loader=plugin.read_config_and_load_model
+    )

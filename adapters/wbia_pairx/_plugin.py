@@ -12,6 +12,7 @@ With WBIA present, importing this module (add ``wbia_pairx._plugin`` to WBIA's
 
 Without WBIA the same functions are importable and take any controller-like ``ibs``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -35,15 +36,18 @@ log = logging.getLogger(__name__)
 _RUNTIME: WbiaPairx | None = None
 
 
-def configure(loader: HostLoader | None = None, store_root: str | Path | None = None,
-              progress: bool = False) -> WbiaPairx:
+def configure(
+    loader: HostLoader | None = None, store_root: str | Path | None = None, progress: bool = False
+) -> WbiaPairx:
     """Set the host model loader and artifact root (default: MiewID's loader, ``<cachedir>/pairx``)."""
     global _RUNTIME
     if loader is None:
         miewid = _host.find_miewid()
         if miewid is None:
-            raise ConfigError("no model loader: pass loader=read_config_and_load_model "
-                              "(MiewID's plugin, wbia_miew_id._plugin, is not importable)")
+            raise ConfigError(
+                "no model loader: pass loader=read_config_and_load_model "
+                "(MiewID's plugin, wbia_miew_id._plugin, is not importable)"
+            )
         loader = miewid.loader
     _RUNTIME = WbiaPairx(loader, store_root=store_root, progress=progress)
     return _RUNTIME
@@ -59,8 +63,9 @@ def attach(request_cls: type, config_cls: type | None = None, param_info: Any = 
 
 
 # ---------------------------------------------------------------------- controller methods
-def wbia_plugin_pairx_explain(ibs: Any, qaid: int, daid_list: list[int],
-                              query_config_dict: dict[str, Any] | None = None) -> list[dict[str, Any] | None]:
+def wbia_plugin_pairx_explain(
+    ibs: Any, qaid: int, daid_list: list[int], query_config_dict: dict[str, Any] | None = None
+) -> list[dict[str, Any] | None]:
     """Explain ``qaid`` against each of ``daid_list`` now; one JSON entry per daid (error or ref)."""
     from .selection import Candidate
 
@@ -70,15 +75,17 @@ def wbia_plugin_pairx_explain(ibs: Any, qaid: int, daid_list: list[int],
     return [entry_json(e) for e in entries]
 
 
-def wbia_plugin_pairx_render(ibs: Any, qaid: int, daid: int, version: str = "heatmask",
-                             query_config_dict: dict | None = None):
+def wbia_plugin_pairx_render(
+    ibs: Any, qaid: int, daid: int, version: str = "heatmask", query_config_dict: dict | None = None
+):
     """The PAIR-X picture of one pair and thumbnail version as HxWx3 uint8 BGR."""
     xpx = XpxConfig.from_mapping(query_config_dict).validated()
     return get_runtime().render(ibs, int(qaid), int(daid), version, xpx)
 
 
-def wbia_plugin_pairx_explanation(ibs: Any, query_annot_uuid: Any, database_annot_uuid: Any,
-                                  query_config_dict: dict | None = None) -> dict | None:
+def wbia_plugin_pairx_explanation(
+    ibs: Any, query_annot_uuid: Any, database_annot_uuid: Any, query_config_dict: dict | None = None
+) -> dict | None:
     """The stored explanation (reference or error) of one pair, looked up by annotation UUIDs."""
     import uuid as uuid_mod
 
@@ -98,8 +105,9 @@ def wbia_plugin_pairx_explanation(ibs: Any, query_annot_uuid: Any, database_anno
     return entry_json(get_runtime().lookup(ibs, qaid, daid, xpx))
 
 
-def pairx_explanation_api(ibs: Any, query_annot_uuid: Any = None, database_annot_uuid: Any = None,
-                          query_config_dict: dict | None = None) -> dict:
+def pairx_explanation_api(
+    ibs: Any, query_annot_uuid: Any = None, database_annot_uuid: Any = None, query_config_dict: dict | None = None
+) -> dict:
     """``GET /api/plugin/pairx/explanation/``: ``{"version": 1, "entry": ... | null}``."""
     if query_annot_uuid is None or database_annot_uuid is None:
         raise ConfigError("pass query_annot_uuid and database_annot_uuid")
@@ -107,8 +115,9 @@ def pairx_explanation_api(ibs: Any, query_annot_uuid: Any = None, database_annot
     return {"version": 1, "entry": entry}
 
 
-def pairx_image_route(ibs: Any, qaid: Any = None, daid: Any = None, version: str = "heatmask",
-                      query_config_dict: dict | None = None) -> Any:
+def pairx_image_route(
+    ibs: Any, qaid: Any = None, daid: Any = None, version: str = "heatmask", query_config_dict: dict | None = None
+) -> Any:
     """``GET /plugin/pairx/image/``: the picture as a PNG (an ``image/png`` flask response under WBIA,
     plain PNG bytes without flask)."""
     if qaid is None or daid is None:

@@ -12,6 +12,7 @@ cosine is the scored one; ``'rgb'`` converts first, for hosts that convert. The 
 always RGB (converted explicitly from the same chip, mirrored the same way), so pictures show true
 colours whatever the model was fed.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -70,8 +71,9 @@ def chip_to_input(chip_bgr: np.ndarray, size_hw: tuple[int, int], flip: bool, ch
     # differently fed inputs never share a content address
     digest = hashlib.sha256(f"{channel_order}:".encode() + image_sha256(resized).encode()).hexdigest()
     # the chip is the annotation's box: all of it is the animal as far as WBIA knows (evidence score, H6)
-    return LoadedImage(tensor=tensor, display=display, sha256=digest,
-                       foreground=(0, 0, int(display.shape[1]), int(display.shape[0])))
+    return LoadedImage(
+        tensor=tensor, display=display, sha256=digest, foreground=(0, 0, int(display.shape[1]), int(display.shape[0]))
+    )
 
 
 class WbiaChipSource:
@@ -113,6 +115,10 @@ class WbiaChipSource:
         flip = self.fliplr and self.ibs.get_annot_viewpoints(aid) in self.fliplr_view
         loaded = chip_to_input(chip, self.size_hw, flip, self.channel_order)
         if str(self.device) != "cpu":
-            loaded = LoadedImage(tensor=loaded.tensor.to(self.device), display=loaded.display, sha256=loaded.sha256,
-                                 foreground=loaded.foreground)
+            loaded = LoadedImage(
+                tensor=loaded.tensor.to(self.device),
+                display=loaded.display,
+                sha256=loaded.sha256,
+                foreground=loaded.foreground,
+            )
         return loaded

@@ -10,6 +10,7 @@ Every parameter that changes a picture is in ``get_cfgstr()`` (so WBIA's thumbna
 hashes the request's cfgstr, changes with it). Values are validated when the config is read
 (:meth:`XpxConfig.validated`), raising :class:`~pairx_plugin.errors.ConfigError` that names the key.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -49,17 +50,28 @@ def _non_negative_int(value: Any) -> bool:
 XPX_PARAMS: tuple[XpxParam, ...] = (
     XpxParam("xpx_enabled", True, lambda v: isinstance(v, bool), "true or false"),
     XpxParam("xpx_top_k", 5, _non_negative_int, "an integer >= 0 (candidates explained per query)"),
-    XpxParam("xpx_score", "annot", lambda v: v in SCORE_KEYS,
-             "'annot' (rank by annot_score_list) or 'name' (rank by name-best score_list)"),
-    XpxParam("xpx_layer_key", "backbone.blocks.3", lambda v: isinstance(v, str) and bool(v.strip()),
-             "a dotted module name such as 'backbone.blocks.3'"),
+    XpxParam(
+        "xpx_score",
+        "annot",
+        lambda v: v in SCORE_KEYS,
+        "'annot' (rank by annot_score_list) or 'name' (rank by name-best score_list)",
+    ),
+    XpxParam(
+        "xpx_layer_key",
+        "backbone.blocks.3",
+        lambda v: isinstance(v, str) and bool(v.strip()),
+        "a dotted module name such as 'backbone.blocks.3'",
+    ),
     XpxParam("xpx_k_lines", 20, _positive_int, "an integer >= 1"),
     XpxParam("xpx_k_colors", 10, _positive_int, "an integer >= 1"),
     XpxParam("xpx_mode", "conservative", lambda v: v in MODES, "'conservative' or 'parity'"),
-    XpxParam("xpx_channel_order", "bgr", lambda v: v in CHANNEL_ORDERS,
-             "'bgr' (feed WBIA's BGR chip as is, as MiewID scores it) or 'rgb' (convert first)"),
-    XpxParam("xpx_render_on_demand", True, lambda v: isinstance(v, bool), "true or false",
-             in_cfgstr=False),
+    XpxParam(
+        "xpx_channel_order",
+        "bgr",
+        lambda v: v in CHANNEL_ORDERS,
+        "'bgr' (feed WBIA's BGR chip as is, as MiewID scores it) or 'rgb' (convert first)",
+    ),
+    XpxParam("xpx_render_on_demand", True, lambda v: isinstance(v, bool), "true or false", in_cfgstr=False),
 ) + tuple(XpxParam(*spec) for spec in RERANK_PARAM_SPECS)  # H6: opt-in re-ranking (rerank.py)
 PARAM_NAMES = tuple(p.name for p in XPX_PARAMS)
 

@@ -6,6 +6,7 @@ decision becomes one undirected annotmatch row (``ibs.add_annotmatch_undirected`
 decision set (``ibs.set_annotmatch_evidence_decision``; ``ibs.set_annotmatch_truth`` on controllers
 that only have the older name), which is what WBIA's graph review and name assignment read.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -23,8 +24,11 @@ def _evidence_codes() -> dict[str, int]:
         from wbia.constants import EVIDENCE_DECISION
     except (ImportError, AttributeError):
         return dict(EVIDENCE_CODES)
-    return {"same": EVIDENCE_DECISION.POSITIVE, "different": EVIDENCE_DECISION.NEGATIVE,
-            "unsure": EVIDENCE_DECISION.UNKNOWN}
+    return {
+        "same": EVIDENCE_DECISION.POSITIVE,
+        "different": EVIDENCE_DECISION.NEGATIVE,
+        "unsure": EVIDENCE_DECISION.UNKNOWN,
+    }
 
 
 def _aid(value: str, decision: Decision, role: str) -> int:
@@ -53,8 +57,10 @@ def apply_decisions(ibs: Any, decisions: Iterable[Decision]) -> list[int]:
     valid = set(ibs.get_valid_aids())
     unknown = sorted({aid for pair in pairs for aid in pair} - valid)
     if unknown:
-        raise InvalidInputError(f"annotation ids {unknown} are not in this WBIA database; apply the decisions to the "
-                                "database the run came from")
+        raise InvalidInputError(
+            f"annotation ids {unknown} are not in this WBIA database; apply the decisions to the "
+            "database the run came from"
+        )
     codes = _evidence_codes()
     rowids = list(ibs.add_annotmatch_undirected([a for a, _ in pairs], [b for _, b in pairs]))
     values = [codes[d.decision] for d in latest]

@@ -6,6 +6,7 @@ every WBIA image) and the index entry as JSON text. The table function is a gene
 one tuple per ``(qaid, daid)`` in input order; a pair PAIR-X cannot explain yields ``(None, json)``
 with the error in the JSON instead of raising.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,9 @@ def write_png(fpath: str, image: np.ndarray) -> None:
 
 
 def make_table_function(get_runtime: Callable[[], Any]) -> Callable[..., Iterator[tuple]]:
-    def compute_pairx_explanation(depc: Any, qaid_list: list[int], daid_list: list[int],
-                                  config: Any = None) -> Iterator[tuple]:
+    def compute_pairx_explanation(
+        depc: Any, qaid_list: list[int], daid_list: list[int], config: Any = None
+    ) -> Iterator[tuple]:
         ibs = depc.controller
         runtime = get_runtime()
         xpx = XpxConfig.from_mapping(config).validated()
@@ -57,8 +59,9 @@ def make_table_function(get_runtime: Callable[[], Any]) -> Callable[..., Iterato
     return compute_pairx_explanation
 
 
-def register_table(register_preprocs: Any, annotation_table: str, configclass: type,
-                   get_runtime: Callable[[], Any]) -> Callable:
+def register_table(
+    register_preprocs: Any, annotation_table: str, configclass: type, get_runtime: Callable[[], Any]
+) -> Callable:
     func = make_table_function(get_runtime)
     return register_preprocs["annot"](
         tablename=TABLENAME,

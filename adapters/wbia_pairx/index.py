@@ -6,6 +6,7 @@ Each entry is one small JSON file under ``<root>/index/``, named by the sha256 o
 become file names), written with the store's :func:`~pairx_plugin.artifacts.store.atomic_write`
 (temporary file, fsync, rename) so concurrent writers and readers never see half a file.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -56,7 +57,9 @@ class ExplanationIndex:
         try:
             atomic_write(path, payload)
         except ArtifactError as exc:
-            raise ArtifactError(f"cannot write the PAIR-X index entry: {exc}; check that {self.dir} is writable") from exc
+            raise ArtifactError(
+                f"cannot write the PAIR-X index entry: {exc}; check that {self.dir} is writable"
+            ) from exc
         return path
 
     def get(self, query_uuid: Any, database_uuid: Any, config_digest: str) -> IndexEntry | None:
@@ -70,5 +73,7 @@ class ExplanationIndex:
         try:
             return IndexEntry.model_validate_json(text)
         except ValueError as exc:
-            raise ArtifactError(f"PAIR-X index entry {path} is damaged ({exc.__class__.__name__}); delete it "
-                                "and the pair is explained again") from exc
+            raise ArtifactError(
+                f"PAIR-X index entry {path} is damaged ({exc.__class__.__name__}); delete it "
+                "and the pair is explained again"
+            ) from exc

@@ -6,6 +6,7 @@ one extra top-level key, ``xpx_explanations`` = ``{"version": 1, "by_query": {qu
 ...]}}``, each list aligned with that cm's ``dannot_uuid_list``. A client that does not know the key
 ignores it; the same data is served per pair by the plugin API ``/api/plugin/pairx/explanation/``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -34,8 +35,7 @@ def entry_json(entry: Any) -> dict[str, Any] | None:
     return out
 
 
-def with_explanation_refs(json_result: dict[str, Any],
-                          lookup: Callable[[str, str], Any]) -> dict[str, Any]:
+def with_explanation_refs(json_result: dict[str, Any], lookup: Callable[[str, str], Any]) -> dict[str, Any]:
     """A copy of ``json_result`` plus the versioned ``xpx_explanations`` key.
 
     ``lookup(query_uuid, database_uuid)`` returns the index entry or None.
@@ -43,7 +43,6 @@ def with_explanation_refs(json_result: dict[str, Any],
     result = copy.deepcopy(json_result)
     by_query: dict[str, list[dict[str, Any] | None]] = {}
     for quuid, cm_entry in json_result.get("cm_dict", {}).items():
-        by_query[quuid] = [entry_json(lookup(quuid, _uuid_text(d)))
-                           for d in cm_entry.get("dannot_uuid_list", [])]
+        by_query[quuid] = [entry_json(lookup(quuid, _uuid_text(d))) for d in cm_entry.get("dannot_uuid_list", [])]
     result[REFS_KEY] = {"version": REFS_VERSION, "by_query": by_query}
     return result

@@ -8,6 +8,7 @@ device is the host's ``config.engine.device`` when ``config.use_gpu`` is true an
 available, else CPU. All explaining on one instance happens under the engine's per-model lock
 (:func:`pairx_plugin.engine.locks.model_lock`: zennit patches modules in place while it runs).
 """
+
 from __future__ import annotations
 
 import threading
@@ -76,8 +77,7 @@ class ModelCache:
             ) from exc
         if not isinstance(model, torch.nn.Module):
             raise UnsupportedModelError(
-                f"the host loader returned {type(model).__name__} for species {species!r}; "
-                "expected a torch.nn.Module"
+                f"the host loader returned {type(model).__name__} for species {species!r}; expected a torch.nn.Module"
             )
         model_url, config_url = (str(u) for u in urls)
         device = host_device(host_config)

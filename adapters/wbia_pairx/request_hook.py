@@ -15,6 +15,7 @@ the pair was not in the top-k. It reads only ``cm.qaid`` (a cm rebuilt by ``from
 With ``xpx_enabled`` false it calls the host's own renderer. If PAIR-X cannot explain the pair it
 raises, and WBIA records ``'error'`` for that thumbnail; the match is kept.
 """
+
 from __future__ import annotations
 
 import functools
@@ -106,16 +107,18 @@ def _render_wrapper(runtime: WbiaPairx) -> Callable[[Callable], Callable]:
             idx = (getattr(cm, "daid2_idx", None) or {}).get(int(aid))
             if idx is not None and getattr(cm, "annot_score_list", None) is not None:
                 score = float(cm.annot_score_list[idx])
-            return runtime.render(self.depc.controller, int(cm.qaid), int(aid),
-                                  render_version(render_config), xpx, score)
+            return runtime.render(
+                self.depc.controller, int(cm.qaid), int(aid), render_version(render_config), xpx, score
+            )
 
         return render_single_result
 
     return make
 
 
-def enable_pairx(request_cls: type, runtime: WbiaPairx, config_cls: Any = None,
-                 param_info: Callable[..., Any] | None = None) -> PairxAttachment:
+def enable_pairx(
+    request_cls: type, runtime: WbiaPairx, config_cls: Any = None, param_info: Callable[..., Any] | None = None
+) -> PairxAttachment:
     """Wrap ``request_cls`` (and extend ``config_cls``'s parameters); see the module docstring.
 
     ``param_info`` builds one parameter declaration (``ut.ParamInfo``); by default the type of the
@@ -130,8 +133,10 @@ def enable_pairx(request_cls: type, runtime: WbiaPairx, config_cls: Any = None,
         if clash:
             from pairx_plugin.errors import ConfigError
 
-            raise ConfigError(f"{config_cls.__name__} already declares {sorted(clash)}; "
-                              "the xpx_* names must be unique in the dependency graph")
+            raise ConfigError(
+                f"{config_cls.__name__} already declares {sorted(clash)}; "
+                "the xpx_* names must be unique in the dependency graph"
+            )
         if param_info is None:
             if not existing:
                 from pairx_plugin.errors import ConfigError

@@ -8,6 +8,7 @@ rule); :func:`reranked_daids` gives the re-ranked order of a cm's explained cand
 review UI or a client of the ``xpx_explanations`` JSON can show beside the host's order. All keys
 are in ``get_cfgstr()``, so WBIA's cache keys change with them.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -25,8 +26,12 @@ def _alpha(value: Any) -> bool:
 #: (name, default, check, expected) of each key; ``config.XPX_PARAMS`` declares them
 RERANK_PARAM_SPECS: tuple[tuple[str, Any, Any, str], ...] = (
     ("xpx_rerank", False, lambda v: isinstance(v, bool), "true or false (re-rank the shortlist; off by default)"),
-    ("xpx_rerank_k", 5, lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 2,
-     "an integer >= 2 (candidates re-ordered per query)"),
+    (
+        "xpx_rerank_k",
+        5,
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 2,
+        "an integer >= 2 (candidates re-ordered per query)",
+    ),
     ("xpx_rerank_alpha", 0.3, _alpha, "a number in [0, 1] (weight of the host's rank)"),
     ("xpx_rerank_score", "evidence", lambda v: v in _SCORES, f"one of {list(_SCORES)}"),
 )
@@ -34,11 +39,17 @@ RERANK_PARAM_SPECS: tuple[tuple[str, Any, Any, str], ...] = (
 
 def rerank_config(xpx: Any) -> RerankConfig:
     """The core re-ranking settings of a (validated) ``XpxConfig``."""
-    return RerankConfig(enabled=xpx.xpx_rerank, shortlist_k=xpx.xpx_rerank_k, alpha=float(xpx.xpx_rerank_alpha),
-                        score=xpx.xpx_rerank_score)
+    return RerankConfig(
+        enabled=xpx.xpx_rerank,
+        shortlist_k=xpx.xpx_rerank_k,
+        alpha=float(xpx.xpx_rerank_alpha),
+        score=xpx.xpx_rerank_score,
+    )
 
 
 def reranked_daids(records: Iterable[Any]) -> list[int]:
     """Database aids of one query's records in re-ranked order (host rank for records without one)."""
     items = list(records)
-    return [int(r.candidate_id) for r in sorted(items, key=lambda r: (r.rerank.position if r.rerank else r.rank, r.rank))]
+    return [
+        int(r.candidate_id) for r in sorted(items, key=lambda r: (r.rerank.position if r.rerank else r.rank, r.rank))
+    ]

@@ -6,6 +6,7 @@ given a root). It turns selected candidates into ``MatchRecord``s, runs the core
 its candidates), and writes one index entry per pair, explanation or error. Nothing here raises
 for a single pair's failure: the error is recorded and the match is untouched.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -100,8 +101,13 @@ class WbiaPairx:
             return [self._put_error(ibs, qaid, quuid, c, d, info, xpx, None) for c, d in zip(group, duuids)]
         digest = self.config_digest(xpx, cached)
         records = [
-            MatchRecord(query_id=str(qaid), candidate_id=str(c.daid), rank=c.rank, score=c.score,
-                        extras={"query_uuid": str(quuid), "database_uuid": str(d)})
+            MatchRecord(
+                query_id=str(qaid),
+                candidate_id=str(c.daid),
+                rank=c.rank,
+                score=c.score,
+                extras={"query_uuid": str(quuid), "database_uuid": str(d)},
+            )
             for c, d in zip(group, duuids)
         ]
         # the hook explains ranks below top_k; our ranks are the host's, which skip the qaid
@@ -114,10 +120,15 @@ class WbiaPairx:
             log.info("PAIR-X: batched chip read failed (%s); reading chips one by one", exc)
         try:
             with model_lock(cached.model):
-                explained = explain_matches(records=records, images=source, model=cached.model,
-                                            config=config, store=ArtifactStore(root / "artifacts"),
-                                            progress=self.progress,
-                                            run_name=f"wbia-q{qaid}-{uuid.uuid4().hex[:12]}")
+                explained = explain_matches(
+                    records=records,
+                    images=source,
+                    model=cached.model,
+                    config=config,
+                    store=ArtifactStore(root / "artifacts"),
+                    progress=self.progress,
+                    run_name=f"wbia-q{qaid}-{uuid.uuid4().hex[:12]}",
+                )
         except Exception as exc:  # never fail the host's job; every pair gets the error
             log.warning("PAIR-X failed for query %s: %s", qaid, exc)
             info = ExplanationErrorInfo.from_exception(exc, "forward")
@@ -125,18 +136,33 @@ class WbiaPairx:
         index = ExplanationIndex(root)
         entries = []
         for cand, duuid, record in zip(group, duuids, explained):
-            entry = IndexEntry(query_uuid=str(quuid), database_uuid=str(duuid), config_digest=digest,
-                               qaid=qaid, daid=cand.daid, model_url=cached.model_url, cfgstr=xpx.get_cfgstr(),
-                               explanation=record.explanation, explanation_error=record.explanation_error)
+            entry = IndexEntry(
+                query_uuid=str(quuid),
+                database_uuid=str(duuid),
+                config_digest=digest,
+                qaid=qaid,
+                daid=cand.daid,
+                model_url=cached.model_url,
+                cfgstr=xpx.get_cfgstr(),
+                explanation=record.explanation,
+                explanation_error=record.explanation_error,
+            )
             index.put(entry)
             entries.append(entry)
         return entries
 
     def _put_error(self, ibs, qaid, quuid, cand, duuid, info, xpx, cached) -> IndexEntry:
         digest = self.config_digest(xpx, cached) if cached is not None else "unloaded-model"
-        entry = IndexEntry(query_uuid=str(quuid), database_uuid=str(duuid), config_digest=digest, qaid=qaid,
-                           daid=cand.daid, model_url=cached.model_url if cached else "", cfgstr=xpx.get_cfgstr(),
-                           explanation_error=info)
+        entry = IndexEntry(
+            query_uuid=str(quuid),
+            database_uuid=str(duuid),
+            config_digest=digest,
+            qaid=qaid,
+            daid=cand.daid,
+            model_url=cached.model_url if cached else "",
+            cfgstr=xpx.get_cfgstr(),
+            explanation_error=info,
+        )
         try:
             self.index(ibs).put(entry)
         except ArtifactError as exc:
@@ -166,21 +192,26 @@ class WbiaPairx:
             )
         return entry
 
-    def render(self, ibs: Any, qaid: int, daid: int, version: str, xpx: XpxConfig,
-               score: float = float("nan")) -> np.ndarray:
+    def render(
+        self, ibs: Any, qaid: int, daid: int, version: str, xpx: XpxConfig, score: float = float("nan")
+    ) -> np.ndarray:
         """The stored PAIR-X picture for one thumbnail version, HxWx3 uint8 **BGR** (for cv2.imwrite)."""
         if version not in VERSION_PANELS:
             raise InvalidInputError(f"version must be one of {sorted(VERSION_PANELS)}, got {version!r}")
         entry = self.ensure_entry(ibs, qaid, daid, xpx, score)
         if entry.explanation is None:
             err = entry.explanation_error
-            raise ArtifactError(f"PAIR-X could not explain ({qaid}, {daid}): "
-                                f"{err.type if err else 'unknown'}: {err.message if err else ''}")
+            raise ArtifactError(
+                f"PAIR-X could not explain ({qaid}, {daid}): "
+                f"{err.type if err else 'unknown'}: {err.message if err else ''}"
+            )
         panel = VERSION_PANELS[version]
         rel = entry.explanation.images.get(panel)
         if rel is None:
-            raise ArtifactError(f"the stored explanation of ({qaid}, {daid}) has no {panel!r} image; "
-                                f"it has {sorted(entry.explanation.images)}")
+            raise ArtifactError(
+                f"the stored explanation of ({qaid}, {daid}) has no {panel!r} image; "
+                f"it has {sorted(entry.explanation.images)}"
+            )
         path = self.store_root(ibs) / "artifacts" / rel
         try:
             png = path.read_bytes()

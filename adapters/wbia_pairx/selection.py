@@ -6,6 +6,7 @@ those are never picked. Non-finite scores are never picked either, the query's o
 (WBIA adds it to the daids by default), and an empty ``daid_list`` selects nothing. Ranks are the
 host's: the position in its own ordering by that score list (stable, descending).
 """
+
 from __future__ import annotations
 
 import math

@@ -4,6 +4,7 @@ A leaf of the package: nothing here imports the hook, and only ``build``/``rende
 results. Submodules are imported on first use (PEP 562), so that reading a schema never pulls in
 torch or pillow (``tests/test_layering.py`` checks it).
 """
+
 from __future__ import annotations
 
 from .._lazy import lazy_attributes

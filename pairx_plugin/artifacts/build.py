@@ -3,6 +3,7 @@
 The hook hands each pair the engine explained to :func:`store_pair`; everything between the engine's
 result and the files on disk lives here, so the hook stays a runner and ``schema.py`` stays models.
 """
+
 from __future__ import annotations
 
 import functools
@@ -136,7 +137,9 @@ def build_artifact(
         backend=str(pair.backend),
         config_digest=config_digest,
         settings=ArtifactSettings(
-            k_lines=config.k_lines, k_colors=config.k_colors, render=list(config.render),
+            k_lines=config.k_lines,
+            k_colors=config.k_colors,
+            render=list(config.render),
             keep_arrays=config.keep_arrays,
             display_max_side=config.display_max_side if display_files is not None else None,
         ),
@@ -158,8 +161,14 @@ def build_artifact(
         for image in sorted(rendered.values(), key=lambda item: item.name)
     ]
     if display_files is not None:
-        blobs.append(ArtifactBlob(PAIR_DATA_NAME, PAIR_DATA_ROLE, "application/x-npz",
-                                  pair_data_bytes(layer, pair.query_size, pair.candidate_size)))
+        blobs.append(
+            ArtifactBlob(
+                PAIR_DATA_NAME,
+                PAIR_DATA_ROLE,
+                "application/x-npz",
+                pair_data_bytes(layer, pair.query_size, pair.candidate_size),
+            )
+        )
     if config.keep_arrays:
         blobs.append(
             arrays_blob(
@@ -258,12 +267,21 @@ def store_pair(
         config = context.config
         try:
             if displays is None:  # capped once per pair, shared by its layers
-                displays = {side: cap_display(image.display, config.display_max_side)
-                            for side, image in (("query", query), ("candidate", candidate))}
+                displays = {
+                    side: cap_display(image.display, config.display_max_side)
+                    for side, image in (("query", query), ("candidate", candidate))
+                }
             rendered = {}
             if config.render:
-                rendered = render_pair(displays["query"], displays["candidate"], layer, pair.query_size,
-                                       pair.candidate_size, k_lines=config.k_lines, panels=set(config.render))
+                rendered = render_pair(
+                    displays["query"],
+                    displays["candidate"],
+                    layer,
+                    pair.query_size,
+                    pair.candidate_size,
+                    k_lines=config.k_lines,
+                    panels=set(config.render),
+                )
         except Exception as exc:  # noqa: BLE001 - costs only this record
             return PairFailure(exc, "render")
         try:
@@ -271,9 +289,17 @@ def store_pair(
                 for side, image in (("query", query), ("candidate", candidate)):
                     display_files[side] = store.put_shared_image(image.content_sha256(), displays[side])
             document, blobs = build_artifact(
-                artifact_id=identifier, record=record, pair=pair, layer=layer, query=query, candidate=candidate,
-                rendered=rendered, config=config, config_digest=context.config_digest,
-                model_fingerprint=context.model_fingerprint, display_files=display_files,
+                artifact_id=identifier,
+                record=record,
+                pair=pair,
+                layer=layer,
+                query=query,
+                candidate=candidate,
+                rendered=rendered,
+                config=config,
+                config_digest=context.config_digest,
+                model_fingerprint=context.model_fingerprint,
+                display_files=display_files,
             )
             document = attach_evidence(document, pair, layer_key, query, candidate)  # H6: docs/metrics.md
             document = store.write(document, blobs)

@@ -8,6 +8,7 @@ rendered pixel a pure function of the inputs.
 The sequential maps all start at exact white, so a pixel without relevance adds nothing when the
 colour maps are accumulated subtractively over a white canvas.
 """
+
 from __future__ import annotations
 
 import functools

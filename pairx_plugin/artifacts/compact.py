@@ -18,6 +18,7 @@ The matches (cells, coordinates, relevance) are in ``explanation.json``. :func:`
 eager path uses; :func:`materialize` writes the PNGs into a render cache under
 ``rendered/<id[:2]>/<id>/<role>.png`` (derived files, safe to delete).
 """
+
 from __future__ import annotations
 
 import io
@@ -149,11 +150,22 @@ def stored_layer(document: ExplanationArtifact, arrays: Mapping[str, np.ndarray]
         info = getattr(document, side)
         size = (info.input_height, info.input_width)
         quantised = np.asarray(arrays[f"pixel_maps_{side}"], dtype=np.float32) / 255.0
-        maps[side] = (np.stack([_resize_float(m, size) for m in quantised]) if len(quantised)
-                      else np.zeros((0, *size), dtype=np.float32))
-    matches = [Match(query_cell=m.query_cell, candidate_cell=m.candidate_cell, query_xy=m.query_xy,
-                     candidate_xy=m.candidate_xy, relevance=m.relevance, distance=m.distance)
-               for m in document.matches]
+        maps[side] = (
+            np.stack([_resize_float(m, size) for m in quantised])
+            if len(quantised)
+            else np.zeros((0, *size), dtype=np.float32)
+        )
+    matches = [
+        Match(
+            query_cell=m.query_cell,
+            candidate_cell=m.candidate_cell,
+            query_xy=m.query_xy,
+            candidate_xy=m.candidate_xy,
+            relevance=m.relevance,
+            distance=m.distance,
+        )
+        for m in document.matches
+    ]
     metrics = document.metrics
     return LayerExplanation(
         key=document.layer,
@@ -162,14 +174,21 @@ def stored_layer(document: ExplanationArtifact, arrays: Mapping[str, np.ndarray]
         matches=matches,
         pixel_relevance_query=maps["query"],
         pixel_relevance_candidate=maps["candidate"],
-        metrics=PairMetrics(irm=metrics.irm, mc=metrics.mc or 0.0, inlier_ratio=metrics.inlier_ratio,
-                            match_count=metrics.match_count or 0),
+        metrics=PairMetrics(
+            irm=metrics.irm,
+            mc=metrics.mc or 0.0,
+            inlier_ratio=metrics.inlier_ratio,
+            match_count=metrics.match_count or 0,
+        ),
     )
 
 
 def _check_compact(document: ExplanationArtifact, where: str) -> None:
-    if document.file(PAIR_DATA_ROLE) is None or document.query.display_file is None \
-            or document.candidate.display_file is None:
+    if (
+        document.file(PAIR_DATA_ROLE) is None
+        or document.query.display_file is None
+        or document.candidate.display_file is None
+    ):
         raise ArtifactError(
             f"artifact {document.artifact_id} ({where}) has no stored pair data (schema "
             f"{document.schema_version}); it was written with its panels rendered, use those PNGs"
@@ -190,10 +209,15 @@ def render_stored(store: ArtifactStore, artifact_id: str, panels: Iterable[str])
     arrays = read_pair_data(raw, source=str(directory / PAIR_DATA_NAME))
     layer = stored_layer(document, arrays)
     displays = {side: store.read_shared_image(getattr(document, side).display_file) for side in SIDES}
-    return render_pair(displays["query"], displays["candidate"], layer,
-                       (document.query.input_height, document.query.input_width),
-                       (document.candidate.input_height, document.candidate.input_width),
-                       k_lines=document.settings.k_lines, panels=set(panels))
+    return render_pair(
+        displays["query"],
+        displays["candidate"],
+        layer,
+        (document.query.input_height, document.query.input_width),
+        (document.candidate.input_height, document.candidate.input_width),
+        k_lines=document.settings.k_lines,
+        panels=set(panels),
+    )
 
 
 def rendered_dir(store: ArtifactStore, artifact_id: str) -> Path:
@@ -201,8 +225,9 @@ def rendered_dir(store: ArtifactStore, artifact_id: str) -> Path:
     return store.root / RENDER_DIR / artifact_id[:2] / artifact_id
 
 
-def materialize(store: ArtifactStore, artifact_id: str, panels: Iterable[str], *,
-                force: bool = False) -> dict[str, str]:
+def materialize(
+    store: ArtifactStore, artifact_id: str, panels: Iterable[str], *, force: bool = False
+) -> dict[str, str]:
     """PNG panels of an artifact as ``{role: path relative to the store root}``.
 
     Panels rendered eagerly (in the artifact's ``files``) and the shared display images are used as
@@ -239,8 +264,15 @@ _PANEL_ROLES: dict[str, tuple[str, ...]] = {
     "only_lines": ("only_lines",),
     "only_colors": ("only_colors",),
     "heatmaps": ("heatmap_query", "heatmap_candidate"),
-    "overlays": ("overlay_heatmap_query", "overlay_heatmap_candidate", "overlay_points_query",
-                 "overlay_points_candidate", "overlay_lines_pair", "overlay_colors_query", "overlay_colors_candidate"),
+    "overlays": (
+        "overlay_heatmap_query",
+        "overlay_heatmap_candidate",
+        "overlay_points_query",
+        "overlay_points_candidate",
+        "overlay_lines_pair",
+        "overlay_colors_query",
+        "overlay_colors_candidate",
+    ),
     "display": ("display_query", "display_candidate", "display_pair"),
 }
 

@@ -1,8 +1,9 @@
 """Write (or check) the JSON Schemas under ``docs/schema/``, generated from the pydantic models.
 
-    python -m pairx_plugin.artifacts.export_schema            # rewrite docs/schema/*.schema.json
-    python -m pairx_plugin.artifacts.export_schema --check    # exit 1 if a checked-in file is stale
+python -m pairx_plugin.artifacts.export_schema            # rewrite docs/schema/*.schema.json
+python -m pairx_plugin.artifacts.export_schema --check    # exit 1 if a checked-in file is stale
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,11 @@ def write_schemas(directory: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pairx_plugin.artifacts.export_schema", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m pairx_plugin.artifacts.export_schema",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="output folder (default: docs/schema)")
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 when a file is stale")
     args = parser.parse_args(argv)

@@ -10,6 +10,7 @@ uses, and render-cache directories of artifacts that are gone. Files younger tha
 are kept, because a run still in progress writes its artifacts before its manifest lines. A manifest
 that does not parse stops gc (it cannot know what that run references).
 """
+
 from __future__ import annotations
 
 import io
@@ -61,8 +62,9 @@ def _manifests(store: ArtifactStore) -> list[Path]:
 
 def _check_root(store: ArtifactStore) -> None:
     if not store.root.is_dir():
-        raise InvalidInputError(f"artifact store {str(store.root)!r} does not exist; pass the --out / output_dir "
-                                "of a run")
+        raise InvalidInputError(
+            f"artifact store {str(store.root)!r} does not exist; pass the --out / output_dir of a run"
+        )
 
 
 def _referenced_ids(store: ArtifactStore, manifest: Path) -> Iterator[tuple[int, str]]:
@@ -130,8 +132,9 @@ def verify_store(root: str | os.PathLike[str]) -> VerifyReport:
                 document, problems = _verify_artifact(store, identifier)
                 checked[identifier] = problems
                 if document is not None:
-                    shared.update(s.display_file.path for s in (document.query, document.candidate)
-                                  if s.display_file is not None)
+                    shared.update(
+                        s.display_file.path for s in (document.query, document.candidate) if s.display_file is not None
+                    )
             for problem in checked[identifier]:
                 report.problems.append(f"{manifest.name} line index {index}: {problem}")
     report.artifacts = len(checked)
@@ -147,15 +150,19 @@ def _size(path: Path) -> int:
 
 def _young(path: Path, now: float, min_age: float) -> bool:
     try:
-        newest = max([path.stat().st_mtime, *(p.stat().st_mtime for p in path.rglob("*"))] if path.is_dir()
-                     else [path.stat().st_mtime])
+        newest = max(
+            [path.stat().st_mtime, *(p.stat().st_mtime for p in path.rglob("*"))]
+            if path.is_dir()
+            else [path.stat().st_mtime]
+        )
     except OSError:
         return True
     return now - newest < min_age
 
 
-def collect_garbage(root: str | os.PathLike[str], *, apply: bool = False,
-                    min_age_seconds: float = DEFAULT_GC_MIN_AGE_SECONDS) -> GcReport:
+def collect_garbage(
+    root: str | os.PathLike[str], *, apply: bool = False, min_age_seconds: float = DEFAULT_GC_MIN_AGE_SECONDS
+) -> GcReport:
     """What no manifest references (and, with ``apply``, remove it); see the module docstring."""
     store = ArtifactStore(root)
     _check_root(store)
@@ -164,8 +171,7 @@ def collect_garbage(root: str | os.PathLike[str], *, apply: bool = False,
         try:
             referenced.update(identifier for _, identifier in _referenced_ids(store, manifest))
         except (ArtifactError, OSError) as exc:
-            raise ArtifactError(f"gc stopped: {exc}; fix or remove that manifest first (nothing was removed)") \
-                from None
+            raise ArtifactError(f"gc stopped: {exc}; fix or remove that manifest first (nothing was removed)") from None
     now = time.time()
     report = GcReport(applied=apply)
     kept_images: set[str] = set()
@@ -174,8 +180,9 @@ def collect_garbage(root: str | os.PathLike[str], *, apply: bool = False,
         if identifier in referenced or _young(directory, now, min_age_seconds):
             try:
                 document = store.load(identifier)
-                kept_images.update(s.display_file.path for s in (document.query, document.candidate)
-                                   if s.display_file is not None)
+                kept_images.update(
+                    s.display_file.path for s in (document.query, document.candidate) if s.display_file is not None
+                )
             except (ArtifactError, InvalidInputError):
                 pass
             continue

@@ -21,6 +21,7 @@ Panels (the ``panels`` argument of :func:`render_pair`):
 Side-by-side canvases put the query at x = 0 and the candidate at x = query width, both top
 aligned; a shorter image leaves white (or, in overlays, transparent) space below it.
 """
+
 from __future__ import annotations
 
 import io
@@ -91,8 +92,7 @@ def to_bgr_array(png_bytes: bytes) -> np.ndarray:
 
 
 def _rendered(role: str, image: Image.Image) -> RenderedImage:
-    return RenderedImage(name=f"{role}.png", role=role, png=encode_png(image),
-                         width=image.width, height=image.height)
+    return RenderedImage(name=f"{role}.png", role=role, png=encode_png(image), width=image.width, height=image.height)
 
 
 # --------------------------------------------------------------------------- array helpers
@@ -116,8 +116,9 @@ def _resize_map(values: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     values = np.nan_to_num(np.asarray(values, dtype=np.float32))
     if values.shape == (height, width):
         return values
-    return np.asarray(Image.fromarray(values, mode="F").resize((width, height), Image.Resampling.BILINEAR),
-                      dtype=np.float32)
+    return np.asarray(
+        Image.fromarray(values, mode="F").resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32
+    )
 
 
 def _side_by_side(left: np.ndarray, right: np.ndarray, fill: float) -> np.ndarray:
@@ -125,7 +126,7 @@ def _side_by_side(left: np.ndarray, right: np.ndarray, fill: float) -> np.ndarra
     height = max(left.shape[0], right.shape[0])
     canvas = np.full((height, left.shape[1] + right.shape[1], left.shape[2]), fill, dtype=np.float32)
     canvas[: left.shape[0], : left.shape[1]] = left
-    canvas[: right.shape[0], left.shape[1]:] = right
+    canvas[: right.shape[0], left.shape[1] :] = right
     return canvas
 
 
@@ -133,7 +134,7 @@ def _stack_rows(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
     width = max(top.shape[1], bottom.shape[1])
     canvas = np.ones((top.shape[0] + bottom.shape[0], width, 3), dtype=np.float32)
     canvas[: top.shape[0], : top.shape[1]] = top
-    canvas[top.shape[0]:, : bottom.shape[1]] = bottom
+    canvas[top.shape[0] :, : bottom.shape[1]] = bottom
     return canvas
 
 
@@ -188,8 +189,9 @@ def _scaled(xy: tuple[float, float], scale: tuple[float, float], offset_x: int =
     return (int(round(xy[0] * scale[0] - 0.5)) + offset_x, int(round(xy[1] * scale[1] - 0.5)))
 
 
-def _circle(draw: ImageDraw.ImageDraw, centre: tuple[int, int], radius: int, colour: tuple[int, ...],
-            width: int) -> None:
+def _circle(
+    draw: ImageDraw.ImageDraw, centre: tuple[int, int], radius: int, colour: tuple[int, ...], width: int
+) -> None:
     x, y = centre
     draw.ellipse((x - radius, y - radius, x + radius, y + radius), outline=colour, width=width)
 
@@ -229,10 +231,17 @@ def draw_numbered_points(canvas: Image.Image, points: Iterable[tuple[int, int]],
     font = _font(max(10, radius * 3))
     for index, (x, y) in enumerate(points):
         colour = colormaps.line_colour(index) + (255,)
-        draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=colour,
-                     outline=(255, 255, 255, 255), width=1)
-        draw.text((x + radius + 1, y - radius), str(index + 1), fill=colour, font=font,
-                  stroke_width=1, stroke_fill=(255, 255, 255, 255))
+        draw.ellipse(
+            (x - radius, y - radius, x + radius, y + radius), fill=colour, outline=(255, 255, 255, 255), width=1
+        )
+        draw.text(
+            (x + radius + 1, y - radius),
+            str(index + 1),
+            fill=colour,
+            font=font,
+            stroke_width=1,
+            stroke_fill=(255, 255, 255, 255),
+        )
 
 
 def heatmap_overlay(relevance: np.ndarray, size_hw: tuple[int, int]) -> Image.Image:
@@ -323,15 +332,14 @@ def render_pair(
     panels = frozenset([panels] if isinstance(panels, str) else panels)
     unknown = panels - PANELS
     if unknown:
-        raise InvalidInputError(
-            f"render_pair: unknown panels {sorted(unknown)}; choose from {sorted(PANELS)}"
-        )
+        raise InvalidInputError(f"render_pair: unknown panels {sorted(unknown)}; choose from {sorted(PANELS)}")
     if isinstance(k_lines, bool) or not isinstance(k_lines, (int, np.integer)) or k_lines < 0:
         raise InvalidInputError(f"render_pair: k_lines must be an integer >= 0, got {k_lines!r}")
-    displays = {"query": _check_display("display_query", display_query),
-                "candidate": _check_display("display_candidate", display_candidate)}
-    sizes = {"query": _check_size("query_size", query_size),
-             "candidate": _check_size("candidate_size", candidate_size)}
+    displays = {
+        "query": _check_display("display_query", display_query),
+        "candidate": _check_display("display_candidate", display_candidate),
+    }
+    sizes = {"query": _check_size("query_size", query_size), "candidate": _check_size("candidate_size", candidate_size)}
     _check_layer(layer, sizes)
     matches = list(layer.matches[: int(k_lines)])
     relevance = {"query": layer.relevance_query, "candidate": layer.relevance_candidate}
@@ -350,8 +358,9 @@ def render_pair(
                 add(f"heatmap_{side}", Image.fromarray(_to_uint8(heated[side])))
         if panels & {"composite", "only_lines", "only_colors"}:
             top = Image.fromarray(_to_uint8(_side_by_side(heated["query"], heated["candidate"], 1.0)))
-            draw_match_lines(top, matches, (1.0, 1.0), (1.0, 1.0), sizes["query"][1],
-                             _smaller(sizes["query"], sizes["candidate"]))
+            draw_match_lines(
+                top, matches, (1.0, 1.0), (1.0, 1.0), sizes["query"][1], _smaller(sizes["query"], sizes["candidate"])
+            )
             bottom = _side_by_side(
                 colours_over_faded_image(inputs["query"], pixel_maps["query"]),
                 colours_over_faded_image(inputs["candidate"], pixel_maps["candidate"]),
@@ -367,8 +376,7 @@ def render_pair(
 
     display_hw = {side: displays[side].shape[:2] for side in SIDES}
     # input pixels -> display pixels, per axis: (sx, sy)
-    scales = {side: (display_hw[side][1] / sizes[side][1], display_hw[side][0] / sizes[side][0])
-              for side in SIDES}
+    scales = {side: (display_hw[side][1] / sizes[side][1], display_hw[side][0] / sizes[side][0]) for side in SIDES}
 
     if "overlays" in panels:
         for side in SIDES:
@@ -378,11 +386,20 @@ def render_pair(
             points = [_scaled(getattr(m, f"{side}_xy"), scales[side]) for m in matches]
             draw_numbered_points(layer_image, points, display_hw[side])
             add(f"overlay_points_{side}", layer_image)
-        pair_hw = (max(display_hw["query"][0], display_hw["candidate"][0]),
-                   display_hw["query"][1] + display_hw["candidate"][1])
+        pair_hw = (
+            max(display_hw["query"][0], display_hw["candidate"][0]),
+            display_hw["query"][1] + display_hw["candidate"][1],
+        )
         lines = Image.new("RGBA", (pair_hw[1], pair_hw[0]), (0, 0, 0, 0))
-        draw_match_lines(lines, matches, scales["query"], scales["candidate"], display_hw["query"][1],
-                         _smaller(display_hw["query"], display_hw["candidate"]), opaque=True)
+        draw_match_lines(
+            lines,
+            matches,
+            scales["query"],
+            scales["candidate"],
+            display_hw["query"][1],
+            _smaller(display_hw["query"], display_hw["candidate"]),
+            opaque=True,
+        )
         add("overlay_lines_pair", lines)
         for side in SIDES:
             add(f"overlay_colors_{side}", colours_overlay(pixel_maps[side], display_hw[side]))
@@ -390,7 +407,8 @@ def render_pair(
     if "display" in panels:
         for side in SIDES:
             add(f"display_{side}", Image.fromarray(displays[side]))
-        pair = _side_by_side(displays["query"].astype(np.float32) / 255.0,
-                             displays["candidate"].astype(np.float32) / 255.0, 1.0)
+        pair = _side_by_side(
+            displays["query"].astype(np.float32) / 255.0, displays["candidate"].astype(np.float32) / 255.0, 1.0
+        )
         add("display_pair", Image.fromarray(_to_uint8(pair)))
     return out

@@ -12,6 +12,7 @@ CDN, no network (except, when served with ``decisions_url``, POSTing decisions t
 URL). The script builds the run view and the pair view from the data block with ``textContent``
 only, so a host string can never become markup; the jinja2 part is autoescaped as well.
 """
+
 from __future__ import annotations
 
 import base64
@@ -88,11 +89,26 @@ class Card:
     def payload(self) -> dict[str, Any]:
         """The record in the page's data block (short keys: a run can hold thousands of records)."""
         return {
-            "i": self.index, "status": self.status, "rank": self.rank, "q": self.query_id, "c": self.candidate_id,
-            "ql": self.query_label, "cl": self.candidate_label, "score": self.score, "same": self.same_identity,
-            "cosine": self.cosine, "layer": self.layer, "artifact": self.artifact_id, "metrics": self.metrics,
-            "files": self.files, "sizes": self.sizes, "stride": self.stride, "matches": self.matches,
-            "json": self.json_href, "error": self.error, "missing": self.missing_files,
+            "i": self.index,
+            "status": self.status,
+            "rank": self.rank,
+            "q": self.query_id,
+            "c": self.candidate_id,
+            "ql": self.query_label,
+            "cl": self.candidate_label,
+            "score": self.score,
+            "same": self.same_identity,
+            "cosine": self.cosine,
+            "layer": self.layer,
+            "artifact": self.artifact_id,
+            "metrics": self.metrics,
+            "files": self.files,
+            "sizes": self.sizes,
+            "stride": self.stride,
+            "matches": self.matches,
+            "json": self.json_href,
+            "error": self.error,
+            "missing": self.missing_files,
         }
 
 
@@ -170,16 +186,26 @@ def _geometry(card: Card, document: dict[str, Any]) -> None:
         for match in document.get("matches", []):
             qx, qy = (float(v) for v in match["query_display_xy"])
             cx, cy = (float(v) for v in match["candidate_display_xy"])
-            card.matches.append([round(qx, 2), round(qy, 2), round(cx, 2), round(cy, 2),
-                                 _finite(float(match["relevance"])), match.get("color_index")])
+            card.matches.append(
+                [
+                    round(qx, 2),
+                    round(qy, 2),
+                    round(cx, 2),
+                    round(cy, 2),
+                    _finite(float(match["relevance"])),
+                    match.get("color_index"),
+                ]
+            )
         if document.get("matches"):
             first = document["matches"][0]
             for side in ("query", "candidate"):
                 info = document[side]
                 cell, xy = first[f"{side}_cell"], first[f"{side}_xy"]
                 stride = [float(xy[0]) / (int(cell[0]) + 0.5), float(xy[1]) / (int(cell[1]) + 0.5)]
-                card.stride[side] = [stride[0] * info["display_width"] / info["input_width"],
-                                     stride[1] * info["display_height"] / info["input_height"]]
+                card.stride[side] = [
+                    stride[0] * info["display_width"] / info["input_width"],
+                    stride[1] * info["display_height"] / info["input_height"],
+                ]
     except (KeyError, TypeError, ValueError, ZeroDivisionError):
         card.sizes, card.matches, card.stride = {}, [], {}  # an older or foreign document: images only
 
@@ -190,9 +216,15 @@ def _card(entry: ManifestEntry, root: Path, prefix: list[str], reader: _Artifact
     if record.query_label is not None and record.candidate_label is not None:
         same = record.query_label == record.candidate_label
     card = Card(
-        index=entry.index, status=entry.status, rank=record.rank, query_id=record.query_id,
-        candidate_id=record.candidate_id, candidate_label=record.candidate_label, query_label=record.query_label,
-        score=_score(record.score), same_identity=same,
+        index=entry.index,
+        status=entry.status,
+        rank=record.rank,
+        query_id=record.query_id,
+        candidate_id=record.candidate_id,
+        candidate_label=record.candidate_label,
+        query_label=record.query_label,
+        score=_score(record.score),
+        same_identity=same,
     )
     if record.explanation_error is not None:
         err = record.explanation_error
@@ -204,8 +236,10 @@ def _card(entry: ManifestEntry, root: Path, prefix: list[str], reader: _Artifact
     card.layer = ref.layer
     card.artifact_id = ref.artifact_id
     card.metrics = {
-        "irm": _finite(ref.metrics.irm), "mc": _finite(ref.metrics.mc),
-        "inlier_ratio": _finite(ref.metrics.inlier_ratio), "match_count": ref.metrics.match_count,
+        "irm": _finite(ref.metrics.irm),
+        "mc": _finite(ref.metrics.mc),
+        "inlier_ratio": _finite(ref.metrics.inlier_ratio),
+        "match_count": ref.metrics.match_count,
         # the combined evidence score (docs/metrics.md); absent on artifacts made before schema 1.1
         "evidence": _finite(ref.metrics.evidence.score) if ref.metrics.evidence is not None else None,
     }
@@ -271,8 +305,13 @@ def _palette() -> dict[str, Any]:
 def _json_for_html(value: object) -> str:
     """JSON that cannot end its ``<script type="application/json">`` block or open a comment."""
     text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    return (text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
-            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+    return (
+        text.replace("&", "\\u0026")
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
+    )
 
 
 def _csp_hash(text: str) -> str:
@@ -283,12 +322,20 @@ def _asset(name: str) -> str:
     try:
         return (_TEMPLATES / name).read_text(encoding="utf-8")
     except OSError as exc:  # pragma: no cover - a broken installation
-        raise ArtifactError(f"the review page asset {name!r} is missing from the installation ({exc}); reinstall "
-                            "pairx-plugin") from None
+        raise ArtifactError(
+            f"the review page asset {name!r} is missing from the installation ({exc}); reinstall pairx-plugin"
+        ) from None
 
 
-def render_review_html(entries: Sequence[ManifestEntry], root: str | Path, page_dir: str | Path,
-                       title: str, *, run_name: str | None = None, decisions_url: str | None = None) -> str:
+def render_review_html(
+    entries: Sequence[ManifestEntry],
+    root: str | Path,
+    page_dir: str | Path,
+    title: str,
+    *,
+    run_name: str | None = None,
+    decisions_url: str | None = None,
+) -> str:
     """The page as a string; links are relative from ``page_dir`` to files under ``root``.
 
     ``decisions_url``: a same-origin path (or http(s) URL) the page POSTs each decision to, as JSON
@@ -316,24 +363,32 @@ def render_review_html(entries: Sequence[ManifestEntry], root: str | Path, page_
         "post_url": decisions_url,
         "decision_schema": DECISION_SCHEMA_VERSION,
         "palette": _palette(),
-        "queries": [{"q": s.query_id, "ql": s.query_label, "records": [c.payload() for c in s.cards]}
-                    for s in sections],
+        "queries": [
+            {"q": s.query_id, "ql": s.query_label, "records": [c.payload() for c in s.cards]} for s in sections
+        ],
     }
     script, style = _asset(SCRIPT_NAME), _asset(STYLE_NAME)
-    csp = "; ".join([
-        "default-src 'none'",
-        "img-src 'self' file: data:",
-        f"style-src {_csp_hash(style)}",
-        f"script-src {_csp_hash(script)}",
-        "connect-src 'self'" if decisions_url else "connect-src 'none'",
-        "base-uri 'none'",
-        "form-action 'none'",
-    ])
+    csp = "; ".join(
+        [
+            "default-src 'none'",
+            "img-src 'self' file: data:",
+            f"style-src {_csp_hash(style)}",
+            f"script-src {_csp_hash(script)}",
+            "connect-src 'self'" if decisions_url else "connect-src 'none'",
+            "base-uri 'none'",
+            "form-action 'none'",
+        ]
+    )
     from markupsafe import Markup
 
     return env.get_template(TEMPLATE_NAME).render(
-        title=title, sections=sections, summary=_summary(sections), csp=csp,
-        data_json=Markup(_json_for_html(data)), script=Markup(script), style=Markup(style),
+        title=title,
+        sections=sections,
+        summary=_summary(sections),
+        csp=csp,
+        data_json=Markup(_json_for_html(data)),
+        script=Markup(script),
+        style=Markup(style),
     )
 
 
@@ -344,20 +399,32 @@ def read_page_data(html: str) -> dict[str, Any]:
     """The data block of a review page (``queries`` -> ``records``), e.g. for a test or a tool that checks a page."""
     found = _DATA_BLOCK.search(html)
     if found is None:
-        raise InvalidInputError("the text is not a pairx review page (no review-data block); write it with "
-                                "write_review_page")
+        raise InvalidInputError(
+            "the text is not a pairx review page (no review-data block); write it with write_review_page"
+        )
     data: dict[str, Any] = json.loads(found.group(1))
     return data
 
 
 def page_links(data: dict[str, Any]) -> list[str]:
     """Every relative file link of a page's records (panels, overlay layers, explanation.json)."""
-    return [href for query in data["queries"] for record in query["records"]
-            for href in [*record["files"].values(), record["json"]] if href]
+    return [
+        href
+        for query in data["queries"]
+        for record in query["records"]
+        for href in [*record["files"].values(), record["json"]]
+        if href
+    ]
 
 
-def write_review_page(root: str | Path, run_name: str, output: str | Path | None = None,
-                      title: str | None = None, *, decisions_url: str | None = None) -> Path:
+def write_review_page(
+    root: str | Path,
+    run_name: str,
+    output: str | Path | None = None,
+    title: str | None = None,
+    *,
+    decisions_url: str | None = None,
+) -> Path:
     """Write the review page of ``runs/<run_name>.jsonl`` under ``root``; returns the page's path.
 
     Default location: ``<root>/review/<run_name>.html``. The page links to the artifacts with
@@ -372,8 +439,9 @@ def write_review_page(root: str | Path, run_name: str, output: str | Path | None
     entries = read_manifest_entries(root / "runs" / f"{run_name}.jsonl")
     page = Path(output) if output is not None else root / "review" / f"{run_name}.html"
     page_dir = page.parent
-    html = render_review_html(entries, root, page_dir, title or f"PAIR-X review: {run_name}", run_name=run_name,
-                              decisions_url=decisions_url)
+    html = render_review_html(
+        entries, root, page_dir, title or f"PAIR-X review: {run_name}", run_name=run_name, decisions_url=decisions_url
+    )
     try:
         page_dir.mkdir(parents=True, exist_ok=True)
         tmp = page.with_name(f".{page.name}.tmp")

@@ -12,6 +12,7 @@ pixels, all mutual matches) keeps the version and with it every stored artifact'
 This module holds the models, the version and the JSON Schema export only; building an artifact
 from engine results is :mod:`pairx_plugin.artifacts.build`.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -87,8 +88,9 @@ class ArtifactMatch(_Strict):
         None, description="Index of this match's pixel colour map (top k_colors matches), else null."
     )
     supports_evidence: bool | None = Field(
-        None, description="True when the match is on the animal and agrees with the fitted transform, i.e. it "
-        "counts towards metrics.evidence (docs/metrics.md); null when no evidence was computed."
+        None,
+        description="True when the match is on the animal and agrees with the fitted transform, i.e. it "
+        "counts towards metrics.evidence (docs/metrics.md); null when no evidence was computed.",
     )
 
 

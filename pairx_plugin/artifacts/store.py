@@ -23,6 +23,7 @@ Run manifests are created exclusively (``O_EXCL``): two runs can never share one
 that already has a manifest is an error before any work. :func:`new_run_name` gives names that are
 unique across processes (UTC time to the microsecond, the pid and a random suffix).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -262,8 +263,9 @@ class ArtifactStore:
         #: (image content sha256, display size) -> its shared display file, so a run encodes each image once
         self._shared_cache: dict[tuple[str, int, int], SharedFile] = {}
         if self.root.exists() and not self.root.is_dir():
-            raise ArtifactError(f"artifact store root {str(self.root)!r} exists and is not a directory; "
-                                "choose another output_dir")
+            raise ArtifactError(
+                f"artifact store root {str(self.root)!r} exists and is not a directory; choose another output_dir"
+            )
         if self.root.is_dir():
             _sweep_once(self.root)
 
@@ -326,8 +328,10 @@ class ArtifactStore:
                 found.append(f"{shared.path}: {exc.strerror or exc}")
                 continue
             if size != shared.size_bytes or digest != shared.sha256:
-                found.append(f"{shared.path}: content ({size} bytes, sha256 {digest}) differs from the listed "
-                             f"{shared.size_bytes} bytes, sha256 {shared.sha256}")
+                found.append(
+                    f"{shared.path}: content ({size} bytes, sha256 {digest}) differs from the listed "
+                    f"{shared.size_bytes} bytes, sha256 {shared.sha256}"
+                )
         for entry in artifact.files:
             path = directory / entry.name
             try:
@@ -390,8 +394,10 @@ class ArtifactStore:
             with Image.open(path) as image:
                 return np.asarray(image.convert("RGB"), dtype=np.uint8)
         except Exception as exc:
-            raise ArtifactError(f"cannot read shared image {str(path)!r} ({exc}); re-run the records that use it "
-                                "(pairx-plugin store verify lists them)") from exc
+            raise ArtifactError(
+                f"cannot read shared image {str(path)!r} ({exc}); re-run the records that use it "
+                "(pairx-plugin store verify lists them)"
+            ) from exc
 
     def shared_paths(self) -> Iterator[Path]:
         """Every file under ``images/`` that looks like a shared file (for gc and verify)."""
@@ -419,8 +425,13 @@ class ArtifactStore:
 
         data = encode_png(Image.fromarray(np.ascontiguousarray(display)))
         digest = hashlib.sha256(data).hexdigest()
-        shared = SharedFile(path=f"images/{digest[:2]}/{digest}.png", sha256=digest, size_bytes=len(data),
-                            width=int(display.shape[1]), height=int(display.shape[0]))
+        shared = SharedFile(
+            path=f"images/{digest[:2]}/{digest}.png",
+            sha256=digest,
+            size_bytes=len(data),
+            width=int(display.shape[1]),
+            height=int(display.shape[0]),
+        )
         path = self.shared_path(shared)
         try:
             present = path.stat().st_size == len(data)
@@ -444,8 +455,9 @@ class ArtifactStore:
         names = [blob.name for blob in blobs]
         for name in names:
             if not _FILE_NAME_PATTERN.match(name) or name == JSON_NAME:
-                raise InvalidInputError(f"artifact file name {name!r} is not allowed; use [A-Za-z0-9_.-], "
-                                        f"not {JSON_NAME}")
+                raise InvalidInputError(
+                    f"artifact file name {name!r} is not allowed; use [A-Za-z0-9_.-], not {JSON_NAME}"
+                )
         if len(set(names)) != len(names):
             raise InvalidInputError(f"artifact file names repeat: {sorted(names)}; give each file its own name")
         files = [
@@ -487,7 +499,6 @@ class ArtifactStore:
             yield manifest
         finally:
             manifest.close()
-
 
     def remove_run(self, run_name: str) -> bool:
         """Delete the manifest of ``run_name`` (to reuse the name); True when there was one."""
@@ -554,8 +565,9 @@ class RunManifest:
         """Write one line with one ``write`` call and fsync it, so a killed run leaves whole lines only."""
         if self._fd is None:
             return
-        entry = ManifestEntry(schema_version=SCHEMA_VERSION, run_name=self.run_name, index=index, status=status,
-                              record=record)
+        entry = ManifestEntry(
+            schema_version=SCHEMA_VERSION, run_name=self.run_name, index=index, status=status, record=record
+        )
         try:
             _write_bytes(self._fd, (entry.model_dump_json() + "\n").encode("utf-8"))
             os.fsync(self._fd)

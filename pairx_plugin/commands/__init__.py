@@ -7,6 +7,7 @@ code. Adapters contribute commands the same way through the entry-point group
 ``pairx_plugin.commands`` (see :mod:`pairx_plugin.cli`). A handler reports bad input by raising a
 :class:`~pairx_plugin.errors.PairXError`; the CLI prints it as one line and exits with code 2.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,19 +54,33 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """``--model SPEC``, ``--weights FILE`` and ``--size N`` (shared by commands that load a model)."""
     group = parser.add_argument_group("model")
     group.add_argument(
-        "--model", default="builtin", metavar="SPEC",
+        "--model",
+        default="builtin",
+        metavar="SPEC",
         help="'builtin' (ImageNet EfficientNet-Lite0, the default), 'timm:NAME' (e.g. timm:resnet18), "
-             "'hf-hub:ORG/NAME' (cached timm hub model), 'local-dir:PATH', 'transformers:DIR_OR_ID', "
-             "'miewid[BACKBONE]:PATH' or 'module:callable' returning an nn.Module (see docs/models.md)",
+        "'hf-hub:ORG/NAME' (cached timm hub model), 'local-dir:PATH', 'transformers:DIR_OR_ID', "
+        "'miewid[BACKBONE]:PATH' or 'module:callable' returning an nn.Module (see docs/models.md)",
     )
-    group.add_argument("--weights", metavar="FILE", help="state dict to load into the model (torch.save of state_dict())")
-    group.add_argument("--trust-remote-code", action="store_true",
-                       help="let a transformers: model run its own Python code (config.json auto_map, e.g. MiewID)")
-    group.add_argument("--size", type=positive_int, metavar="N",
-                       help="square input size in pixels (default: the model's own, 224 for the built-in)")
-    group.add_argument("--device", type=device_name, metavar="DEVICE",
-                       help="auto (a GPU when there is one), cpu, cuda or cuda:N (default: auto, or the "
-                            "--config file's device)")
+    group.add_argument(
+        "--weights", metavar="FILE", help="state dict to load into the model (torch.save of state_dict())"
+    )
+    group.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="let a transformers: model run its own Python code (config.json auto_map, e.g. MiewID)",
+    )
+    group.add_argument(
+        "--size",
+        type=positive_int,
+        metavar="N",
+        help="square input size in pixels (default: the model's own, 224 for the built-in)",
+    )
+    group.add_argument(
+        "--device",
+        type=device_name,
+        metavar="DEVICE",
+        help="auto (a GPU when there is one), cpu, cuda or cuda:N (default: auto, or the --config file's device)",
+    )
 
 
 def load_bundle(args: argparse.Namespace, device: str | None = None):
@@ -78,8 +93,9 @@ def load_bundle(args: argparse.Namespace, device: str | None = None):
     if args.size is not None and args.size < 32:
         raise InvalidInputError(f"--size {args.size} is too small for a CNN; use at least 32 (e.g. 224)")
     target = resolve_device(device or getattr(args, "device", None) or "auto")  # before the slow load
-    bundle = load_model_spec(args.model, weights=args.weights,
-                             trust_remote_code=bool(getattr(args, "trust_remote_code", False)))
+    bundle = load_model_spec(
+        args.model, weights=args.weights, trust_remote_code=bool(getattr(args, "trust_remote_code", False))
+    )
     if args.size is not None:
         bundle = replace(bundle, input_size=int(args.size))
     bundle.model.to(target)

@@ -6,6 +6,7 @@ the candidate's identity; ``--pairs-out`` also writes the decided pairs as a lab
 ``decisions schema`` prints (or ``--write`` / ``--check``) the decision file's JSON Schema.
 WBIA hosts apply decisions through their controller: ``wbia_pairx.decisions.apply_decisions(ibs, ...)``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,16 +23,16 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "decisions",
         help="apply curator decisions (exported from the review page) to a metadata table",
         description="Work with a decisions file exported from the review page (JSON Lines, one decision "
-                    "per line; the latest decision per record counts).",
+        "per line; the latest decision per record counts).",
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", title="actions")
     apply = actions.add_parser(
         "apply",
         help="write a metadata CSV with the decided identities",
         description="Relabel each query judged 'same' as a candidate with the candidate's identity and write "
-                    "the whole table to --out (every other row and column unchanged). Stops with exit 2, "
-                    "writing nothing, when a decision names an id the table lacks or one query was judged "
-                    "the same as two identities.",
+        "the whole table to --out (every other row and column unchanged). Stops with exit 2, "
+        "writing nothing, when a decision names an id the table lacks or one query was judged "
+        "the same as two identities.",
     )
     apply.add_argument("decisions", metavar="FILE", help="decisions file (.jsonl) exported from the review page")
     apply.add_argument("--metadata", required=True, metavar="CSV", help="metadata table to update (not modified)")
@@ -59,8 +60,9 @@ def run_apply(args: argparse.Namespace) -> int:
         raise InvalidInputError(f"decisions file {args.decisions!r} holds no decisions; decide some records first")
     if Path(args.out).resolve() == Path(args.metadata).resolve():
         raise InvalidInputError("--out must differ from --metadata (the original table is kept as it was)")
-    plan = apply_to_metadata_csv(decisions, args.metadata, args.out, id_column=args.id_column,
-                                 identity_column=args.identity_column)
+    plan = apply_to_metadata_csv(
+        decisions, args.metadata, args.out, id_column=args.id_column, identity_column=args.identity_column
+    )
     if args.pairs_out:
         write_pairs_csv(decisions, args.pairs_out)
     for image_id, identity in sorted(plan.updates.items()):

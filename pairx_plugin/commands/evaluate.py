@@ -4,6 +4,7 @@ Reads the run's manifest (records with their labels and metrics), prints AUROC o
 host-score bins, top-1 before and after re-ranking, and writes ``evaluation.png`` (ROC curves and a
 reliability diagram) and ``evaluation.json`` next to the review page.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,12 +17,19 @@ from . import EXIT_OK, positive_int
 
 def add_rerank_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("re-ranking measured (pairx.rerank; the run is not changed)")
-    group.add_argument("--score", default="evidence",
-                       choices=["evidence", "calibrated", "irm", "mc", "inlier_ratio", "match_count"],
-                       help="number fused with the host rank (default: evidence)")
+    group.add_argument(
+        "--score",
+        default="evidence",
+        choices=["evidence", "calibrated", "irm", "mc", "inlier_ratio", "match_count"],
+        help="number fused with the host rank (default: evidence)",
+    )
     group.add_argument("--alpha", type=float, default=None, help="weight of the host rank, 0..1 (default 0.3)")
-    group.add_argument("--shortlist-k", type=positive_int, default=None, help="candidates re-ordered per query (default 5)")
-    group.add_argument("--calibration", metavar="FILE", help="calibration file (from `calibrate`) for --score calibrated")
+    group.add_argument(
+        "--shortlist-k", type=positive_int, default=None, help="candidates re-ordered per query (default 5)"
+    )
+    group.add_argument(
+        "--calibration", metavar="FILE", help="calibration file (from `calibrate`) for --score calibrated"
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -29,8 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "evaluate",
         help="AUROC of every number, top-1 before/after re-ranking, ROC + reliability plot",
         description="Evaluate a labelled run: AUROC of the host score and of every PAIR-X number for correct vs "
-                    "incorrect records (overall and within host-score bins), top-1 before and after re-ranking, "
-                    "and a PNG of ROC curves and a reliability diagram next to the review page.",
+        "incorrect records (overall and within host-score bins), top-1 before and after re-ranking, "
+        "and a PNG of ROC curves and a reliability diagram next to the review page.",
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="output directory of a run (holds runs/*.jsonl)")
     parser.add_argument("--run", metavar="NAME", help="manifest runs/NAME.jsonl (default: the newest)")
@@ -55,7 +63,9 @@ def rerank_config(args: argparse.Namespace):
     try:
         return RerankConfig(**values)
     except ValidationError as exc:
-        problems = "; ".join(f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(
+            f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}" for e in exc.errors()
+        )
         raise InvalidInputError(f"re-ranking options: {problems}") from None
 
 
@@ -85,8 +95,13 @@ def run(args: argparse.Namespace) -> int:
     truth = np.array([r.correct for r in rows])
     curves = []
     for name, _ in CURVES:
-        values = np.array([r.host_score if name == "host_score" else
-                           (np.nan if r.values[name] is None else r.values[name]) for r in rows], float)
+        values = np.array(
+            [
+                r.host_score if name == "host_score" else (np.nan if r.values[name] is None else r.values[name])
+                for r in rows
+            ],
+            float,
+        )
         if np.isnan(values).all() or truth.all() or not truth.any():
             continue
         fpr, tpr = roc_curve_points(values, truth)

@@ -5,6 +5,7 @@ The pair goes through the same path as a host pipeline's matches: one ``MatchRec
 ``ArtifactStore``. Both images are checked before the model is loaded, so a typo in a path fails
 in a fraction of a second.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,20 +23,27 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "explain",
         help="explain one image pair and write its PAIR-X artifacts",
         description="Explain why the model matches IMG_A (query) with IMG_B (candidate): heat maps, "
-                    "match lines, colour maps and overlay layers, written to an artifact store. "
-                    "Prints one summary line: cosine, layer, match count, IRM, MC and the composite PNG.",
+        "match lines, colour maps and overlay layers, written to an artifact store. "
+        "Prints one summary line: cosine, layer, match count, IRM, MC and the composite PNG.",
     )
     parser.add_argument("image_a", metavar="IMG_A", help="query image file")
     parser.add_argument("image_b", metavar="IMG_B", help="candidate image file")
     add_model_arguments(parser)
-    parser.add_argument("--layer", action="append", metavar="KEY", dest="layers",
-                        help="layer key to explain (repeatable; default: the model's suggested layer, "
-                             "see `pairx-plugin layers`)")
-    parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
-                        help=f"artifact store directory (default: ./{DEFAULT_OUT})")
-    parser.add_argument("--config", metavar="FILE",
-                        help="YAML/JSON PAIR-X configuration (a 'pairx:' section or the whole file); "
-                             "command-line options override it")
+    parser.add_argument(
+        "--layer",
+        action="append",
+        metavar="KEY",
+        dest="layers",
+        help="layer key to explain (repeatable; default: the model's suggested layer, see `pairx-plugin layers`)",
+    )
+    parser.add_argument(
+        "--out", default=DEFAULT_OUT, metavar="DIR", help=f"artifact store directory (default: ./{DEFAULT_OUT})"
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="YAML/JSON PAIR-X configuration (a 'pairx:' section or the whole file); command-line options override it",
+    )
     parser.add_argument("--mode", choices=("conservative", "parity"), help="LRP rules (default: conservative)")
     parser.add_argument("--k-lines", type=positive_int, metavar="N", help="matches drawn as lines (default 20)")
     parser.add_argument("--k-colors", type=positive_int, metavar="N", help="matches with a colour map (default 10)")
@@ -73,12 +81,14 @@ def run(args: argparse.Namespace) -> int:
     config = build_config(args)
     bundle = load_bundle(args, device=args.device or config.device)
     config = config.model_copy(update={"device": "auto"})  # the model now sits where it should run
-    source = FileImageSource({query_id: query_id, candidate_id: candidate_id},
-                             bundle.input_size, bundle.mean, bundle.std)
+    source = FileImageSource(
+        {query_id: query_id, candidate_id: candidate_id}, bundle.input_size, bundle.mean, bundle.std
+    )
     store = ArtifactStore(args.out)
     record = MatchRecord(query_id=query_id, candidate_id=candidate_id, rank=0, score=float("nan"))
-    [result] = explain_matches(records=[record], images=source, model=bundle.model, config=config,
-                               store=store, progress=not args.no_progress)
+    [result] = explain_matches(
+        records=[record], images=source, model=bundle.model, config=config, store=store, progress=not args.no_progress
+    )
     if result.explanation_error is not None:
         error = result.explanation_error
         message = " ".join(error.message.split())

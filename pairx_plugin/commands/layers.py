@@ -1,4 +1,5 @@
 """``pairx-plugin layers``: the layers PAIR-X can explain for a model, default marked with ``*``."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,8 +13,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "layers",
         help="list the candidate layers of a model",
         description="List the layers whose output is a feature map PAIR-X can explain: key, module "
-                    "type, output shape (C, h, w) at the input size, and stride. The suggested default "
-                    "is marked with '*'; pass a key to `explain --layer`.",
+        "type, output shape (C, h, w) at the input size, and stride. The suggested default "
+        "is marked with '*'; pass a key to `explain --layer`.",
     )
     add_model_arguments(parser)
     parser.set_defaults(handler=run)
@@ -28,8 +29,13 @@ def format_table(infos) -> str:
     """A plain-text table of ``LayerInfo`` rows (monospace columns, default marked ``*``)."""
     header = ("", "key", "module type", "output (C, h, w)", "stride")
     rows = [
-        ("*" if info.is_default else "", info.key, info.module_type,
-         "(" + ", ".join(str(v) for v in info.output_shape) + ")", _stride(info.stride))
+        (
+            "*" if info.is_default else "",
+            info.key,
+            info.module_type,
+            "(" + ", ".join(str(v) for v in info.output_shape) + ")",
+            _stride(info.stride),
+        )
         for info in infos
     ]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]

@@ -4,6 +4,7 @@ Over a whole store, one run (``--run NAME``) or given artifact ids. Panels go to
 cache ``rendered/<id[:2]>/<id>/<role>.png`` (reused when present; ``--force`` redraws). Panels an
 artifact already has as files (rendered eagerly) are listed as they are.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,14 +24,19 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "render",
         help="draw PNG panels of stored artifacts from their stored data",
         description="Render panels (composite, overlays, ...) of compact artifacts into the store's render cache "
-                    "rendered/<id[:2]>/<id>/. Prints one JSON line per artifact: its id and {role: path}.",
+        "rendered/<id[:2]>/<id>/. Prints one JSON line per artifact: its id and {role: path}.",
     )
     parser.add_argument("root", metavar="STORE", help="artifact store directory")
     parser.add_argument("--run", metavar="NAME", help="only the artifacts of runs/NAME.jsonl")
-    parser.add_argument("--artifact", action="append", default=[], metavar="ID", help="only this artifact "
-                        "(repeatable)")
-    parser.add_argument("--panels", nargs="+", choices=ALL_PANELS, default=list(ALL_PANELS), metavar="PANEL",
-                        help=f"panel kinds (default all: {' '.join(ALL_PANELS)})")
+    parser.add_argument("--artifact", action="append", default=[], metavar="ID", help="only this artifact (repeatable)")
+    parser.add_argument(
+        "--panels",
+        nargs="+",
+        choices=ALL_PANELS,
+        default=list(ALL_PANELS),
+        metavar="PANEL",
+        help=f"panel kinds (default all: {' '.join(ALL_PANELS)})",
+    )
     parser.add_argument("--force", action="store_true", help="redraw panels already in the render cache")
     parser.set_defaults(handler=run)
     return parser

@@ -5,6 +5,7 @@ line's files exist, parse and match their hashes. ``gc`` lists what it would rem
 ``--apply`` is given; files younger than ``--min-age`` seconds are kept (a run in progress writes its
 artifacts before their manifest lines).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,22 +21,28 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", title="actions")
     verify = actions.add_parser(
-        "verify", help="check every manifest line's files (exist, parse, sha256)",
+        "verify",
+        help="check every manifest line's files (exist, parse, sha256)",
         description="Read every runs/*.jsonl; for each referenced artifact check explanation.json, every listed "
-                    "file (exists, sha256 matches, PNG/npz decodes) and the shared display images. Exit 1 on "
-                    "any problem.",
+        "file (exists, sha256 matches, PNG/npz decodes) and the shared display images. Exit 1 on "
+        "any problem.",
     )
     verify.add_argument("root", metavar="STORE", help="artifact store directory")
     verify.set_defaults(handler=run_verify)
     gc = actions.add_parser(
-        "gc", help="remove artifacts, shared images and rendered panels no manifest references",
+        "gc",
+        help="remove artifacts, shared images and rendered panels no manifest references",
         description="Dry run by default: prints what would be removed and how many bytes. --apply removes it.",
     )
     gc.add_argument("root", metavar="STORE", help="artifact store directory")
     gc.add_argument("--apply", action="store_true", help="really delete (default: only list)")
-    gc.add_argument("--min-age", type=float, default=None, metavar="SECONDS",
-                    help="keep files younger than this (default 3600: a run in progress may still add "
-                         "their manifest lines)")
+    gc.add_argument(
+        "--min-age",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="keep files younger than this (default 3600: a run in progress may still add their manifest lines)",
+    )
     gc.set_defaults(handler=run_gc)
     parser.set_defaults(handler=lambda args: parser.print_help() or 2)
     return parser
@@ -48,8 +55,10 @@ def run_verify(args: argparse.Namespace) -> int:
     for problem in report.problems:
         print(problem)
     verdict = "OK" if report.ok else f"{len(report.problems)} problem(s)"
-    print(f"{verdict}: {report.runs} run(s), {report.lines} manifest line(s), {report.artifacts} artifact(s), "
-          f"{report.shared_images} shared image(s) checked")
+    print(
+        f"{verdict}: {report.runs} run(s), {report.lines} manifest line(s), {report.artifacts} artifact(s), "
+        f"{report.shared_images} shared image(s) checked"
+    )
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
@@ -61,7 +70,9 @@ def run_gc(args: argparse.Namespace) -> int:
     verb = "removed" if report.applied else "would remove"
     for path in report.paths:
         print(f"{verb} {path}")
-    print(f"{verb} {len(report.artifacts)} artifact(s), {len(report.shared_images)} shared image(s), "
-          f"{len(report.rendered)} rendered dir(s): {report.bytes} bytes"
-          + ("" if report.applied else " (dry run; pass --apply to delete)"))
+    print(
+        f"{verb} {len(report.artifacts)} artifact(s), {len(report.shared_images)} shared image(s), "
+        f"{len(report.rendered)} rendered dir(s): {report.bytes} bytes"
+        + ("" if report.applied else " (dry run; pass --apply to delete)")
+    )
     return EXIT_OK

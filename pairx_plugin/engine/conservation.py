@@ -4,6 +4,7 @@
 embedding). A conserving pass gives ≈ 1; the published parity pass on timm EfficientNets does not
 (see docs/engine.md). Used by the tests and useful when adding a model family.
 """
+
 from __future__ import annotations
 
 import torch
@@ -20,8 +21,12 @@ from .seeds import SEEDS
 
 
 def conservation(
-    model: nn.Module, x0: torch.Tensor, x1: torch.Tensor, layer_key: str,
-    mode: str = "conservative", backend: str = "auto",
+    model: nn.Module,
+    x0: torch.Tensor,
+    x1: torch.Tensor,
+    layer_key: str,
+    mode: str = "conservative",
+    backend: str = "auto",
 ) -> tuple[float, float]:
     """sum(relevance at ``layer_key``) / sum(relevance seeded at the embedding), per image."""
     chooser = choose_backend(model, mode=mode, name=backend)

@@ -15,6 +15,7 @@ For a query and its candidates, :class:`PairX`
 
 The model is left exactly as it was (see :mod:`.guard`); inputs are never modified.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -85,7 +86,8 @@ def _out_of_memory_alone(exc: PairXError, candidate: int) -> PairXError:
     failure = StepError(
         f"out of memory explaining candidates[{candidate}] even alone with the query ({exc}); use a smaller "
         "input size, fewer layers, a smaller k_colors, or run on the CPU",
-        stage=exc.stage, candidate_index=candidate,
+        stage=exc.stage,
+        candidate_index=candidate,
     )
     failure.__cause__ = exc.__cause__ if exc.__cause__ is not None else exc
     return failure
@@ -211,8 +213,9 @@ class PairX:
         self.k_colors = _check_positive_int("k_colors", k_colors)
         self.max_batch_images = _check_positive_int("max_batch_images", max_batch_images)
         self.max_batch_pixels = _check_positive_int("max_batch_pixels", max_batch_pixels)
-        if pixel_rows is not None and (isinstance(pixel_rows, bool) or not isinstance(pixel_rows, (int, np.integer))
-                                       or pixel_rows < 0):
+        if pixel_rows is not None and (
+            isinstance(pixel_rows, bool) or not isinstance(pixel_rows, (int, np.integer)) or pixel_rows < 0
+        ):
             raise InvalidInputError(f"pixel_rows must be None (automatic), 0 or a positive integer, got {pixel_rows!r}")
         self.pixel_rows = None if pixel_rows is None else int(pixel_rows)
         self.backend: RelevanceBackend = choose_backend(model, mode=mode, name=backend, optimised=optimised)
@@ -244,8 +247,7 @@ class PairX:
         slot instead of raising; a failing query raises in any case.
         """
         if isinstance(candidates, torch.Tensor) or not isinstance(candidates, Sequence):
-            raise InvalidInputError("candidates must be a list of (1,3,H,W) tensors, got "
-                                    f"{type(candidates).__name__}")
+            raise InvalidInputError(f"candidates must be a list of (1,3,H,W) tensors, got {type(candidates).__name__}")
         if len(candidates) == 0:
             raise InvalidInputError("candidates is empty: give at least one candidate image tensor")
         self._check_input(query, "query")
@@ -340,11 +342,14 @@ class PairX:
             raise InvalidInputError(f"{name} is too small: {tuple(x.shape)}; images need at least 8×8 pixels")
         dtype = model_dtype(self.model)
         if x.dtype != dtype:
-            raise InvalidInputError(f"{name} has dtype {x.dtype}, but the model's parameters are {dtype}; "
-                                    f"convert with .to({dtype})")
+            raise InvalidInputError(
+                f"{name} has dtype {x.dtype}, but the model's parameters are {dtype}; convert with .to({dtype})"
+            )
         device = model_device(self.model)
         if x.device != device:
-            raise InvalidInputError(f"{name} is on {x.device}, but the model is on {device}; move it with .to('{device}')")
+            raise InvalidInputError(
+                f"{name} is on {x.device}, but the model is on {device}; move it with .to('{device}')"
+            )
         if not torch.isfinite(x).all():
             raise InvalidInputError(f"{name} contains NaN or infinite values")
 
@@ -353,7 +358,7 @@ class PairX:
         candidate plus the candidates) within the pixel budget."""
         by_pixels = self.max_batch_pixels // max(1, image_pixels) // 2
         step = max(1, min(self.max_batch_images, by_pixels))
-        return [indices[start:start + step] for start in range(0, len(indices), step)]
+        return [indices[start : start + step] for start in range(0, len(indices), step)]
 
     # ------------------------------------------------------------------ passes
     def _forward(self, run: RelevanceRun, images: list[torch.Tensor], rows: list[int | None]) -> ForwardPass:
@@ -363,8 +368,9 @@ class PairX:
         x = torch.cat([img.detach() for img in images]).contiguous(memory_format=torch.channels_last)
         x = x.clone(memory_format=torch.channels_last).requires_grad_(True)
         ticks: list[int] = []
-        tick_hooks = [m.register_forward_hook(lambda *_: ticks.append(run.clock()))
-                      for m in self.layer_modules.values()]
+        tick_hooks = [
+            m.register_forward_hook(lambda *_: ticks.append(run.clock())) for m in self.layer_modules.values()
+        ]
         try:
             with torch.enable_grad(), capture_outputs(self.layer_modules) as outputs:
                 emb = run.module(x)
@@ -388,14 +394,19 @@ class PairX:
             elif norms[row] == 0:
                 problem = f"the embedding of {name} has zero norm; cosine similarity is undefined"
             if problem:
-                raise InvalidInputError(problem + " (check the image and the model's weights)",
-                                        is_query=candidate is None, candidate_index=candidate)
+                raise InvalidInputError(
+                    problem + " (check the image and the model's weights)",
+                    is_query=candidate is None,
+                    candidate_index=candidate,
+                )
         layouts = {}
         for key, module in self.layer_modules.items():
             out = outputs.get(key)
             if out is None:
-                raise PairXError(f"layer {key!r} did not run during the forward pass; choose a layer on the "
-                                 "path from the input to the embedding")
+                raise PairXError(
+                    f"layer {key!r} did not run during the forward pass; choose a layer on the "
+                    "path from the input to the embedding"
+                )
             layout = detect_layout(self.model, key, module, out)
             if layout is None:
                 raise InvalidInputError(
@@ -403,16 +414,23 @@ class PairX:
                     "which is not a feature map layout pairx understands (NCHW, NHWC stage, or tokens)"
                 )
             layouts[key] = layout
-        return ForwardPass(x=x, emb=emb, native={k: outputs[k] for k in self.layer_modules}, layouts=layouts,
-                           layer_tick=max(ticks, default=0))
+        return ForwardPass(
+            x=x,
+            emb=emb,
+            native={k: outputs[k] for k in self.layer_modules},
+            layouts=layouts,
+            layer_tick=max(ticks, default=0),
+        )
 
     def _layer_relevance(self, p: ForwardPass, relevance_at_emb: torch.Tensor) -> dict[str, torch.Tensor]:
         """(n, h, w) relevance per layer: LRP from the embedding to the layer, |R| summed over channels."""
         keys = self.layer_keys
         grads = torch.autograd.grad(
-            p.emb, [p.native[k] for k in keys],
+            p.emb,
+            [p.native[k] for k in keys],
             grad_outputs=self.backend.seed(relevance_at_emb, p.emb.detach()),
-            retain_graph=True, allow_unused=True,
+            retain_graph=True,
+            allow_unused=True,
         )
         out = {}
         for key, grad in zip(keys, grads):
@@ -443,8 +461,9 @@ class PairX:
         # one backward per seed index, each covering every image of the batch; the rule hooks reuse
         # the modified forwards built on the first one. (Seeds as a vmapped batch dimension,
         # ``is_grads_batched``, measured slower on CPU: 3.5 s vs 2.6 s per lite0@224 pair.)
-        grads = torch.stack([torch.autograd.grad(native, p.x, grad_outputs=g, retain_graph=True)[0]
-                             for g in grad_seeds])
+        grads = torch.stack(
+            [torch.autograd.grad(native, p.x, grad_outputs=g, retain_graph=True)[0] for g in grad_seeds]
+        )
         return list(self.backend.relevance(grads, p.x.detach().unsqueeze(0)).sum(dim=2).abs())
 
     def _explain_chunk(self, state: CallState, chunk: list[int]) -> dict[int, PairExplanation | PairXError]:
@@ -462,8 +481,9 @@ class PairX:
         timings: dict[str, float] = {}
         start = time.perf_counter()
         with _stage("forward"):
-            p = self._forward(state.run, [state.query] * n + [state.candidates[i] for i in chunk],
-                              [None] * n + list(chunk))
+            p = self._forward(
+                state.run, [state.query] * n + [state.candidates[i] for i in chunk], [None] * n + list(chunk)
+            )
         timings["forward"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -521,8 +541,14 @@ class PairX:
         n = len(matchings)
         H, W = p.x.shape[-2:]
         cand_cells = [m.idx1[: self.k_colors] for m in matchings]
-        wanted = list(dict.fromkeys(cell for m in matchings for cell in m.idx0[: self.k_colors]
-                                    if (key, cell) not in state.query_pixel_cache))
+        wanted = list(
+            dict.fromkeys(
+                cell
+                for m in matchings
+                for cell in m.idx0[: self.k_colors]
+                if (key, cell) not in state.query_pixel_cache
+            )
+        )
         depth = max([-(-len(wanted) // n)] + [len(cells) for cells in cand_cells])
         plan: list[list[int | None]] = [[None] * (2 * n) for _ in range(depth)]
         for t, cell in enumerate(wanted):
@@ -537,12 +563,14 @@ class PairX:
             k_c = len(cand_cells[j])
             matching.pixel_candidate = (
                 np.stack([maps[t][n + j].detach().cpu().numpy() for t in range(k_c)]).astype(np.float32)
-                if k_c else np.zeros((0, H, W), np.float32)
+                if k_c
+                else np.zeros((0, H, W), np.float32)
             )
             q_cells = matching.idx0[: self.k_colors]
             matching.pixel_query = (
                 np.stack([state.query_pixel_cache[(key, cell)] for cell in q_cells])
-                if q_cells else np.zeros((0, H, W), np.float32)
+                if q_cells
+                else np.zeros((0, H, W), np.float32)
             )
 
     def _pixel_rows_for(self, query: torch.Tensor) -> int:
@@ -568,8 +596,9 @@ class PairX:
             raise PairXError(f"layer {key!r} gave no feature map in the back-projection forward")
         return ForwardPass(x=x, emb=out.new_zeros(0), native={key: out}, layouts={key: layout})
 
-    def _pixels_replicated(self, state: CallState, key: str, chunk: list[int], matchings: list[LayerMatching],
-                           rows: int) -> None:
+    def _pixels_replicated(
+        self, state: CallState, key: str, chunk: list[int], matchings: list[LayerMatching], rows: int
+    ) -> None:
         """Fill each matching's pixel maps at ``key`` with one row per back-projected cell.
 
         Jobs (the distinct query cells not yet cached, then every candidate's cells) are packed
@@ -578,14 +607,20 @@ class PairX:
         """
         H, W = (int(v) for v in state.query.shape[-2:])
         jobs: list[tuple[torch.Tensor, int, tuple[int, int]]] = []  # image, cell, (candidate j or -1, slot)
-        wanted = list(dict.fromkeys(cell for m in matchings for cell in m.idx0[: self.k_colors]
-                                    if (key, cell) not in state.query_pixel_cache))
+        wanted = list(
+            dict.fromkeys(
+                cell
+                for m in matchings
+                for cell in m.idx0[: self.k_colors]
+                if (key, cell) not in state.query_pixel_cache
+            )
+        )
         jobs += [(state.query, cell, (-1, cell)) for cell in wanted]
         for j, m in enumerate(matchings):
             jobs += [(state.candidates[chunk[j]], cell, (j, t)) for t, cell in enumerate(m.idx1[: self.k_colors])]
         cand_maps: dict[tuple[int, int], np.ndarray] = {}
         for start in range(0, len(jobs), rows):
-            part = jobs[start:start + rows]
+            part = jobs[start : start + rows]
             p = self._forward_to_layer(state.run, [image for image, _, _ in part], key)
             maps = self._pixel_relevance(p, key, [[cell for _, cell, _ in part]])[0]
             del p
@@ -597,11 +632,15 @@ class PairX:
                     cand_maps[(j, slot)] = values[row]
         for j, matching in enumerate(matchings):
             k_c = len(matching.idx1[: self.k_colors])
-            matching.pixel_candidate = (np.stack([cand_maps[(j, t)] for t in range(k_c)]) if k_c
-                                        else np.zeros((0, H, W), np.float32))
+            matching.pixel_candidate = (
+                np.stack([cand_maps[(j, t)] for t in range(k_c)]) if k_c else np.zeros((0, H, W), np.float32)
+            )
             q_cells = matching.idx0[: self.k_colors]
-            matching.pixel_query = (np.stack([state.query_pixel_cache[(key, cell)] for cell in q_cells])
-                                    if q_cells else np.zeros((0, H, W), np.float32))
+            matching.pixel_query = (
+                np.stack([state.query_pixel_cache[(key, cell)] for cell in q_cells])
+                if q_cells
+                else np.zeros((0, H, W), np.float32)
+            )
 
     def _match(self, fm_q: torch.Tensor, fm_c: torch.Tensor, rel_q: torch.Tensor, rel_c: torch.Tensor) -> LayerMatching:
         idx0, idx1, dist = mutual_nearest_neighbours(fm_q, fm_c)
@@ -630,16 +669,29 @@ class PairX:
         all_q = [centre(i, hq, wq, Hq, Wq) for i in m.idx0]
         all_c = [centre(i, hc, wc, Hc, Wc) for i in m.idx1]
         matches = [
-            Match(query_cell=cq, candidate_cell=cc, query_xy=pq, candidate_xy=pc,
-                  relevance=float(r), distance=float(d),
-                  ratio=None if m.ratio is None else float(m.ratio[n]))
-            for n, ((cq, pq), (cc, pc), r, d) in enumerate(zip(all_q[: self.k_lines], all_c[: self.k_lines],
-                                                                m.relevance[: self.k_lines], m.distance[: self.k_lines]))
+            Match(
+                query_cell=cq,
+                candidate_cell=cc,
+                query_xy=pq,
+                candidate_xy=pc,
+                relevance=float(r),
+                distance=float(d),
+                ratio=None if m.ratio is None else float(m.ratio[n]),
+            )
+            for n, ((cq, pq), (cc, pc), r, d) in enumerate(
+                zip(
+                    all_q[: self.k_lines],
+                    all_c[: self.k_lines],
+                    m.relevance[: self.k_lines],
+                    m.distance[: self.k_lines],
+                )
+            )
         ]
         metrics = pair_metrics(
             np.array([xy for _, xy in all_q], dtype=np.float32).reshape(-1, 2),
             np.array([xy for _, xy in all_c], dtype=np.float32).reshape(-1, 2),
-            m.relevance, self.k_lines,
+            m.relevance,
+            self.k_lines,
         )
         assert m.pixel_query is not None and m.pixel_candidate is not None  # filled by _pixels_at
         return LayerExplanation(

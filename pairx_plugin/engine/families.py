@@ -12,6 +12,7 @@ two are generic (any BatchNorm CNN, any norm/attention model).
 The module-kind predicates below (norms, attention, squeeze-excite, GeM) are the only other place
 where class names are read; the canonizers and backends use them from here.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -31,8 +32,9 @@ LayoutOf = Callable[[nn.Module, str, nn.Module, torch.Tensor], "Layout | None"]
 # ----------------------------------------------------------------------------- module kinds
 
 #: class names (timm / torchvision) of normalisation layers, besides nn.LayerNorm / GroupNorm / RMSNorm
-NORM_CLASS_NAMES = frozenset({"LayerNorm", "LayerNorm2d", "LayerNormFp32", "RmsNorm", "RmsNorm2d", "SimpleNorm",
-                              "RMSNorm"})
+NORM_CLASS_NAMES = frozenset(
+    {"LayerNorm", "LayerNorm2d", "LayerNormFp32", "RmsNorm", "RmsNorm2d", "SimpleNorm", "RMSNorm"}
+)
 #: class-name fragments of modules the BatchNorm-CNN rules cannot explain
 NORM_OR_ATTENTION_TAGS = ("attention", "layernorm", "groupnorm", "rmsnorm", "mlpmixer", "swin", "vit", "convnext")
 GATE_NAMES = ("gate", "scale_activation", "sigmoid")
@@ -165,7 +167,7 @@ def _is_norm_or_attention_model(model: nn.Module) -> bool:
 def _inner_key(model: nn.Module, key: str) -> tuple[nn.Module, str] | None:
     """(the unwrapped model, ``key`` relative to it), or None when ``key`` is outside it."""
     inner, prefix = unwrap_backbone(model)
-    return (inner, key[len(prefix):]) if key.startswith(prefix) else None
+    return (inner, key[len(prefix) :]) if key.startswith(prefix) else None
 
 
 def _timm_nhwc_layout(model: nn.Module, key: str, module: nn.Module, output: torch.Tensor) -> Layout | None:
@@ -256,31 +258,79 @@ def _leaf_order_batchnorm_merge() -> Canonizer:
 # ----------------------------------------------------------------------------- the entries
 
 for _family in (
-    ModelFamily("vit", "timm ViT/DeiT/DINOv2 (patch-token models)", lambda m: token_grid(m) is not None
-                and _is_norm_or_attention_model(m), "gradient-x-input", layout=_token_layout,
-                default_layer=_vit_two_thirds),
-    ModelFamily("torchvision-resnet", "torchvision ResNet", lambda m: _class_is(m, ("ResNet",), "torchvision"),
-                "zennit-lrp", parity_canonizer=_resnet_canonizer),
-    ModelFamily("timm-resnet", "timm ResNet", lambda m: _class_is(m, ("ResNet",), "timm"), "zennit-lrp",
-                parity_canonizer=_leaf_order_batchnorm_merge),
-    ModelFamily("timm-efficientnet", "timm EfficientNet/EfficientNetV2",
-                lambda m: _class_is(m, ("EfficientNet", "EfficientNetFeatures"), "timm"), "zennit-lrp",
-                parity_canonizer=_leaf_order_batchnorm_merge),
-    ModelFamily("timm-swin", "timm Swin/SwinV2 (NHWC stages)", _is_timm_nhwc, "gradient-x-input",
-                layout=_timm_nhwc_layout, default_layer=_timm_stride16_stage),
-    ModelFamily("torchvision-swin", "torchvision Swin",
-                lambda m: _class_is(m, ("SwinTransformer",), "torchvision"), "gradient-x-input",
-                layout=_torchvision_swin_layout, default_layer=_torchvision_features_5),
-    ModelFamily("timm-convnext", "timm ConvNeXt",
-                lambda m: type(m).__name__ == "ConvNeXt" and not type(m).__module__.startswith("torchvision."),
-                "gradient-x-input", default_layer=_timm_stride16_stage),
-    ModelFamily("torchvision-convnext", "torchvision ConvNeXt",
-                lambda m: _class_is(m, ("ConvNeXt",), "torchvision"), "gradient-x-input",
-                default_layer=_torchvision_features_5),
-    ModelFamily("batchnorm-cnn", "other BatchNorm CNNs (e.g. MiewID: .backbone + GeM + BatchNorm1d)",
-                _is_batchnorm_cnn, "zennit-lrp", looks_through_backbone=False),
-    ModelFamily("norm-or-attention", "other LayerNorm/GroupNorm/RMSNorm or timm-attention models (e.g. BiT)",
-                _is_norm_or_attention_model, "gradient-x-input", looks_through_backbone=False),
+    ModelFamily(
+        "vit",
+        "timm ViT/DeiT/DINOv2 (patch-token models)",
+        lambda m: token_grid(m) is not None and _is_norm_or_attention_model(m),
+        "gradient-x-input",
+        layout=_token_layout,
+        default_layer=_vit_two_thirds,
+    ),
+    ModelFamily(
+        "torchvision-resnet",
+        "torchvision ResNet",
+        lambda m: _class_is(m, ("ResNet",), "torchvision"),
+        "zennit-lrp",
+        parity_canonizer=_resnet_canonizer,
+    ),
+    ModelFamily(
+        "timm-resnet",
+        "timm ResNet",
+        lambda m: _class_is(m, ("ResNet",), "timm"),
+        "zennit-lrp",
+        parity_canonizer=_leaf_order_batchnorm_merge,
+    ),
+    ModelFamily(
+        "timm-efficientnet",
+        "timm EfficientNet/EfficientNetV2",
+        lambda m: _class_is(m, ("EfficientNet", "EfficientNetFeatures"), "timm"),
+        "zennit-lrp",
+        parity_canonizer=_leaf_order_batchnorm_merge,
+    ),
+    ModelFamily(
+        "timm-swin",
+        "timm Swin/SwinV2 (NHWC stages)",
+        _is_timm_nhwc,
+        "gradient-x-input",
+        layout=_timm_nhwc_layout,
+        default_layer=_timm_stride16_stage,
+    ),
+    ModelFamily(
+        "torchvision-swin",
+        "torchvision Swin",
+        lambda m: _class_is(m, ("SwinTransformer",), "torchvision"),
+        "gradient-x-input",
+        layout=_torchvision_swin_layout,
+        default_layer=_torchvision_features_5,
+    ),
+    ModelFamily(
+        "timm-convnext",
+        "timm ConvNeXt",
+        lambda m: type(m).__name__ == "ConvNeXt" and not type(m).__module__.startswith("torchvision."),
+        "gradient-x-input",
+        default_layer=_timm_stride16_stage,
+    ),
+    ModelFamily(
+        "torchvision-convnext",
+        "torchvision ConvNeXt",
+        lambda m: _class_is(m, ("ConvNeXt",), "torchvision"),
+        "gradient-x-input",
+        default_layer=_torchvision_features_5,
+    ),
+    ModelFamily(
+        "batchnorm-cnn",
+        "other BatchNorm CNNs (e.g. MiewID: .backbone + GeM + BatchNorm1d)",
+        _is_batchnorm_cnn,
+        "zennit-lrp",
+        looks_through_backbone=False,
+    ),
+    ModelFamily(
+        "norm-or-attention",
+        "other LayerNorm/GroupNorm/RMSNorm or timm-attention models (e.g. BiT)",
+        _is_norm_or_attention_model,
+        "gradient-x-input",
+        looks_through_backbone=False,
+    ),
 ):
     register_family(_family)
 del _family

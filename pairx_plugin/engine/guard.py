@@ -1,4 +1,5 @@
 """Leave the model exactly as it was: mode, requires_grad, .grad, hooks, attributes."""
+
 from __future__ import annotations
 
 import contextlib
@@ -10,7 +11,9 @@ from torch import nn
 def _hook_counts(model: nn.Module) -> list[tuple[int, ...]]:
     return [
         (
-            len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks),
+            len(m._forward_hooks),
+            len(m._forward_pre_hooks),
+            len(m._backward_hooks),
             len(getattr(m, "_backward_pre_hooks", {})),
         )
         for m in model.modules()

@@ -1,4 +1,5 @@
 """Forward hooks as context managers that always remove themselves."""
+
 from __future__ import annotations
 
 import contextlib

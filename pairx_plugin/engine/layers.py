@@ -6,6 +6,7 @@ A layer key is a dotted submodule name (``model.get_submodule(key)``), e.g. ``bl
 and ResNet-style ``layerN`` modules, at any wrapper depth, whose output has a spatial layout the
 engine understands (see ``layouts.py``).
 """
+
 from __future__ import annotations
 
 import difflib
@@ -51,7 +52,11 @@ def resolve_layers(model: nn.Module, keys: list[str]) -> dict[str, nn.Module]:
             resolved[key] = model.get_submodule(key)
         except AttributeError:
             close = difflib.get_close_matches(key, names, n=5, cutoff=0.5)
-            hint = f"closest existing keys: {close}" if close else f"top-level modules: {[n for n in names if '.' not in n][:10]}"
+            hint = (
+                f"closest existing keys: {close}"
+                if close
+                else f"top-level modules: {[n for n in names if '.' not in n][:10]}"
+            )
             raise LayerNotFoundError(
                 f"layer key {key!r} not found in {type(model).__name__}; {hint}. "
                 "List candidate layers with `pairx-plugin layers` or pairx_plugin.engine.layers.list_layers(model)."

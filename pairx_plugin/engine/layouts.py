@@ -8,6 +8,7 @@ Adapters are chosen by the model's family (``families.py``: Swin stages are NHWC
 tokens) and otherwise by the generic rules in ``LAYOUT_RULES``; adding a family means registering it
 with its layout rule.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -5,6 +5,7 @@ two explanations of the same model must never overlap; explanations of *differen
 parallel. The engine takes this lock around every pass; hosts (the hook, the service, the WBIA
 adapter) use the same function instead of keeping locks of their own.
 """
+
 from __future__ import annotations
 
 import threading

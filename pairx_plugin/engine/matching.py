@@ -1,4 +1,5 @@
 """Mutual nearest neighbours between two feature maps' cell vectors, on the maps' device."""
+
 from __future__ import annotations
 
 import torch

@@ -9,6 +9,7 @@
 
 RANSAC is seeded, so the metrics are deterministic.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Where and in what precision a model runs, read from its parameters (models carry no .device)."""
+
 from __future__ import annotations
 
 import torch

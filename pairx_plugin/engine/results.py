@@ -3,6 +3,7 @@
 These are the engine's output; ``pairx_plugin.artifacts.schema`` turns them into the
 versioned JSON documents that curation UIs read.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -5,6 +5,7 @@
 * parity: the published seed, cos · ∂cos/∂e for each embedding (what ``cos.backward(gradient=cos)``
   leaves in ``e.grad``), computed here in closed form instead of by a backward pass.
 """
+
 from __future__ import annotations
 
 import torch

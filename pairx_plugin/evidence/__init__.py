@@ -10,6 +10,7 @@
 
 numpy only (pydantic for the models); nothing here imports torch, an adapter or a host.
 """
+
 from __future__ import annotations
 
 from .models import EvidenceScores, RerankConfig, RerankInfo

@@ -1,4 +1,5 @@
 """Put the evidence score of a pair onto the artifact document the hook is about to store."""
+
 from __future__ import annotations
 
 import logging
@@ -31,11 +32,17 @@ def attach_evidence(document: Any, pair: Any, layer_key: str, query: Any, candid
             candidate_display_size=tuple(candidate.display.shape[:2]),
         )[layer_key]
     except Exception:  # the explanation is worth keeping without its evidence score
-        log.exception("evidence score failed for %s -> %s at %s; the artifact is stored without it",
-                      document.query_id, document.candidate_id, layer_key)
+        log.exception(
+            "evidence score failed for %s -> %s at %s; the artifact is stored without it",
+            document.query_id,
+            document.candidate_id,
+            layer_key,
+        )
         return document
     metrics = document.metrics.model_copy(update={"evidence": EvidenceScores.model_validate(scores.model_dump())})
     flags = (geometry.inliers & (geometry.foreground >= SUPPORT_FOREGROUND)).tolist()
-    matches = [match.model_copy(update={"supports_evidence": bool(flags[i]) if i < len(flags) else None})
-               for i, match in enumerate(document.matches)]
+    matches = [
+        match.model_copy(update={"supports_evidence": bool(flags[i]) if i < len(flags) else None})
+        for i, match in enumerate(document.matches)
+    ]
     return document.model_copy(update={"metrics": metrics, "matches": matches})

@@ -5,6 +5,7 @@ JSON file (:class:`Calibration`) that ``pairx.rerank.calibration`` can point to.
 own few lines of numpy (no scikit-learn needed at run time); the tests compare them with
 scikit-learn's ``IsotonicRegression`` and ``LogisticRegression`` where it is installed.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,11 +55,15 @@ def load_calibration(path: str | Path) -> Calibration:
     try:
         return Calibration.model_validate_json(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigError(f"pairx.rerank.calibration: cannot read {str(path)!r} ({exc.strerror}); "
-                          "write it with `pairx-plugin calibrate RUN_DIR`") from None
+        raise ConfigError(
+            f"pairx.rerank.calibration: cannot read {str(path)!r} ({exc.strerror}); "
+            "write it with `pairx-plugin calibrate RUN_DIR`"
+        ) from None
     except (ValidationError, ValueError) as exc:
-        raise ConfigError(f"pairx.rerank.calibration: {str(path)!r} is not a calibration file ({str(exc).splitlines()[0]}); "
-                          "write it with `pairx-plugin calibrate RUN_DIR`") from None
+        raise ConfigError(
+            f"pairx.rerank.calibration: {str(path)!r} is not a calibration file ({str(exc).splitlines()[0]}); "
+            "write it with `pairx-plugin calibrate RUN_DIR`"
+        ) from None
 
 
 def pool_adjacent_violators(y: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
@@ -103,7 +108,9 @@ def fit_isotonic(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np
     return unique, pool_adjacent_violators(means, counts)
 
 
-def fit_logistic(scores: np.ndarray, labels: np.ndarray, l2: float = 1e-4, iterations: int = 100) -> tuple[float, float]:
+def fit_logistic(
+    scores: np.ndarray, labels: np.ndarray, l2: float = 1e-4, iterations: int = 100
+) -> tuple[float, float]:
     """Slope and intercept of a one-feature logistic regression (Newton's method, small ridge)."""
     x = np.column_stack([scores, np.ones_like(scores)])
     y = labels.astype(float)
@@ -119,8 +126,13 @@ def fit_logistic(scores: np.ndarray, labels: np.ndarray, l2: float = 1e-4, itera
     return float(beta[0]), float(beta[1])
 
 
-def fit_calibration(scores: np.ndarray | list[float], labels: np.ndarray | list[bool], *,
-                    method: CalibrationMethod = "isotonic", score: str = "evidence") -> Calibration:
+def fit_calibration(
+    scores: np.ndarray | list[float],
+    labels: np.ndarray | list[bool],
+    *,
+    method: CalibrationMethod = "isotonic",
+    score: str = "evidence",
+) -> Calibration:
     """A :class:`Calibration` of ``scores`` against boolean ``labels`` (True = correct match)."""
     values = np.asarray(scores, float)
     truth = np.asarray(labels, bool)
@@ -131,8 +143,9 @@ def fit_calibration(scores: np.ndarray | list[float], labels: np.ndarray | list[
         return Calibration(score=score, method=method, x=x.tolist(), y=y.tolist(), samples=samples, positives=positives)
     if method == "logistic":
         coef, intercept = fit_logistic(values, truth)
-        return Calibration(score=score, method=method, coef=coef, intercept=intercept, samples=samples,
-                           positives=positives)
+        return Calibration(
+            score=score, method=method, coef=coef, intercept=intercept, samples=samples, positives=positives
+        )
     raise InvalidInputError(f"method={method!r}: use 'isotonic' or 'logistic'")
 
 

@@ -15,6 +15,7 @@ out of every figure (and counted).
 * reliability: for a score in [0, 1] (the evidence score or a calibrated probability), the observed
   share of correct records per equal-width score bin.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,8 +33,16 @@ from .rerank import rerank_records
 
 #: the numbers evaluated besides the host score, in report order
 METRIC_NAMES: tuple[str, ...] = (
-    "evidence", "on_animal", "geometric", "support", "distinctiveness", "layer_agreement",
-    "irm", "mc", "inlier_ratio", "match_count",
+    "evidence",
+    "on_animal",
+    "geometric",
+    "support",
+    "distinctiveness",
+    "layer_agreement",
+    "irm",
+    "mc",
+    "inlier_ratio",
+    "match_count",
 )
 
 
@@ -64,7 +73,7 @@ def _average_ranks(values: np.ndarray) -> np.ndarray:
         stop = start
         while stop + 1 < len(values) and sorted_values[stop + 1] == sorted_values[start]:
             stop += 1
-        ranks[order[start:stop + 1]] = (start + stop) / 2.0 + 1.0
+        ranks[order[start : stop + 1]] = (start + stop) / 2.0 + 1.0
         start = stop + 1
     return ranks
 
@@ -116,8 +125,15 @@ def labelled(records: Sequence[Any]) -> tuple[list[LabelledRecord], int]:
     for record in records:
         if record.query_label is None or record.candidate_label is None:
             continue
-        out.append(LabelledRecord(record.query_id, record.rank, float(record.score),
-                                  record.query_label == record.candidate_label, metric_values(record)))
+        out.append(
+            LabelledRecord(
+                record.query_id,
+                record.rank,
+                float(record.score),
+                record.query_label == record.candidate_label,
+                metric_values(record),
+            )
+        )
     return out, len(records) - len(out)
 
 
@@ -191,8 +207,9 @@ def reliability(scores: np.ndarray, truth: np.ndarray, bins: int = 10) -> list[t
     return out
 
 
-def evaluate_records(records: Sequence[Any], *, bins: int = 4, rerank: RerankConfig | None = None,
-                     calibration: Calibration | None = None) -> Evaluation:
+def evaluate_records(
+    records: Sequence[Any], *, bins: int = 4, rerank: RerankConfig | None = None, calibration: Calibration | None = None
+) -> Evaluation:
     """AUROCs (overall and within host-score bins), top-1 before/after re-ranking, reliability."""
     rows, unlabelled = labelled(records)
     if not rows:
@@ -203,16 +220,23 @@ def evaluate_records(records: Sequence[Any], *, bins: int = 4, rerank: RerankCon
     truth = np.array([r.correct for r in rows])
     host = np.array([r.host_score for r in rows])
     finite_host = np.where(np.isfinite(host), host, np.nan)
-    filled = np.where(np.isnan(finite_host), np.nanmin(finite_host) if np.isfinite(finite_host).any() else 0.0, finite_host)
+    filled = np.where(
+        np.isnan(finite_host), np.nanmin(finite_host) if np.isfinite(finite_host).any() else 0.0, finite_host
+    )
     bin_index, edges = _bins(filled, bins)
     n_bins = len(edges) - 1
     reports = []
     for name in ("host_score", *METRIC_NAMES):
-        values = host if name == "host_score" else np.array(
-            [math.nan if r.values[name] is None else r.values[name] for r in rows], float)
+        values = (
+            host
+            if name == "host_score"
+            else np.array([math.nan if r.values[name] is None else r.values[name] for r in rows], float)
+        )
         present = int((~np.isnan(values)).sum())
         overall = _safe_auroc(values, truth) if present else None
-        per_bin = [_safe_auroc(values[bin_index == b], truth[bin_index == b]) if present else None for b in range(n_bins)]
+        per_bin = [
+            _safe_auroc(values[bin_index == b], truth[bin_index == b]) if present else None for b in range(n_bins)
+        ]
         reports.append(MetricReport(name, overall, per_bin, present))
     config = rerank or RerankConfig()
     reranked = rerank_records(list(records), config, calibration=calibration, force=True)
@@ -222,9 +246,16 @@ def evaluate_records(records: Sequence[Any], *, bins: int = 4, rerank: RerankCon
     if calibration is not None:
         evidence = np.where(np.isnan(evidence), np.nan, calibration.predict(np.nan_to_num(evidence)))
     return Evaluation(
-        records=len(rows), unlabelled=unlabelled, correct=int(truth.sum()), bin_edges=edges,
+        records=len(rows),
+        unlabelled=unlabelled,
+        correct=int(truth.sum()),
+        bin_edges=edges,
         bin_sizes=[(int(truth[bin_index == b].sum()), int((~truth[bin_index == b]).sum())) for b in range(n_bins)],
-        metrics=reports, queries=queries, top1_host=top_host, top1_reranked=top_reranked, rerank=config,
+        metrics=reports,
+        queries=queries,
+        top1_host=top_host,
+        top1_reranked=top_reranked,
+        rerank=config,
         reliability=reliability(evidence, truth),
     )
 
@@ -237,11 +268,16 @@ def report_lines(evaluation: Evaluation) -> list[str]:
     """The text ``pairx-plugin evaluate`` prints."""
     e = evaluation
     lines = [
-        (f"records: {e.records} labelled ({e.correct} correct, {e.records - e.correct} incorrect); "
-         f"{e.unlabelled} without labels left out"),
+        (
+            f"records: {e.records} labelled ({e.correct} correct, {e.records - e.correct} incorrect); "
+            f"{e.unlabelled} without labels left out"
+        ),
         "AUROC, correct vs incorrect (overall, then within host-score bins; '-' = bin lacks a class or no values)",
-        "bins: " + "  ".join(f"[{lo:.3g}, {hi:.3g}] {c}+/{i}-" for (lo, hi), (c, i)
-                             in zip(zip(e.bin_edges[:-1], e.bin_edges[1:]), e.bin_sizes)),
+        "bins: "
+        + "  ".join(
+            f"[{lo:.3g}, {hi:.3g}] {c}+/{i}-"
+            for (lo, hi), (c, i) in zip(zip(e.bin_edges[:-1], e.bin_edges[1:]), e.bin_sizes)
+        ),
     ]
     width = max(len(m.name) for m in e.metrics)
     for metric in e.metrics:
@@ -250,6 +286,8 @@ def report_lines(evaluation: Evaluation) -> list[str]:
             continue
         lines.append(f"  {metric.name.ljust(width)}  {_fmt(metric.auroc)}   " + " ".join(_fmt(b) for b in metric.bins))
     r = e.rerank
-    lines.append(f"top-1 over {e.queries} queries: host {_fmt(e.top1_host)} -> re-ranked {_fmt(e.top1_reranked)} "
-                 f"(score={r.score}, alpha={r.alpha}, shortlist_k={r.shortlist_k})")
+    lines.append(
+        f"top-1 over {e.queries} queries: host {_fmt(e.top1_host)} -> re-ranked {_fmt(e.top1_reranked)} "
+        f"(score={r.score}, alpha={r.alpha}, shortlist_k={r.shortlist_k})"
+    )
     return lines

@@ -5,6 +5,7 @@ top match drawn as a line, its width growing with relevance: green when it is on
 agrees with the fitted transform (it counts towards the score), orange when it is on the animal
 but disagrees, grey when it is off the animal. The components are written underneath.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -29,10 +30,17 @@ def _dimmed(display: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     return (display * (0.35 + 0.65 * weight[..., None])).astype(np.uint8)
 
 
-def evidence_figure(query_display: np.ndarray, candidate_display: np.ndarray, geometry: LayerGeometry,
-                    relevance: Any, scores: EvidenceScores, input_size: tuple[int, int],
-                    query_mask: np.ndarray | None = None, candidate_mask: np.ndarray | None = None,
-                    title: str = "") -> Image.Image:
+def evidence_figure(
+    query_display: np.ndarray,
+    candidate_display: np.ndarray,
+    geometry: LayerGeometry,
+    relevance: Any,
+    scores: EvidenceScores,
+    input_size: tuple[int, int],
+    query_mask: np.ndarray | None = None,
+    candidate_mask: np.ndarray | None = None,
+    title: str = "",
+) -> Image.Image:
     """The figure for one layer of one pair; displays (h, w, 3) uint8, masks at the display sizes."""
     left = _dimmed(query_display, query_mask)
     right = _dimmed(candidate_display, candidate_mask)
@@ -58,9 +66,11 @@ def evidence_figure(query_display: np.ndarray, candidate_display: np.ndarray, ge
     distinct = float("nan") if scores.distinctiveness is None else scores.distinctiveness
     lines = [
         title,
-        (f"evidence {scores.score:.3f} = on_animal {scores.on_animal:.2f} x geometric {scores.geometric:.2f} "
-         f"x support {scores.support:.2f} ({scores.inliers} inliers); distinctiveness {distinct:.2f}; "
-         f"foreground: {scores.foreground}"),
+        (
+            f"evidence {scores.score:.3f} = on_animal {scores.on_animal:.2f} x geometric {scores.geometric:.2f} "
+            f"x support {scores.support:.2f} ({scores.inliers} inliers); distinctiveness {distinct:.2f}; "
+            f"foreground: {scores.foreground}"
+        ),
         "lines: green on the animal and agreeing; orange on the animal, disagreeing; grey off the animal",
     ]
     for row, text in enumerate(lines):

@@ -10,6 +10,7 @@ spans ``CENTRE_PRIOR_EXTENT`` of each side and falling off linearly to 0 at the 
 weak stand-in: it cannot tell a centred background from an animal, and ``EvidenceScores.foreground``
 says which source was used.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -41,7 +42,9 @@ def as_mask(foreground: object, display_size: tuple[int, int], name: str = "fore
     if isinstance(foreground, (Sequence, np.ndarray)) and not isinstance(foreground, str) and len(foreground) == 4:
         x, y, w, h = (float(v) for v in foreground)
         if not (w > 0 and h > 0):
-            raise InvalidInputError(f"{name} box {list(foreground)} has no area; give [x, y, width, height] with width, height > 0")
+            raise InvalidInputError(
+                f"{name} box {list(foreground)} has no area; give [x, y, width, height] with width, height > 0"
+            )
         mask = np.zeros((height, width))
         x0, y0 = max(0, int(np.floor(x))), max(0, int(np.floor(y)))
         x1, y1 = min(width, int(np.ceil(x + w))), min(height, int(np.ceil(y + h)))
@@ -61,13 +64,14 @@ def centre_prior(size: tuple[int, int]) -> np.ndarray:
     yy, xx = np.mgrid[0:height, 0:width]
     u = (xx + 0.5) / width * 2.0 - 1.0
     v = (yy + 0.5) / height * 2.0 - 1.0
-    radius = np.sqrt(u ** 2 + v ** 2)
+    radius = np.sqrt(u**2 + v**2)
     inner = CENTRE_PRIOR_EXTENT
     return np.clip((1.0 - radius) / (1.0 - inner), 0.0, 1.0)
 
 
-def weights_at(points_xy: np.ndarray, input_size: tuple[int, int], cell_size: tuple[float, float],
-               mask: np.ndarray) -> np.ndarray:
+def weights_at(
+    points_xy: np.ndarray, input_size: tuple[int, int], cell_size: tuple[float, float], mask: np.ndarray
+) -> np.ndarray:
     """Mean of ``mask`` over each point's cell footprint; points in input pixels, mask at any size."""
     points = np.asarray(points_xy, float).reshape(-1, 2)
     height, width = input_size

@@ -11,6 +11,7 @@ needs no random seed.
 Points may be in any unit (the evidence score uses input pixels); the threshold is in the same unit
 (the evidence score passes ``INLIER_CELLS`` feature cells of the layer).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -55,7 +56,7 @@ def fit_similarity(p: np.ndarray, q: np.ndarray, weights: np.ndarray) -> np.ndar
     w = w / w.sum()
     mp, mq = w @ p, w @ q
     pc, qc = p - mp, q - mq
-    var = float(w @ (pc ** 2).sum(axis=1))
+    var = float(w @ (pc**2).sum(axis=1))
     if var < 1e-12:
         return None
     cov = (qc * w[:, None]).T @ pc
@@ -121,5 +122,7 @@ def transfer_agreement(fit: GeometricFit, p: np.ndarray, q: np.ndarray, weights:
     w = np.clip(np.asarray(weights, float).reshape(-1), 0.0, None)
     if len(w) == 0 or w.sum() <= 0:
         return 0.0
-    residuals = np.linalg.norm(_apply(fit.matrix, np.asarray(p, float).reshape(-1, 2)) - np.asarray(q, float).reshape(-1, 2), axis=1)
+    residuals = np.linalg.norm(
+        _apply(fit.matrix, np.asarray(p, float).reshape(-1, 2)) - np.asarray(q, float).reshape(-1, 2), axis=1
+    )
     return float(min(1.0, w[residuals <= threshold].sum() / w.sum()))

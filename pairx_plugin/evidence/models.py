@@ -2,6 +2,7 @@
 
 Kept free of numpy and of the rest of the package so ``records`` and ``config`` can import them.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -17,18 +18,32 @@ class EvidenceScores(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     score: float = Field(ge=0.0, le=1.0, description="on_animal × geometric × support (× layer_agreement).")
-    on_animal: float = Field(ge=0.0, le=1.0, description="Relevance share of the matches whose both ends are on the animal.")
-    geometric: float = Field(ge=0.0, le=1.0, description="Share of the on-animal relevance explained by one similarity transform.")
+    on_animal: float = Field(
+        ge=0.0, le=1.0, description="Relevance share of the matches whose both ends are on the animal."
+    )
+    geometric: float = Field(
+        ge=0.0, le=1.0, description="Share of the on-animal relevance explained by one similarity transform."
+    )
     support: float = Field(ge=0.0, le=1.0, description="1 - exp(-n/4), n = number of on-animal matches that agree.")
     distinctiveness: float | None = Field(
-        None, ge=0.0, le=1.0, description="Mean 1 - Lowe ratio of the on-animal matches (relevance-weighted); null when unknown."
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Mean 1 - Lowe ratio of the on-animal matches (relevance-weighted); null when unknown.",
     )
     layer_agreement: float | None = Field(
-        None, ge=0.0, le=1.0, description="Share of the other layers' matches the first layer's transform explains; null with one layer."
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Share of the other layers' matches the first layer's transform explains; null with one layer.",
     )
     inliers: int = Field(ge=0, description="Matches that agree with the fitted transform.")
-    scale: float | None = Field(None, description="Scale of the fitted transform (candidate / query), null without a fit.")
-    foreground: ForegroundSource = Field(description="Where the animal was taken from: host mask, host box, or the centre prior.")
+    scale: float | None = Field(
+        None, description="Scale of the fitted transform (candidate / query), null without a fit."
+    )
+    foreground: ForegroundSource = Field(
+        description="Where the animal was taken from: host mask, host box, or the centre prior."
+    )
 
 
 #: what re-ranking fuses with the host score

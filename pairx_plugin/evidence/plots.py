@@ -5,6 +5,7 @@ lighter colours), with their AUROC in the legend. Right panel: reliability of th
 (or of its calibrated probability): observed share of correct records per score bin against the
 diagonal, with the bin's record count.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -24,8 +25,15 @@ CURVES: tuple[tuple[str, tuple[int, int, int]], ...] = (
 )
 
 
-def _axes(draw: ImageDraw.ImageDraw, left: int, top: int, title: str, xlabel: str, ylabel: str,
-          font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> tuple[int, int, int]:
+def _axes(
+    draw: ImageDraw.ImageDraw,
+    left: int,
+    top: int,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    font: ImageFont.ImageFont | ImageFont.FreeTypeFont,
+) -> tuple[int, int, int]:
     size = PANEL - 2 * MARGIN
     x0, y0 = left + MARGIN, top + MARGIN
     draw.rectangle([x0, y0, x0 + size, y0 + size], outline=(0, 0, 0))
@@ -43,14 +51,19 @@ def _axes(draw: ImageDraw.ImageDraw, left: int, top: int, title: str, xlabel: st
     return x0, y0, size
 
 
-def write_evaluation_plot(path: str | Path, curves: Sequence[tuple[str, np.ndarray, np.ndarray, float | None]],
-                          reliability: Sequence[tuple[float, float, float, int]], reliability_label: str) -> Path:
+def write_evaluation_plot(
+    path: str | Path,
+    curves: Sequence[tuple[str, np.ndarray, np.ndarray, float | None]],
+    reliability: Sequence[tuple[float, float, float, int]],
+    reliability_label: str,
+) -> Path:
     """Write the PNG; ``curves``: (name, fpr, tpr, auroc); ``reliability``: (low, high, observed, n)."""
     image = Image.new("RGB", (2 * PANEL, PANEL), (255, 255, 255))
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default()
-    x0, y0, size = _axes(draw, 0, 0, "ROC: correct vs incorrect records", "false positive rate",
-                         "true positive rate", font)
+    x0, y0, size = _axes(
+        draw, 0, 0, "ROC: correct vs incorrect records", "false positive rate", "true positive rate", font
+    )
     colours = dict(CURVES)
     legend_y = y0 + size - 14 * len(curves) - 4
     for index, (name, fpr, tpr, area) in enumerate(curves):

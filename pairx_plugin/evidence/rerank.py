@@ -13,6 +13,7 @@ The host's ``score`` and ``rank`` are never touched; each record gains a :class:
 A record without the value (not explained, failed, IRM undefined) gets evidence_term 0: it can move
 down but never up. Ties keep the host order. Records outside the shortlist keep their host position.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -43,8 +44,9 @@ def record_value(record: Any, score: str, calibration: Calibration | None = None
         return None
     if score == "calibrated":
         if calibration is None:
-            raise ConfigError("pairx.rerank.score: 'calibrated' needs pairx.rerank.calibration (a file from "
-                              "`pairx-plugin calibrate`)")
+            raise ConfigError(
+                "pairx.rerank.score: 'calibrated' needs pairx.rerank.calibration (a file from `pairx-plugin calibrate`)"
+            )
         return float(calibration.predict(evidence.score))
     return float(evidence.score)
 
@@ -59,7 +61,9 @@ def _rank_terms(values: list[float | None]) -> list[float]:
     return terms
 
 
-def fused_order(ranks: Sequence[int], values: Sequence[float | None], *, alpha: float, ranked: bool) -> tuple[list[int], list[float]]:
+def fused_order(
+    ranks: Sequence[int], values: Sequence[float | None], *, alpha: float, ranked: bool
+) -> tuple[list[int], list[float]]:
     """Indices of the shortlist in fused order (best first) and each item's fused score."""
     k = len(ranks)
     host_order = sorted(range(k), key=lambda i: ranks[i])
@@ -75,8 +79,9 @@ def fused_order(ranks: Sequence[int], values: Sequence[float | None], *, alpha: 
     return order, fused
 
 
-def rerank_records(records: Sequence[Any], config: RerankConfig, *, calibration: Calibration | None = None,
-                   force: bool = False) -> list[Any]:
+def rerank_records(
+    records: Sequence[Any], config: RerankConfig, *, calibration: Calibration | None = None, force: bool = False
+) -> list[Any]:
     """Copies of ``records`` (``MatchRecord``) carrying ``rerank``; unchanged copies when disabled.
 
     force: re-rank even when ``config.enabled`` is false (``pairx-plugin evaluate`` does, to measure).
@@ -85,8 +90,9 @@ def rerank_records(records: Sequence[Any], config: RerankConfig, *, calibration:
         return [record.model_copy() for record in records]
     if config.score == "calibrated" and calibration is None:
         if config.calibration is None:
-            raise ConfigError("pairx.rerank.score: 'calibrated' needs pairx.rerank.calibration (a file from "
-                              "`pairx-plugin calibrate`)")
+            raise ConfigError(
+                "pairx.rerank.score: 'calibrated' needs pairx.rerank.calibration (a file from `pairx-plugin calibrate`)"
+            )
         calibration = load_calibration(config.calibration)
     groups: OrderedDict[str, list[int]] = OrderedDict()
     for index, record in enumerate(records):
@@ -103,7 +109,11 @@ def rerank_records(records: Sequence[Any], config: RerankConfig, *, calibration:
             info = RerankInfo(position=position, fused_score=fused[local], score=config.score, value=values[local])
             result[index] = records[index].model_copy(update={"rerank": info})
         for offset, index in enumerate(rest):
-            info = RerankInfo(position=len(shortlist) + offset, fused_score=None, score=config.score,
-                              value=record_value(records[index], config.score, calibration))
+            info = RerankInfo(
+                position=len(shortlist) + offset,
+                fused_score=None,
+                score=config.score,
+                value=record_value(records[index], config.score, calibration),
+            )
             result[index] = records[index].model_copy(update={"rerank": info})
     return result

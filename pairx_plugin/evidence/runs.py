@@ -1,4 +1,5 @@
 """Reading a run directory (an artifact store root with ``runs/<name>.jsonl`` manifests) for evaluation."""
+
 from __future__ import annotations
 
 from pathlib import Path

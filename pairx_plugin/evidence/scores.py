@@ -18,6 +18,7 @@ Distinctiveness is reported but left out of the product: on the development set 
 :mod:`pairx_wildlife_tools.synthetic_scenes`) it added no separation beyond the other three and its
 scale depends on the layer's feature statistics (see docs/metrics.md).
 """
+
 from __future__ import annotations
 
 import math
@@ -32,6 +33,7 @@ from .models import EvidenceScores, ForegroundSource
 
 #: n foreground inliers give support 1 − exp(−n / SUPPORT_SCALE): 2 → 0.39, 4 → 0.63, 8 → 0.86
 SUPPORT_SCALE = 4.0
+
 
 @dataclass(frozen=True)
 class LayerGeometry:
@@ -68,9 +70,14 @@ def _cell_size(layer: Any, input_size: tuple[int, int], which: str) -> tuple[flo
     return input_size[1] / grid[1], input_size[0] / grid[0]
 
 
-def layer_evidence(layer: Any, query_size: tuple[int, int], candidate_size: tuple[int, int],
-                   query_mask: np.ndarray, candidate_mask: np.ndarray,
-                   source: ForegroundSource) -> tuple[EvidenceScores, LayerGeometry]:
+def layer_evidence(
+    layer: Any,
+    query_size: tuple[int, int],
+    candidate_size: tuple[int, int],
+    query_mask: np.ndarray,
+    candidate_mask: np.ndarray,
+    source: ForegroundSource,
+) -> tuple[EvidenceScores, LayerGeometry]:
     """Evidence of one ``LayerExplanation``, and its fit, points and on-animal weights for cross-layer checks."""
     p, q, r, ratio = _layer_arrays(layer)
     cell_q = _cell_size(layer, query_size, "query")
@@ -102,18 +109,33 @@ def layer_evidence(layer: Any, query_size: tuple[int, int], candidate_size: tupl
     return scores, LayerGeometry(fit, threshold, p, q, w * f, f, g.astype(bool))
 
 
-def pair_evidence(pair: Any, *, query_foreground: Any = None, candidate_foreground: Any = None,
-                  query_display_size: tuple[int, int] | None = None,
-                  candidate_display_size: tuple[int, int] | None = None) -> dict[str, EvidenceScores]:
+def pair_evidence(
+    pair: Any,
+    *,
+    query_foreground: Any = None,
+    candidate_foreground: Any = None,
+    query_display_size: tuple[int, int] | None = None,
+    candidate_display_size: tuple[int, int] | None = None,
+) -> dict[str, EvidenceScores]:
     """Evidence per explained layer of a ``PairExplanation`` (see :func:`pair_evidence_details`)."""
-    details = pair_evidence_details(pair, query_foreground=query_foreground, candidate_foreground=candidate_foreground,
-                                    query_display_size=query_display_size, candidate_display_size=candidate_display_size)
+    details = pair_evidence_details(
+        pair,
+        query_foreground=query_foreground,
+        candidate_foreground=candidate_foreground,
+        query_display_size=query_display_size,
+        candidate_display_size=candidate_display_size,
+    )
     return {key: scores for key, (scores, _) in details.items()}
 
 
-def pair_evidence_details(pair: Any, *, query_foreground: Any = None, candidate_foreground: Any = None,
-                          query_display_size: tuple[int, int] | None = None, candidate_display_size: tuple[int, int] | None = None,
-                          ) -> dict[str, tuple[EvidenceScores, LayerGeometry]]:
+def pair_evidence_details(
+    pair: Any,
+    *,
+    query_foreground: Any = None,
+    candidate_foreground: Any = None,
+    query_display_size: tuple[int, int] | None = None,
+    candidate_display_size: tuple[int, int] | None = None,
+) -> dict[str, tuple[EvidenceScores, LayerGeometry]]:
     """Evidence per explained layer of a ``PairExplanation``.
 
     query_foreground / candidate_foreground: the host's mask ((h, w) array) or box ([x, y, w, h]) at
@@ -129,7 +151,9 @@ def pair_evidence_details(pair: Any, *, query_foreground: Any = None, candidate_
     if "centre_prior" not in (query_source, candidate_source) and query_source != candidate_source:
         source = "box"  # a mask on one side and a box on the other: the coarser of the two
     results: dict[str, tuple[EvidenceScores, LayerGeometry]] = {
-        key: layer_evidence(layer, tuple(pair.query_size), tuple(pair.candidate_size), query_mask, candidate_mask, source)
+        key: layer_evidence(
+            layer, tuple(pair.query_size), tuple(pair.candidate_size), query_mask, candidate_mask, source
+        )
         for key, layer in pair.layers.items()
     }
     if len(results) < 2:
@@ -140,8 +164,13 @@ def pair_evidence_details(pair: Any, *, query_foreground: Any = None, candidate_
         for other_key, (_, other) in results.items():
             if other_key == key:
                 continue
-            agreements.append(0.0 if geometry.fit is None else transfer_agreement(
-                geometry.fit, other.query_xy, other.candidate_xy, other.weights, other.threshold))
+            agreements.append(
+                0.0
+                if geometry.fit is None
+                else transfer_agreement(
+                    geometry.fit, other.query_xy, other.candidate_xy, other.weights, other.threshold
+                )
+            )
         agreement = float(np.clip(np.mean(agreements), 0.0, 1.0))  # sums of shares can round past 1
         update = {"layer_agreement": agreement, "score": float(np.clip(scores.score * agreement, 0.0, 1.0))}
         out[key] = (EvidenceScores.model_validate(scores.model_dump() | update), geometry)

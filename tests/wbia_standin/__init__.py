@@ -9,6 +9,7 @@ checks); it is test support, not shipped.
 ``installed()`` is a context manager that makes ``import wbia`` (and the submodules the adapter
 uses) resolve to this stand-in, and removes it again on exit.
 """
+
 from __future__ import annotations
 
 import contextlib

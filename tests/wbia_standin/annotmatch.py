@@ -4,6 +4,7 @@
 annotation and ``-inf`` at every other annotation of the same name; ``from_dict`` keeps only the
 keyword arguments of ``initialize`` (plus UUID -> rowid conversion when given ``ibs``).
 """
+
 from __future__ import annotations
 
 import inspect
@@ -21,9 +22,19 @@ def _group_indices(keys):
 
 class AnnotMatch:
     _attr_names = [
-        "qaid", "qnid", "daid_list", "dnid_list", "H_list", "score_list", "annot_score_list",
-        "unique_nids", "name_score_list", "algo_annot_scores", "algo_name_scores",
-        "model_url", "config_url",
+        "qaid",
+        "qnid",
+        "daid_list",
+        "dnid_list",
+        "H_list",
+        "score_list",
+        "annot_score_list",
+        "unique_nids",
+        "name_score_list",
+        "algo_annot_scores",
+        "algo_name_scores",
+        "model_url",
+        "config_url",
     ]
 
     def __init__(self, *args, **kwargs):
@@ -35,9 +46,20 @@ class AnnotMatch:
         if args or kwargs:
             self.initialize(*args, **kwargs)
 
-    def initialize(self, qaid=None, daid_list=None, score_list=None, dnid_list=None, qnid=None,
-                   unique_nids=None, name_score_list=None, annot_score_list=None, autoinit=True,
-                   model_url=None, config_url=None):
+    def initialize(
+        self,
+        qaid=None,
+        daid_list=None,
+        score_list=None,
+        dnid_list=None,
+        qnid=None,
+        unique_nids=None,
+        name_score_list=None,
+        annot_score_list=None,
+        autoinit=True,
+        model_url=None,
+        config_url=None,
+    ):
         self.qaid = qaid
         self.daid_list = None if daid_list is None else np.asarray(daid_list)
         self.score_list = None if score_list is None else np.asarray(score_list)

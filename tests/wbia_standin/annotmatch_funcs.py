@@ -5,6 +5,7 @@ this import have the methods. Rows are undirected (the smaller aid first, as WBI
 ``add_annotmatch_undirected`` orders them); evidence decisions are WBIA's codes (0 negative,
 1 positive, 2 incomparable, 3 unknown, None unreviewed).
 """
+
 from __future__ import annotations
 
 from .controller_inject import make_ibs_register_decorator

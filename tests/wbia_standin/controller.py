@@ -5,6 +5,7 @@ list out. ``get_annot_chips`` returns BGR uint8 chips (longest side 700, aspect 
 and ``theta`` removed by an affine Lanczos warp of the EXIF-oriented image), like
 ``core_annots.compute_chip`` with the default ``ChipConfig``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -61,9 +62,10 @@ def default_annotations(seaturtle_dir: Path):
         (4, 4, (50, 20, 540, 470), 0.0, UNKNOWN, UNKNOWN, "left"),
         (5, 3, (80, 60, 400, 380), 0.0, "b", "sea_turtle", "right"),
     ]
-    annots = [Annot(aid, gid, bbox, theta, name, species, vp,
-                    uuid.uuid5(uuid.NAMESPACE_URL, f"standin-annot-{aid}"))
-              for aid, gid, bbox, theta, name, species, vp in rows]
+    annots = [
+        Annot(aid, gid, bbox, theta, name, species, vp, uuid.uuid5(uuid.NAMESPACE_URL, f"standin-annot-{aid}"))
+        for aid, gid, bbox, theta, name, species, vp in rows
+    ]
     return images, annots
 
 
@@ -80,8 +82,7 @@ def compute_chip(image_bgr: np.ndarray, bbox, theta, dim_size=CHIP_DIM_SIZE) -> 
     scaling = np.diag([scale, scale, 1.0])
     to_chip = np.array([[1, 0, out_w / 2.0], [0, 1, out_h / 2.0], [0, 0, 1]], dtype=np.float64)
     matrix = (to_chip @ scaling @ rot @ to_origin)[:2]
-    return cv2.warpAffine(image_bgr, matrix, (out_w, out_h), flags=cv2.INTER_LANCZOS4,
-                          borderMode=cv2.BORDER_CONSTANT)
+    return cv2.warpAffine(image_bgr, matrix, (out_w, out_h), flags=cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_CONSTANT)
 
 
 class StandinController:

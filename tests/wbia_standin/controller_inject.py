@@ -8,6 +8,7 @@ no ``_``/``-``, no plural ``s/`` (unless the module sets ``__api_plural_check__ 
 each value, inject ``ibs`` and wrap the result in ``{"status": ..., "response": ...}``.
 ``register_preprocs[...]`` only records registrations; ``DependencyCache.initialize`` applies them.
 """
+
 from __future__ import annotations
 
 import json
@@ -94,14 +95,37 @@ def get_wbia_flask_route(modname):
 
 
 def _make_preproc_registrar(kind):
-    def register(tablename, parents, colnames, coltypes, configclass=None, requestclass=None,
-                 fname=None, chunksize=None, rm_extern_on_delete=False, **kwargs):
+    def register(
+        tablename,
+        parents,
+        colnames,
+        coltypes,
+        configclass=None,
+        requestclass=None,
+        fname=None,
+        chunksize=None,
+        rm_extern_on_delete=False,
+        **kwargs,
+    ):
         def decorator(func):
-            PREPROC_REGISTRATIONS.append((kind, dict(
-                tablename=tablename, parents=list(parents), colnames=list(colnames),
-                coltypes=list(coltypes), configclass=configclass, requestclass=requestclass,
-                fname=fname, chunksize=chunksize, rm_extern_on_delete=rm_extern_on_delete,
-                **kwargs), func))
+            PREPROC_REGISTRATIONS.append(
+                (
+                    kind,
+                    dict(
+                        tablename=tablename,
+                        parents=list(parents),
+                        colnames=list(colnames),
+                        coltypes=list(coltypes),
+                        configclass=configclass,
+                        requestclass=requestclass,
+                        fname=fname,
+                        chunksize=chunksize,
+                        rm_extern_on_delete=rm_extern_on_delete,
+                        **kwargs,
+                    ),
+                    func,
+                )
+            )
             return func
 
         return decorator
@@ -164,12 +188,13 @@ def _decode(value):
 def call_api(ibs, rule, method="GET", query=None, form=None, json_body=None):
     """Serve one JSON API call the way WBIA's flask wrapper does; returns the decoded envelope."""
     if rule not in API_RULES:
-        return {"status": {"success": False, "code": 404, "message": f"no rule {rule}", "cache": -1},
-                "response": None}
+        return {"status": {"success": False, "code": 404, "message": f"no rule {rule}", "cache": -1}, "response": None}
     func, methods, _ = API_RULES[rule]
     if method not in methods:
-        return {"status": {"success": False, "code": 405, "message": "method not allowed", "cache": -1},
-                "response": None}
+        return {
+            "status": {"success": False, "code": 405, "message": "method not allowed", "cache": -1},
+            "response": None,
+        }
     kwargs = {}
     for source in (query or {}, form or {}, json_body or {}):
         kwargs.update({k: _decode(v) for k, v in source.items()})
@@ -195,5 +220,4 @@ def reset_registries_from(modname):
     for registry in (API_RULES, ROUTE_RULES):
         for rule in [r for r, (_, _, m) in registry.items() if m == modname]:
             del registry[rule]
-    PREPROC_REGISTRATIONS[:] = [r for r in PREPROC_REGISTRATIONS
-                                if getattr(r[2], "__module__", None) != modname]
+    PREPROC_REGISTRATIONS[:] = [r for r in PREPROC_REGISTRATIONS if getattr(r[2], "__module__", None) != modname]

@@ -6,6 +6,7 @@ declare; ``get_cfgstr()`` covers only declared parameters; ``Request.new`` build
 parallel lists (one generator yield per pair, in order), then ``get_row_data``, then
 ``postprocess_execute(table, parent_rowids, rowids, result_list)``.
 """
+
 from __future__ import annotations
 
 import hashlib

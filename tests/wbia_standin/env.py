@@ -1,4 +1,5 @@
 """Building a stand-in WBIA deployment with the adapter loaded the way WBIA loads plugins."""
+
 from __future__ import annotations
 
 import contextlib

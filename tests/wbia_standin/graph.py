@@ -7,6 +7,7 @@ Contract sections 1 and 4: ``cm_dict[str(quuid)]`` has exactly ``CM_DICT_KEYS`` 
 render exception becomes ``'error'`` in ``dannot_extern_list``; the thumb route reads the file,
 flips BGR to RGB and encodes JPEG quality 100.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -21,10 +22,26 @@ from PIL import Image
 from .controller_inject import to_json
 
 CM_DICT_KEYS = {
-    "qannot_uuid", "qname_uuid", "qname", "dannot_uuid_list", "dname_uuid_list", "dname_list",
-    "score_list", "annot_score_list", "fm_list", "fsv_list", "unique_name_uuid_list",
-    "unique_name_list", "name_score_list", "fk_list", "H_list", "fsv_col_lbls", "filtnorm_aids",
-    "filtnorm_fxs", "dannot_extern_reference", "dannot_extern_list",
+    "qannot_uuid",
+    "qname_uuid",
+    "qname",
+    "dannot_uuid_list",
+    "dname_uuid_list",
+    "dname_list",
+    "score_list",
+    "annot_score_list",
+    "fm_list",
+    "fsv_list",
+    "unique_name_uuid_list",
+    "unique_name_list",
+    "name_score_list",
+    "fk_list",
+    "H_list",
+    "fsv_col_lbls",
+    "filtnorm_aids",
+    "filtnorm_fxs",
+    "dannot_extern_reference",
+    "dannot_extern_list",
 }
 OPTIONAL_CM_DICT_KEYS = {"model_url", "config_url"}
 VERSIONS = ("matches", "heatmask", "clean")
@@ -40,19 +57,30 @@ def _hash27(text):
     return hashlib.sha1(text.encode()).hexdigest()[:27]
 
 
-def ensure_review_image(ibs, aid, cm, qreq_, draw_matches=False, draw_heatmask=False,
-                        use_gradcam=False):
+def ensure_review_image(ibs, aid, cm, qreq_, draw_matches=False, draw_heatmask=False, use_gradcam=False):
     render_config = {
-        "dpi": 150, "overlay": True, "draw_fmatches": draw_matches, "draw_fmatch": draw_matches,
-        "show_matches": draw_matches, "show_ell": False, "show_lines": draw_matches,
-        "show_ori": False, "heatmask": draw_heatmask, "vert": False, "draw_lbl": False,
-        "draw_border": False, "white_background": False, "use_gradcam": use_gradcam,
+        "dpi": 150,
+        "overlay": True,
+        "draw_fmatches": draw_matches,
+        "draw_fmatch": draw_matches,
+        "show_matches": draw_matches,
+        "show_ell": False,
+        "show_lines": draw_matches,
+        "show_ori": False,
+        "heatmask": draw_heatmask,
+        "vert": False,
+        "draw_lbl": False,
+        "draw_border": False,
+        "white_background": False,
+        "use_gradcam": use_gradcam,
     }
     thumbdir = Path(ibs.get_cachedir()) / "match_thumbs"
     thumbdir.mkdir(parents=True, exist_ok=True)
     # [quirk] use_gradcam is not part of the cache key
-    fpath = thumbdir / (f"match_aids={cm.qaid},{aid}_cfgstr={_hash27(qreq_.get_cfgstr())}"
-                        f"_draw={draw_matches}_mask={draw_heatmask}_orientation=horizontal.jpg")
+    fpath = thumbdir / (
+        f"match_aids={cm.qaid},{aid}_cfgstr={_hash27(qreq_.get_cfgstr())}"
+        f"_draw={draw_matches}_mask={draw_heatmask}_orientation=horizontal.jpg"
+    )
     if fpath.exists():
         return str(fpath)
     image = qreq_.render_single_result(cm, aid, **render_config)
@@ -65,8 +93,7 @@ def _name_uuid_or_nid(ibs, nid):
     return ibs.get_name_uuids(nid) if nid > 0 else int(nid)
 
 
-def query_chips_graph(ibs, qaid_list, daid_list, query_config_dict=None, cache_images=True,
-                      n=20, use_gradcam=None):
+def query_chips_graph(ibs, qaid_list, daid_list, query_config_dict=None, cache_images=True, n=20, use_gradcam=None):
     """Run the query and return the ``json_result`` dict that the job engine would encode."""
     query_config_dict = dict(query_config_dict or {})
     proot = query_config_dict.get("pipeline_root", query_config_dict.get("proot", "MiewId"))
@@ -86,12 +113,16 @@ def query_chips_graph(ibs, qaid_list, daid_list, query_config_dict=None, cache_i
                 aid = daids[idx]
                 try:
                     for draw_matches, draw_heatmask in ((True, False), (False, True), (False, False)):
-                        path = ensure_review_image(ibs, aid, cm, qreq_, draw_matches, draw_heatmask,
-                                                   use_gradcam)
+                        path = ensure_review_image(ibs, aid, cm, qreq_, draw_matches, draw_heatmask, use_gradcam)
                         version = "matches" if draw_matches else "heatmask" if draw_heatmask else "clean"
-                        link = (Path(ibs.get_cachedir()) / "query_match" / f"qreq_cfgstr_{extern_reference}"
-                                / f"qannot_uuid_{quuid}" / f"dannot_uuid_{ibs.get_annot_uuids(aid)}"
-                                / f"version_{version}_orient_horizontal.png")
+                        link = (
+                            Path(ibs.get_cachedir())
+                            / "query_match"
+                            / f"qreq_cfgstr_{extern_reference}"
+                            / f"qannot_uuid_{quuid}"
+                            / f"dannot_uuid_{ibs.get_annot_uuids(aid)}"
+                            / f"version_{version}_orient_horizontal.png"
+                        )
                         link.parent.mkdir(parents=True, exist_ok=True)
                         if link.is_symlink() or link.exists():
                             link.unlink()
@@ -110,11 +141,15 @@ def query_chips_graph(ibs, qaid_list, daid_list, query_config_dict=None, cache_i
             "dname_list": ibs.get_name_texts(dnids),
             "score_list": cm.score_list,
             "annot_score_list": cm.annot_score_list,
-            "fm_list": None, "fsv_list": None,
+            "fm_list": None,
+            "fsv_list": None,
             "unique_name_uuid_list": [_name_uuid_or_nid(ibs, n_) for n_ in unique_nids],
             "unique_name_list": ibs.get_name_texts(unique_nids),
             "name_score_list": cm.name_score_list,
-            "fk_list": None, "H_list": None, "fsv_col_lbls": None, "filtnorm_aids": None,
+            "fk_list": None,
+            "H_list": None,
+            "fsv_col_lbls": None,
+            "filtnorm_aids": None,
             "filtnorm_fxs": None,
             "dannot_extern_reference": extern_reference,
             "dannot_extern_list": extern_flags,
@@ -137,9 +172,14 @@ def match_thumb(ibs, extern_reference, query_annot_uuid, database_annot_uuid, ve
     """``GET /api/query/graph/match/thumb/``: the stored JPEG, BGR -> RGB, re-encoded at q=100."""
     version = {None: "clean", "match": "matches", "mask": "heatmask"}.get(version, version)
     assert version in VERSIONS, version
-    path = (Path(ibs.get_cachedir()) / "query_match" / f"qreq_cfgstr_{extern_reference}"
-            / f"qannot_uuid_{query_annot_uuid}" / f"dannot_uuid_{database_annot_uuid}"
-            / f"version_{version}_orient_horizontal.png")
+    path = (
+        Path(ibs.get_cachedir())
+        / "query_match"
+        / f"qreq_cfgstr_{extern_reference}"
+        / f"qannot_uuid_{query_annot_uuid}"
+        / f"dannot_uuid_{database_annot_uuid}"
+        / f"version_{version}_orient_horizontal.png"
+    )
     image_bgr = cv2.imread(str(path))
     rgb = image_bgr[:, :, ::-1]
     buf = io.BytesIO()

@@ -8,6 +8,7 @@ aspect not kept (albumentations' default bilinear), ImageNet Normalize, fp32 emb
 of a pair is ``(2 - d) / 2`` with ``d = 1 - cosine``. Not modelled: MiewID's kNN shortlist (``use_knn``
 scores only the 50 nearest and gives the rest 0) and its PAIR-X re-ranking; every daid is scored.
 """
+
 from __future__ import annotations
 
 import copy
@@ -121,9 +122,10 @@ def preprocess_chip(chip_bgr, image_size, flip):
 def embed_aids(ibs, aids, model, config):
     chips = ibs.get_annot_chips(list(aids))
     viewpoints = ibs.get_annot_viewpoints(list(aids))
-    tensors = [preprocess_chip(c, config.data.image_size,
-                               bool(config.test.fliplr) and vp in config.test.fliplr_view)
-               for c, vp in zip(chips, viewpoints)]
+    tensors = [
+        preprocess_chip(c, config.data.image_size, bool(config.test.fliplr) and vp in config.test.fliplr_view)
+        for c, vp in zip(chips, viewpoints)
+    ]
     with torch.no_grad():
         emb = model(torch.stack(tensors))
     return {int(a): e for a, e in zip(aids, emb)}
@@ -215,7 +217,12 @@ def register():
     if _REGISTERED:
         return
     controller_inject.register_preprocs["annot"](
-        tablename="MiewId", parents=[ANNOTATION_TABLE, ANNOTATION_TABLE], colnames=["score"],
-        coltypes=[float], configclass=MiewIdConfig, requestclass=MiewIdRequest, chunksize=None,
+        tablename="MiewId",
+        parents=[ANNOTATION_TABLE, ANNOTATION_TABLE],
+        colnames=["score"],
+        coltypes=[float],
+        configclass=MiewIdConfig,
+        requestclass=MiewIdRequest,
+        chunksize=None,
     )(wbia_plugin_miew_id)
     _REGISTERED = True
