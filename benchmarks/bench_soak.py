@@ -19,15 +19,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
-from torch import nn
 
-from pairx_plugin.artifacts.store import ArtifactStore
-from pairx_plugin.config import PairXConfig
-from pairx_plugin.hook import explain_matches
-from pairx_plugin.images import LoadedImage, prepare_image
-from pairx_plugin.records import MatchRecord
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # runnable as a plain script from any directory
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.reference_models import SeededImages, tiny_cnn  # noqa: E402
+from pairx_plugin.artifacts.store import ArtifactStore  # noqa: E402
+from pairx_plugin.config import PairXConfig  # noqa: E402
+from pairx_plugin.hook import explain_matches  # noqa: E402
+from pairx_plugin.records import MatchRecord  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -43,34 +45,10 @@ def rss_mb() -> float:
     raise RuntimeError("VmRSS not found in /proc/self/status (Linux only)")
 
 
-def tiny_model() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1),
-        nn.BatchNorm2d(8),
-        nn.ReLU(),
-        nn.Conv2d(8, 16, 3, stride=2, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-    ).eval()
-
-
-class SeededImages:
-    def __init__(self, size: int) -> None:
-        self.size = size
-
-    def load(self, image_id: str) -> LoadedImage:
-        rgb = np.random.default_rng(int(image_id)).integers(
-            0, 256, size=(self.size + 8, self.size + 16, 3), dtype=np.uint8
-        )
-        return prepare_image(rgb, self.size, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
-
-
 def soak(explanations: int, *, size: int, model_name: str, every: int, store_dir: Path) -> list[tuple[int, float]]:
     """(explanations done, RSS MB) at 0 and every ``every`` explanations; prints each point."""
     if model_name == "tiny":
-        model = tiny_model()
+        model = tiny_cnn()
     else:
         from pairx_plugin.models import load_model_spec
 

@@ -18,11 +18,12 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from pairx_plugin.errors import InvalidInputError
-from pairx_plugin.images import load_image, prepare_image
+from pairx_plugin.images import LoadedImage, load_image, prepare_image
 from pairx_plugin.models_miewid import (  # one MiewID layout, shared with its checkpoint loader
     MIEWID_BACKBONE,
     GeM,  # noqa: F401 - kept for one release: imported from here by benchmarks and tests
@@ -61,6 +62,33 @@ def _check_image_batch(images, name: str, min_batch: int = 1) -> torch.Tensor:
 
 
 @torch.no_grad()
+def tiny_cnn(seed: int = 0) -> nn.Module:
+    """A seeded two-conv network (with a BatchNorm) that every backend supports: fast data-path runs."""
+    with _seeded_init(seed):
+        return nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.Conv2d(8, 16, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        ).eval()
+
+
+class SeededImages:
+    """An image source of seeded random photos: id ``N`` (or ``imgN``) -> an (size+8)×(size+16) photo
+    prepared at ``size`` px, the same in every process."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def load(self, image_id: str) -> LoadedImage:
+        number = int(image_id.removeprefix("img"))
+        rgb = np.random.default_rng(number).integers(0, 256, size=(self.size + 8, self.size + 16, 3), dtype=np.uint8)
+        return prepare_image(rgb, self.size, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+
+
 def calibrate_batchnorm(model: nn.Module, images: torch.Tensor) -> nn.Module:
     """Set every BatchNorm's running mean/var to the statistics of one batch of ``images``.
 

@@ -16,39 +16,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from torch import nn
 
+from benchmarks.reference_models import SeededImages, tiny_cnn
 from pairx_plugin.artifacts.store import ArtifactStore
 from pairx_plugin.config import ALL_PANELS, PairXConfig
 from pairx_plugin.hook import explain_matches
-from pairx_plugin.images import LoadedImage, prepare_image
 from pairx_plugin.records import MatchRecord
 
 SIZE = 64
-
-
-def tiny_model() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1),
-        nn.BatchNorm2d(8),
-        nn.ReLU(),
-        nn.Conv2d(8, 16, 3, stride=2, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-    ).eval()
-
-
-class SeededImages:
-    """``img<N>`` -> a seeded random 80x72 photo prepared at 64 px."""
-
-    def load(self, image_id: str) -> LoadedImage:
-        number = int(image_id.removeprefix("img"))
-        rgb = np.random.default_rng(number).integers(0, 256, size=(72, 80, 3), dtype=np.uint8)
-        return prepare_image(rgb, SIZE, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 
 
 def records(pairs: int, offset: int = 0) -> list[MatchRecord]:
@@ -79,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--offsets", default="0", help="comma-separated image-set offsets (see records())")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    model = tiny_model()
+    model = tiny_cnn()
     # every panel eagerly: the run writes shared display images, pair_data.npz and the PNGs (and lasts
     # long enough for the random kills to land inside it)
     config = PairXConfig(top_k=4, k_lines=5, k_colors=2, max_batch_images=2, render=list(ALL_PANELS))
@@ -95,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         todo = [r for k in args.offsets.split(",") for r in records(args.pairs, int(k))]
         out = explain_matches(
             records=todo,
-            images=SeededImages(),
+            images=SeededImages(SIZE),
             model=model,
             config=config,
             store=store,

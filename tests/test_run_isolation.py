@@ -64,12 +64,13 @@ def test_new_run_names_are_unique_across_threads_and_carry_the_pid():
 
 
 def test_a_taken_run_name_is_an_error_before_any_work(tmp_path):
-    from store_worker import SeededImages, records, tiny_model
+    from store_worker import SIZE, records
 
+    from benchmarks.reference_models import SeededImages, tiny_cnn
     from pairx_plugin.config import PairXConfig
     from pairx_plugin.hook import explain_matches
 
-    model = tiny_model()
+    model = tiny_cnn()
     store = ArtifactStore(tmp_path)
     with store.open_run("nightly"):
         pass
@@ -84,7 +85,7 @@ def test_a_taken_run_name_is_an_error_before_any_work(tmp_path):
     with pytest.raises(ArtifactError, match=r"run manifest .*nightly\.jsonl' already exists.*choose another run name"):
         explain_matches(
             records=records(2),
-            images=CountingImages(),
+            images=CountingImages(SIZE),
             model=model,
             config=PairXConfig(top_k=2),
             store=store,
