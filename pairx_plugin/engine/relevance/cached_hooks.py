@@ -231,6 +231,27 @@ class CachedForwardHook:
             terms[t] = (inp, out, weight)
         return cast(Term, terms[t])
 
+    def first_row_output(self, module: nn.Module, t: int) -> torch.Tensor:
+        """The modified output of term ``t`` for the batch's first row only, shape (1, ...).
+
+        For a term whose modified input does not depend on the values (the flat rule's all-ones
+        input) every row's output is the same, so one row is computed and broadcast by the caller.
+        For a plain ``Conv2d`` the term is then cached without an output (the backward needs only its
+        input and weight); other modules fall back to :meth:`term_output` on every row.
+        """
+        if not _is_plain_conv(module):
+            return self.term_output(module, t)[:1]
+        original = self.stored_tensors["input"][0].detach()
+        with ParamMod.ensure(self.param_modifiers[t])(module) as modified, torch.no_grad():
+            out = self.output_modifiers[t](modified.forward(self.input_modifiers[t](original[:1])))
+            weight = modified.weight.detach().clone()
+        terms = self.stored_tensors["terms"]
+        if t not in terms:
+            modifier = self.input_modifiers[t]
+            inp: TermInput = modifier(original) if original.is_cuda else _ModifiedInput(modifier, original)
+            terms[t] = (inp, None, weight)
+        return out
+
     def term_output(self, module: nn.Module, t: int) -> torch.Tensor:
         """The modified output of term ``t`` (built on first use); asked for before a rule drops it."""
         out = self.term(module, t)[1]

@@ -26,7 +26,6 @@ from zennit.core import BasicHook, ParamMod
 from zennit.rules import ClampMod, NoMod
 
 from .cached_hooks import CachedForwardHook
-from .lrp_functions import stabilize
 
 DEAD = 1e-12
 
@@ -82,14 +81,17 @@ class _FlatFallbackRule(CachedForwardHook, BasicHook):
         # a tensor: ``used`` is never empty (sum's start value 0 is kept, so the numbers stay as they were)
         z = cast(torch.Tensor, sum(self.term_output(module, t) for t in used)).detach()
         self._forget_outputs(used)
-        dead = z.abs() <= DEAD
-        inverse = 1.0 / stabilize(z, self.stabilizer)
-        if not bool(dead.any()):
-            return inverse, None
-        count = self.term_output(module, self.n_terms).detach()
-        self._forget_outputs([self.n_terms])
-        inverse = torch.where(dead, torch.zeros_like(inverse), inverse)
-        return inverse, dead.to(z.dtype) / count.clamp(min=1)
+        # float arithmetic only (bool masks and torch.where are several times slower on CPU maps):
+        # alive = 1 where |z| > DEAD else 0; live units get 1/(z + eps·sign z), dead ones 0
+        alive = z.abs().sub_(DEAD).clamp_(min=0).sign_()
+        if float(alive.amin()) > 0:
+            return z.sign().mul_(self.stabilizer).add_(z).reciprocal_(), None
+        dead = alive.neg().add_(1.0)
+        # a dead unit's denominator is eps exactly (then multiplied by 0), so no inf or nan can arise
+        inverse = z.sign().mul_(alive).add_(dead).mul_(self.stabilizer).addcmul_(z, alive).reciprocal_().mul_(alive)
+        # inputs per unit depend on the shapes only: one row, broadcast over the batch
+        count = self.first_row_output(module, self.n_terms).detach()
+        return inverse, dead.div_(count.clamp(min=1))
 
     def _forget_outputs(self, terms: Iterable[int]) -> None:
         """Directly transposed terms need their modified outputs only for the denominators."""
