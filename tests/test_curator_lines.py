@@ -392,3 +392,51 @@ def test_stored_panels_and_the_review_page_draw_the_curator_lines(tmp_path):
     assert [m[:2] for m in record["matches"]] == [
         [round(v, 2) for v in m.query_display_xy] for m in artifact.curator_lines.matches
     ]
+
+
+# --------------------------------------------------------------------------- the demo's figures
+
+
+@pytest.mark.slow
+def test_scene_demo_reports_the_drawn_lines_from_the_artifacts(tmp_path, lite0_imagenet):
+    from pairx_plugin.models import ModelBundle
+    from pairx_wildlife_tools.correspondence import landed_lines
+    from pairx_wildlife_tools.demo import run_demo
+
+    printed: list[str] = []
+    result = run_demo(
+        tmp_path,
+        animals=3,
+        sightings=3,
+        top_k=2,
+        k_colors=1,
+        scenes=True,
+        progress=False,
+        model=ModelBundle(lite0_imagenet),
+        render=["display"],
+        echo=printed.append,
+    )
+    c = result.curator_correspondence
+    assert c is not None and result.curator_line_scores is not None
+    lines = landed = 0
+    for record in result.pipeline.records:
+        artifact = ExplanationArtifact.model_validate_json((tmp_path / record.explanation.json_path).read_text())
+        assert artifact.curator_lines.selection == "foreground"  # the scene set gives every image's mask
+        drawn = artifact.curator_lines.matches
+        assert len(drawn) <= artifact.settings.k_lines
+        if record.query_label != record.candidate_label or not drawn:
+            continue
+        size = (artifact.query.input_height, artifact.query.input_width)
+        hits, _ = landed_lines(
+            np.array([m.query_xy for m in drawn]),
+            np.array([m.candidate_xy for m in drawn]),
+            result.synthetic.query_to_candidate(record.query_id, record.candidate_id, size),
+            size[1] / 14,  # blocks.3 of the 224-px Lite0 input: 14 x 14 cells
+        )
+        lines += len(hits)
+        landed += int(hits.sum())
+    assert c.correct_lines == lines and lines > 0
+    assert c.correct_share == pytest.approx(landed / lines)
+    prefix = "curator lines (drawn) within one cell of the true correspondence, correct matches: "
+    shown = next(line for line in printed if line.startswith(prefix))
+    assert shown.startswith(f"{prefix}{c.correct_share:.3f} ({lines} lines over {c.correct_matches} matches")
