@@ -276,3 +276,25 @@ def test_bench_engine_reference_must_be_a_folder(tmp_path):
         import bench_shapes
 
         bench_shapes.load_reference(tmp_path)
+
+
+def test_floor_account_splits_a_pair_into_measured_parts(shared_dir):
+    """bench_floor_account replays the transposes the pair really computed and times the rules' constants."""
+    if str(BENCH.parent) not in sys.path:
+        sys.path.insert(0, str(BENCH.parent))
+    import bench_floor_account
+
+    numbers = bench_floor_account.account("lite0_224", 1, shared_dir)
+    assert set(numbers) == {
+        "pair",
+        "forward",
+        "constants",
+        "lrp arithmetic",
+        "gradient maps",
+        "floor",
+        "overhead",
+    }
+    assert all(math.isfinite(v) and v > 0 for k, v in numbers.items() if k != "overhead")
+    # each measured part is a part of the pair, and the pair costs more than the plain floor
+    assert numbers["constants"] < numbers["pair"] and numbers["lrp arithmetic"] < numbers["pair"]
+    assert numbers["pair"] > numbers["floor"]

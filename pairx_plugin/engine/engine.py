@@ -371,10 +371,14 @@ class PairX:
         tick_hooks = [
             m.register_forward_hook(lambda *_: ticks.append(run.clock())) for m in self.layer_modules.values()
         ]
+        # rows showing the same image (the query, once per candidate) share per-forward constants
+        first_row: dict[int | None, int] = {}
+        run.declare_rows([first_row.setdefault(image, row) for row, image in enumerate(rows)])
         try:
             with torch.enable_grad(), capture_outputs(self.layer_modules) as outputs:
                 emb = run.module(x)
         finally:
+            run.declare_rows(None)
             for handle in tick_hooks:
                 handle.remove()
         if not isinstance(emb, torch.Tensor):

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -37,17 +37,25 @@ def _keep_everything(tick: int) -> None:
     return None
 
 
+def _ignore_rows(representatives: Sequence[int] | None) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class RelevanceRun:
     """One entered backend context: the module to call and that context's own bookkeeping.
 
     ``clock()`` gives a position in the current forward (backends that cache per module use it);
     ``release_after(tick)`` frees what the context keeps for modules that ran after ``tick``.
+    ``declare_rows(representatives)`` tells the context, before a forward, that row i of the coming
+    batch is the same image as row ``representatives[i]`` (None: every row distinct); a backend that
+    computes per-forward constants may then compute them once per distinct image.
     """
 
     module: nn.Module
     clock: Callable[[], int] = _no_clock
     release_after: Callable[[int], None] = _keep_everything
+    declare_rows: Callable[[Sequence[int] | None], None] = _ignore_rows
 
 
 class RelevanceBackend(abc.ABC):

@@ -34,13 +34,20 @@ class HookSession:
       backward, the ordinary backward of hooked modules computed, transposes over the whole map);
       tests compare the two.
     * a clock that increases with every hooked module's forward (orders the modules of a pass);
-    * the hooks registered in this context, so caches above a layer can be freed.
+    * the hooks registered in this context, so caches above a layer can be freed;
+    * the distinct rows of the coming forward (:meth:`declare_rows`): a top-k query's batch repeats
+      the query image once per candidate, and per-forward constants need computing once per image.
     """
 
     def __init__(self, optimised: bool = True) -> None:
         self.optimised = optimised
         self._ticks = itertools.count()
         self.hooks: list[CachedForwardHook] = []
+        self.rows: DistinctRows | None = None
+
+    def declare_rows(self, representatives: Sequence[int] | None) -> None:
+        """Row i of the next forward's batch is the same image as row ``representatives[i]``."""
+        self.rows = DistinctRows.from_representatives(representatives) if self.optimised else None
 
     def attach(self, hooks: Iterable[object]) -> None:
         """Make ``hooks`` (those a zennit composite registered) report to this session."""
@@ -63,6 +70,41 @@ class HookSession:
         for hook in self.hooks:
             if hook.stored_tensors.get("tick", -1) > tick:
                 hook.stored_tensors.clear()
+
+
+class DistinctRows:
+    """Which rows of a batch to compute a per-forward constant on, and how to spread it back.
+
+    ``first[k]`` is the k-th distinct image's first row; ``spread[i]`` the position in ``first`` of
+    row i's image, so ``values_on_first.index_select(0, spread)`` is the whole batch's value.
+    """
+
+    def __init__(self, first: list[int], spread: list[int]) -> None:
+        self.first = torch.tensor(first, dtype=torch.long)
+        self.spread = torch.tensor(spread, dtype=torch.long)
+        self.size = len(spread)
+
+    @classmethod
+    def from_representatives(cls, representatives: Sequence[int] | None) -> DistinctRows | None:
+        """None when every row is its own image (nothing to share) or nothing was declared."""
+        if representatives is None:
+            return None
+        reps = [int(r) for r in representatives]
+        if any(r < 0 or r >= len(reps) or reps[r] != r for r in reps):
+            raise ValueError(f"row representatives must point at rows that represent themselves, got {reps}")
+        first = sorted(set(reps))
+        if len(first) == len(reps):
+            return None
+        position = {row: k for k, row in enumerate(first)}
+        return cls(first, [position[r] for r in reps])
+
+    def take(self, x: torch.Tensor) -> torch.Tensor:
+        """The distinct images' rows of ``x``."""
+        return x.index_select(0, self.first.to(x.device))
+
+    def spread_back(self, x: torch.Tensor) -> torch.Tensor:
+        """A value computed on :meth:`take`'s rows, repeated to every row of the batch."""
+        return x.index_select(0, self.spread.to(x.device))
 
 
 class _Bypass(torch.autograd.Function):
@@ -141,26 +183,46 @@ class CachedForwardHook:
         # a mixin: zennit's Hook, which follows it in every rule's MRO, defines post_forward
         return super().post_forward(module, input, output)  # type: ignore[misc]
 
+    #: a rule that reads the modified outputs of plain convolutions only to build per-forward constants
+    #: (and spreads those back with :meth:`distinct_rows`) sets this: such outputs are then computed on
+    #: the batch's distinct images only
+    outputs_on_distinct_rows = False
+
     def forward(self, module: nn.Module, input: tuple[Any, ...], output: Any) -> None:
         self.stored_tensors.clear()
         self.stored_tensors["input"] = input
         self.stored_tensors["terms"] = {}
         self.stored_tensors["tick"] = self.session.clock()
+        rows = self.session.rows
+        inp = input[0] if isinstance(input, tuple) and input else None
+        if rows is not None and isinstance(inp, torch.Tensor) and inp.shape[0] == rows.size:
+            self.stored_tensors["rows"] = rows
+
+    def distinct_rows(self, module: nn.Module) -> DistinctRows | None:
+        """The distinct rows plain-convolution term outputs were computed on this forward (None: all rows)."""
+        if not (self.outputs_on_distinct_rows and _is_plain_conv(module)):
+            return None
+        return cast("DistinctRows | None", self.stored_tensors.get("rows"))
 
     def term(self, module: nn.Module, t: int) -> Term:
         """(modified input, modified output, modified weight or None) of term ``t``.
 
         For plain ``Conv2d`` modules the weight is kept and no graph is built: their transposed
-        operation is computed directly, on the box where the incoming relevance is non-zero.
+        operation is computed directly, on the box where the incoming relevance is non-zero. With
+        :meth:`distinct_rows` set, their modified output covers only those rows.
         """
         terms = self.stored_tensors["terms"]
         if t not in terms:
             original = self.stored_tensors["input"][0].detach()
             direct = _is_plain_conv(module)
-            inp: TermInput = self.input_modifiers[t](original).requires_grad_(not direct)
+            modified_input = self.input_modifiers[t](original).requires_grad_(not direct)
+            inp: TermInput = modified_input
+            rows = self.distinct_rows(module)
             grad_mode = torch.no_grad() if direct else torch.enable_grad()
             with ParamMod.ensure(self.param_modifiers[t])(module) as modified, grad_mode:
-                out = self.output_modifiers[t](modified.forward(inp))
+                out = self.output_modifiers[t](
+                    modified.forward(modified_input if rows is None else rows.take(modified_input))
+                )
                 weight: torch.Tensor | None = modified.weight.detach().clone() if direct else None
             # keep no modified copy: rebuild it on each box (on CUDA the whole map is used at once, and
             # rebuilding would read a value back to the host on every backward)

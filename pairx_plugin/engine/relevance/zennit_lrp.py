@@ -95,13 +95,13 @@ class ZennitLRP(RelevanceBackend):
             composite: EpsilonPlus = CachedEpsilonPlus(canonizers=[family.parity_canonizer()])
             with composite.context(model) as modified:
                 session.attach(composite.hook_refs)
-                yield RelevanceRun(modified, session.clock, session.release_after)
+                yield RelevanceRun(modified, session.clock, session.release_after, session.declare_rows)
             return
         with conserving_canonization(model) as runner:
             composite = ConservingEpsilonPlus()
             with composite.context(model):
                 session.attach(composite.hook_refs)
-                yield RelevanceRun(runner, session.clock, session.release_after)
+                yield RelevanceRun(runner, session.clock, session.release_after, session.declare_rows)
 
 
 @contextlib.contextmanager

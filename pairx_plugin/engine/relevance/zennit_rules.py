@@ -42,6 +42,7 @@ class _FlatFallbackRule(CachedForwardHook, BasicHook):
     """``n_terms`` contribution terms plus a counting term used only for dead units."""
 
     n_terms = 1
+    outputs_on_distinct_rows = True
 
     def __init__(
         self,
@@ -65,7 +66,18 @@ class _FlatFallbackRule(CachedForwardHook, BasicHook):
         return list(range(self.n_terms))
 
     def _denominators(self, module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """1/stabilised bias-free pre-activation (0 at dead units) and the flat share (or None)."""
+        """1/stabilised bias-free pre-activation (0 at dead units) and the flat share (or None).
+
+        Computed on the batch's distinct images when the forward declared repeated rows (a query
+        repeated per candidate), then spread back to every row: the same numbers, computed once.
+        """
+        rows = self.distinct_rows(module)
+        inverse, flat = self._denominators_of_terms(module)
+        if rows is None:
+            return inverse, flat
+        return rows.spread_back(inverse), None if flat is None else rows.spread_back(flat)
+
+    def _denominators_of_terms(self, module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
         used = self.used_terms(module)
         # a tensor: ``used`` is never empty (sum's start value 0 is kept, so the numbers stay as they were)
         z = cast(torch.Tensor, sum(self.term_output(module, t) for t in used)).detach()
