@@ -36,7 +36,16 @@ ALL_PANELS: tuple[PanelKind, ...] = ("composite", "only_lines", "only_colors", "
 #: what), ``top_k`` (which records get explained, not what one explanation holds) and ``layer_keys``
 #: (the resolved layer key is part of the artifact id on its own, so "auto" and the key it resolves to
 #: share artifacts).
-DIGEST_FIELDS: tuple[str, ...] = ("k_lines", "k_colors", "mode", "backend", "render", "keep_arrays", "display_max_side")
+DIGEST_FIELDS: tuple[str, ...] = (
+    "k_lines",
+    "k_colors",
+    "mode",
+    "backend",
+    "render",
+    "keep_arrays",
+    "display_max_side",
+    "lines",
+)
 
 #: Every accepted device name: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
@@ -88,6 +97,12 @@ class PairXConfig(BaseModel):
     output_dir: str | None = Field(None, description="Artifact store root used when the host passes no store.")
     keep_arrays: bool = Field(False, description="Also save the raw relevance arrays as arrays.npz.")
     rerank: RerankConfig = Field(default_factory=RerankConfig, description="Opt-in re-ranking (docs/metrics.md).")
+    lines: Literal["auto", "relevance"] = Field(
+        "auto",
+        description="Which matches are drawn as lines for the curator: auto draws the most relevant matches "
+        "on the animal when the host gave a foreground (mask or box) for both images, else the published "
+        "most relevant matches; relevance always draws the published most relevant matches (docs/metrics.md).",
+    )
 
     def __init__(self, **data: Any) -> None:
         # pydantic calls an overridden __init__ during validation too, so a host model embedding this

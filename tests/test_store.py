@@ -279,7 +279,20 @@ def test_one_fingerprint_and_default_model_artifact_ids_are_unchanged(lite0_imag
         schema_version="1.0.0",
     )
     assert identifier == "cc8200bf8536bc15cbc8f51d07c2034c7256c61d4c61cf69be34e1ee5dc76910"
-    # schema 1.2.0 (compact artifacts, display_max_side in the digest; 1.1.0 added evidence) gives new ids on purpose
+    # schema 1.2.0 (compact artifacts, display_max_side in the digest; 1.1.0 added evidence) gave new ids on purpose
+    fields_1_2 = {"k_lines", "k_colors", "mode", "backend", "render", "keep_arrays", "display_max_side"}
+    payload = PairXConfig().model_dump(mode="json", include=fields_1_2)
+    digest_1_2 = hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    identifier = artifact_id(
+        model_fingerprint=fingerprint,
+        layer="blocks.5",
+        config_digest=digest_1_2,
+        query_sha256="a" * 64,
+        candidate_sha256="b" * 64,
+        schema_version="1.2.0",
+    )
+    assert identifier == "25cbbb4649d86b69eb833c01278ada7d41479bb87f7deeb357c12fb62f48147e"
+    # schema 1.3.0 (curator lines; `lines` in the digest) gives new ids on purpose
     identifier = artifact_id(
         model_fingerprint=fingerprint,
         layer="blocks.5",
@@ -287,4 +300,5 @@ def test_one_fingerprint_and_default_model_artifact_ids_are_unchanged(lite0_imag
         query_sha256="a" * 64,
         candidate_sha256="b" * 64,
     )
-    assert identifier == "25cbbb4649d86b69eb833c01278ada7d41479bb87f7deeb357c12fb62f48147e"
+    assert identifier != "25cbbb4649d86b69eb833c01278ada7d41479bb87f7deeb357c12fb62f48147e"
+    assert identifier == "1398df3e5618ed1225656f28ad39852a65bf55d647d9f4265d572bee233c984c"

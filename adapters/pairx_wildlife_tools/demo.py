@@ -45,6 +45,8 @@ class DemoResult:
     correspondence: CorrespondenceSummary
     seconds: float
     evidence: EvidenceSummary | None = None
+    curator_line_scores: list[LineScore] | None = None  # the curator lines (artifact.curator_lines)
+    curator_correspondence: CorrespondenceSummary | None = None
 
     @property
     def accuracy(self) -> float:
@@ -53,13 +55,26 @@ class DemoResult:
 
 def _cell_size(artifact: ExplanationArtifact) -> float:
     """Side of one feature cell in candidate input pixels, from a match's cell index and centre."""
-    match = artifact.matches[0]
+    match = (artifact.matches or _drawn(artifact, "curator"))[0]
     cx, cy = match.candidate_cell
     return float(max(match.candidate_xy[0] / (cx + 0.5), match.candidate_xy[1] / (cy + 0.5)))
 
 
-def score_lines(result: PipelineResult, synthetic: SyntheticSet) -> list[LineScore]:
-    """One :class:`LineScore` per explained record, from its artifact's top ``k_lines`` matches."""
+def _drawn(artifact: ExplanationArtifact, lines: str) -> list[Any]:
+    """The published top matches, or the curator lines (the published ones for artifacts without them)."""
+    if lines == "curator" and artifact.curator_lines is not None:
+        return list(artifact.curator_lines.matches)
+    return list(artifact.matches)
+
+
+def score_lines(result: PipelineResult, synthetic: SyntheticSet, lines: str = "published") -> list[LineScore]:
+    """One :class:`LineScore` per explained record, from its artifact's lines.
+
+    lines: ``published`` (the top ``k_lines`` matches by relevance, ``artifact.matches``) or ``curator``
+    (what the panels draw: ``artifact.curator_lines``, chosen on the animal when the host gave masks).
+    """
+    if lines not in ("published", "curator"):
+        raise InvalidInputError(f"score_lines: lines={lines!r} must be 'published' or 'curator'")
     scores = []
     for record in result.records:
         ref = record.explanation
@@ -74,7 +89,8 @@ def score_lines(result: PipelineResult, synthetic: SyntheticSet) -> list[LineSco
             raise InvalidInputError(
                 f"record {record.query_id!r} -> {record.candidate_id!r} is not a pair of this synthetic set"
             )
-        if not artifact.matches:
+        drawn = _drawn(artifact, lines)
+        if not drawn:
             scores.append(
                 LineScore(record.query_id, record.candidate_id, record.query_label == record.candidate_label, 0, 0, 0.0)
             )
@@ -84,8 +100,8 @@ def score_lines(result: PipelineResult, synthetic: SyntheticSet) -> list[LineSco
             raise InvalidInputError(f"query and candidate inputs differ in size ({size}); the demo uses one input size")
         mapping = synthetic.query_to_candidate(record.query_id, record.candidate_id, size)
         hits, baseline = landed_lines(
-            np.asarray([m.query_xy for m in artifact.matches], dtype=float),
-            np.asarray([m.candidate_xy for m in artifact.matches], dtype=float),
+            np.asarray([m.query_xy for m in drawn], dtype=float),
+            np.asarray([m.candidate_xy for m in drawn], dtype=float),
             mapping,
             _cell_size(artifact),
         )
@@ -104,6 +120,28 @@ def score_lines(result: PipelineResult, synthetic: SyntheticSet) -> list[LineSco
 
 def _share(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
+
+
+def _per_match(lines: int, matches: int) -> str:
+    return f"{lines / matches:.1f}" if matches else "n/a"
+
+
+def _curator_report(c: CorrespondenceSummary | None) -> list[str]:
+    """The curator lines' shares (what the panels draw), with how many lines each match gets."""
+    if c is None:
+        return []
+    return [
+        (
+            f"curator lines (drawn) within one cell of the true correspondence, correct matches: "
+            f"{_share(c.correct_share)} ({c.correct_lines} lines over {c.correct_matches} matches, "
+            f"{_per_match(c.correct_lines, c.correct_matches)} per match)"
+        ),
+        (
+            f"curator lines (drawn) within one cell of the true correspondence, incorrect matches: "
+            f"{_share(c.incorrect_share)} ({c.incorrect_lines} lines over {c.incorrect_matches} matches, "
+            f"{_per_match(c.incorrect_lines, c.incorrect_matches)} per match)"
+        ),
+    ]
 
 
 def report_lines(result: DemoResult) -> list[str]:
@@ -125,6 +163,7 @@ def report_lines(result: DemoResult) -> list[str]:
             f"lines within one cell of the true correspondence, incorrect matches: {_share(c.incorrect_share)} "
             f"({c.incorrect_lines} lines over {c.incorrect_matches} matches; chance {_share(c.incorrect_baseline)})"
         ),
+        *_curator_report(result.curator_correspondence),
         *(evidence_lines(result.evidence) if result.evidence is not None else []),
         f"review page: {pipeline.review_page}",
         (
@@ -184,11 +223,22 @@ def run_demo(
         review_path=out_dir / "review.html",
     )
     line_scores = score_lines(pipeline, synthetic)
+    curator_scores = score_lines(pipeline, synthetic, "curator")
     evidence = summarise_evidence(pipeline.records, out_dir, synthetic)
-    result = DemoResult(pipeline, synthetic, line_scores, summarise(line_scores), time.perf_counter() - start, evidence)
+    result = DemoResult(
+        pipeline,
+        synthetic,
+        line_scores,
+        summarise(line_scores),
+        time.perf_counter() - start,
+        evidence,
+        curator_scores,
+        summarise(curator_scores),
+    )
     summary = {
         "accuracy": result.accuracy,
         "correspondence": asdict(result.correspondence),
+        "curator_correspondence": asdict(summarise(curator_scores)),
         "seconds": result.seconds,
         "timings": pipeline.timings,
         "settings": {

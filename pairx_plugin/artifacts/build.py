@@ -21,6 +21,7 @@ from .schema import (
     SCHEMA_VERSION,
     ArtifactMatch,
     ArtifactSettings,
+    CuratorLines,
     ExplanationArtifact,
     ImageInfo,
     LibraryVersions,
@@ -31,6 +32,7 @@ from .store import ArtifactBlob, ArtifactStore, arrays_blob
 if TYPE_CHECKING:
     from ..config import PairXConfig
     from ..engine.results import LayerExplanation, PairExplanation
+    from ..evidence.lines import CuratorChoice
     from ..images import LoadedImage
     from .render import RenderedImage
 
@@ -78,6 +80,7 @@ def build_artifact(
     config_digest: str,
     model_fingerprint: str,
     display_files: Mapping[str, SharedFile] | None = None,
+    lines: CuratorChoice | None = None,
 ) -> tuple[ExplanationArtifact, list[ArtifactBlob]]:
     """The document (``files`` still empty) and the files to store for one pair at one layer.
 
@@ -86,6 +89,8 @@ def build_artifact(
     display_files: the shared display images (``{"query": ..., "candidate": ...}``, schema 1.2, what
     :func:`store_pair` passes); with them the display sizes are theirs (capped at ``display_max_side``)
     and ``pair_data.npz`` is added. Without them the document is the 1.0 layout (panels only).
+    lines: the curator lines (:func:`pairx_plugin.evidence.lines.choose_curator_lines`, schema 1.3);
+    None leaves ``curator_lines`` null (the lines are ``matches``).
     """
     from .compact import PAIR_DATA_NAME, PAIR_DATA_ROLE, pair_data_bytes
 
@@ -107,20 +112,16 @@ def build_artifact(
         )
     pixel_maps = layer.pixel_relevance_query
     colour_maps = int(np.asarray(pixel_maps).shape[0]) if np.ndim(pixel_maps) == 3 else 0
-    matches = []
-    for index, match in enumerate(layer.matches[: config.k_lines]):
-        matches.append(
-            ArtifactMatch(
-                query_cell=(int(match.query_cell[0]), int(match.query_cell[1])),
-                candidate_cell=(int(match.candidate_cell[0]), int(match.candidate_cell[1])),
-                query_xy=(float(match.query_xy[0]), float(match.query_xy[1])),
-                candidate_xy=(float(match.candidate_xy[0]), float(match.candidate_xy[1])),
-                query_display_xy=_to_display(match.query_xy, sides["query"]),
-                candidate_display_xy=_to_display(match.candidate_xy, sides["candidate"]),
-                relevance=float(match.relevance),
-                distance=float(match.distance),
-                color_index=index if index < colour_maps else None,
-            )
+    matches = [
+        _artifact_match(match, sides, index if index < colour_maps else None)
+        for index, match in enumerate(layer.matches[: config.k_lines])
+    ]
+    curator_lines = None
+    if lines is not None:
+        coloured = {_cells_of(m): i for i, m in enumerate(layer.matches[:colour_maps])}
+        curator_lines = CuratorLines(
+            selection=lines.selection,
+            matches=[_artifact_match(m, sides, coloured.get(_cells_of(m))) for m in lines.matches],
         )
     metrics = layer.metrics
     document = ExplanationArtifact(
@@ -146,6 +147,7 @@ def build_artifact(
         query=sides["query"],
         candidate=sides["candidate"],
         matches=matches,
+        curator_lines=curator_lines,
         metrics=ExplanationMetrics(
             irm=None if metrics.irm is None else float(metrics.irm),
             mc=float(metrics.mc),
@@ -185,6 +187,24 @@ def build_artifact(
             )
         )
     return document, blobs
+
+
+def _cells_of(match: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    return tuple(int(v) for v in match.query_cell), tuple(int(v) for v in match.candidate_cell)
+
+
+def _artifact_match(match: Any, sides: Mapping[str, ImageInfo], color_index: int | None) -> ArtifactMatch:
+    return ArtifactMatch(
+        query_cell=(int(match.query_cell[0]), int(match.query_cell[1])),
+        candidate_cell=(int(match.candidate_cell[0]), int(match.candidate_cell[1])),
+        query_xy=(float(match.query_xy[0]), float(match.query_xy[1])),
+        candidate_xy=(float(match.candidate_xy[0]), float(match.candidate_xy[1])),
+        query_display_xy=_to_display(match.query_xy, sides["query"]),
+        candidate_display_xy=_to_display(match.candidate_xy, sides["candidate"]),
+        relevance=float(match.relevance),
+        distance=float(match.distance),
+        color_index=color_index,
+    )
 
 
 def _cells(cells: list[tuple[int, int]]) -> np.ndarray:
@@ -249,6 +269,7 @@ def store_pair(
     comes back as a :class:`PairFailure` (the exception untouched, so the record names its real type).
     """
     from ..evidence.attach import attach_evidence
+    from ..evidence.lines import curator_lines_for
     from .compact import cap_display
     from .render import render_pair
 
@@ -271,6 +292,7 @@ def store_pair(
                     side: cap_display(image.display, config.display_max_side)
                     for side, image in (("query", query), ("candidate", candidate))
                 }
+            lines = curator_lines_for(layer, pair, query, candidate, k_lines=config.k_lines, setting=config.lines)
             rendered = {}
             if config.render:
                 rendered = render_pair(
@@ -281,6 +303,7 @@ def store_pair(
                     pair.candidate_size,
                     k_lines=config.k_lines,
                     panels=set(config.render),
+                    lines=lines.matches,
                 )
         except Exception as exc:  # noqa: BLE001 - costs only this record
             return PairFailure(exc, "render")
@@ -300,6 +323,7 @@ def store_pair(
                 config_digest=context.config_digest,
                 model_fingerprint=context.model_fingerprint,
                 display_files=display_files,
+                lines=lines,
             )
             document = attach_evidence(document, pair, layer_key, query, candidate)  # H6: docs/metrics.md
             document = store.write(document, blobs)

@@ -33,7 +33,7 @@ from PIL import Image
 from ..errors import ArtifactError, InvalidInputError
 
 if TYPE_CHECKING:
-    from ..engine.results import LayerExplanation
+    from ..engine.results import LayerExplanation, Match
     from .render import RenderedImage
     from .schema import ExplanationArtifact
     from .store import ArtifactStore
@@ -183,6 +183,24 @@ def stored_layer(document: ExplanationArtifact, arrays: Mapping[str, np.ndarray]
     )
 
 
+def curator_matches(document: ExplanationArtifact) -> list[Match]:
+    """The document's curator lines as engine matches (for drawing); the published matches for older documents."""
+    from ..engine.results import Match
+
+    chosen = document.matches if document.curator_lines is None else document.curator_lines.matches
+    return [
+        Match(
+            query_cell=m.query_cell,
+            candidate_cell=m.candidate_cell,
+            query_xy=m.query_xy,
+            candidate_xy=m.candidate_xy,
+            relevance=m.relevance,
+            distance=m.distance,
+        )
+        for m in chosen
+    ]
+
+
 def _check_compact(document: ExplanationArtifact, where: str) -> None:
     if (
         document.file(PAIR_DATA_ROLE) is None
@@ -217,6 +235,7 @@ def render_stored(store: ArtifactStore, artifact_id: str, panels: Iterable[str])
         (document.candidate.input_height, document.candidate.input_width),
         k_lines=document.settings.k_lines,
         panels=set(panels),
+        lines=None if document.curator_lines is None else curator_matches(document),
     )
 
 

@@ -322,12 +322,15 @@ def render_pair(
     *,
     k_lines: int,
     panels: Iterable[str] | str = PANELS,
+    lines: Sequence[Match] | None = None,
 ) -> dict[str, RenderedImage]:
     """Render the requested panels of one pair at one layer; returns ``{role: RenderedImage}``.
 
     ``display_*`` are the clean HxWx3 uint8 RGB crops (any size); ``*_size`` the model input
     sizes ``(H, W)`` that the layer's coordinates and pixel maps refer to. Only the first
     ``k_lines`` matches are drawn. ``panels`` is any collection of panel kinds (or one name).
+    ``lines``: the matches to draw instead of the layer's top ones (the curator lines,
+    :func:`pairx_plugin.evidence.lines.choose_curator_lines`), also at most ``k_lines``.
     """
     panels = frozenset([panels] if isinstance(panels, str) else panels)
     unknown = panels - PANELS
@@ -341,7 +344,7 @@ def render_pair(
     }
     sizes = {"query": _check_size("query_size", query_size), "candidate": _check_size("candidate_size", candidate_size)}
     _check_layer(layer, sizes)
-    matches = list(layer.matches[: int(k_lines)])
+    matches = list((layer.matches if lines is None else lines)[: int(k_lines)])
     relevance = {"query": layer.relevance_query, "candidate": layer.relevance_candidate}
     pixel_maps = {"query": layer.pixel_relevance_query, "candidate": layer.pixel_relevance_candidate}
 
@@ -390,9 +393,9 @@ def render_pair(
             max(display_hw["query"][0], display_hw["candidate"][0]),
             display_hw["query"][1] + display_hw["candidate"][1],
         )
-        lines = Image.new("RGBA", (pair_hw[1], pair_hw[0]), (0, 0, 0, 0))
+        line_layer = Image.new("RGBA", (pair_hw[1], pair_hw[0]), (0, 0, 0, 0))
         draw_match_lines(
-            lines,
+            line_layer,
             matches,
             scales["query"],
             scales["candidate"],
@@ -400,7 +403,7 @@ def render_pair(
             _smaller(display_hw["query"], display_hw["candidate"]),
             opaque=True,
         )
-        add("overlay_lines_pair", lines)
+        add("overlay_lines_pair", line_layer)
         for side in SIDES:
             add(f"overlay_colors_{side}", colours_overlay(pixel_maps[side], display_hw[side]))
 

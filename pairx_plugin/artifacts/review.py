@@ -82,6 +82,7 @@ class Card:
     sizes: dict[str, list[int]] = field(default_factory=dict)
     stride: dict[str, list[float]] = field(default_factory=dict)
     matches: list[list[float | int | None]] = field(default_factory=list)
+    line_selection: str | None = None  # curator lines' selection (schema 1.3): foreground / relevance
     json_href: str | None = None
     error: str | None = None
     missing_files: list[str] = field(default_factory=list)
@@ -106,6 +107,7 @@ class Card:
             "sizes": self.sizes,
             "stride": self.stride,
             "matches": self.matches,
+            "lines": self.line_selection,
             "json": self.json_href,
             "error": self.error,
             "missing": self.missing_files,
@@ -178,12 +180,18 @@ class _ArtifactReader:
 
 
 def _geometry(card: Card, document: dict[str, Any]) -> None:
-    """Display sizes, cell size (display px) and the matches from an artifact document, when it has them."""
+    """Display sizes, cell size (display px) and the lines to draw from an artifact document, when it has them.
+
+    The lines are the curator lines (schema 1.3) when the document has them, else the published matches.
+    """
     try:
         for side in ("query", "candidate"):
             info = document[side]
             card.sizes[side] = [int(info["display_width"]), int(info["display_height"])]
-        for match in document.get("matches", []):
+        curator = document.get("curator_lines")
+        lines = document.get("matches", []) if not isinstance(curator, dict) else curator["matches"]
+        card.line_selection = None if not isinstance(curator, dict) else str(curator["selection"])
+        for match in lines:
             qx, qy = (float(v) for v in match["query_display_xy"])
             cx, cy = (float(v) for v in match["candidate_display_xy"])
             card.matches.append(
@@ -196,8 +204,9 @@ def _geometry(card: Card, document: dict[str, Any]) -> None:
                     match.get("color_index"),
                 ]
             )
-        if document.get("matches"):
-            first = document["matches"][0]
+        reference = document.get("matches") or lines  # any match gives the cell size
+        if reference:
+            first = reference[0]
             for side in ("query", "candidate"):
                 info = document[side]
                 cell, xy = first[f"{side}_cell"], first[f"{side}_xy"]
@@ -208,6 +217,7 @@ def _geometry(card: Card, document: dict[str, Any]) -> None:
                 ]
     except (KeyError, TypeError, ValueError, ZeroDivisionError):
         card.sizes, card.matches, card.stride = {}, [], {}  # an older or foreign document: images only
+        card.line_selection = None
 
 
 def _card(entry: ManifestEntry, root: Path, prefix: list[str], reader: _ArtifactReader) -> Card:

@@ -24,13 +24,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..records import SHA256_PATTERN, ExplanationMetrics, HostFloat, MatchRecord
 
-SCHEMA_VERSION = "1.2.0"
+SCHEMA_VERSION = "1.3.0"
 
 _SHA256 = SHA256_PATTERN
 #: file names inside an artifact directory and run names: produced by us or checked, never paths
 FILE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 _FILE_NAME = FILE_NAME_PATTERN
 MediaType = Literal["image/png", "application/x-npz"]
+#: how the curator lines were chosen: on the animal (host foreground) or the published top lines
+LineSelection = Literal["foreground", "relevance"]
 ManifestStatus = Literal["explained", "error", "not_explained"]
 
 
@@ -94,6 +96,24 @@ class ArtifactMatch(_Strict):
     )
 
 
+class CuratorLines(_Strict):
+    """(1.3) The lines drawn for a curator, and how they were chosen (docs/metrics.md, "Curator lines").
+
+    ``foreground``: the most relevant mutual matches with both ends on the animal (the host's mask or
+    box for both images), at most ``k_lines``; ``relevance``: the published top lines, i.e. the same
+    matches as ``ExplanationArtifact.matches`` (no foreground for both images, or ``pairx.lines:
+    relevance``). ``matches`` stays the published list either way (IRM, MC and the evidence score use it).
+    """
+
+    selection: LineSelection = Field(
+        description="foreground: the most relevant matches on the animal; relevance: the published top lines."
+    )
+    matches: list[ArtifactMatch] = Field(
+        description="The lines, most relevant first; color_index points to the pixel colour map of the same "
+        "match when it has one."
+    )
+
+
 class ArtifactFile(_Strict):
     """A file of the artifact directory, with the hash that proves it complete."""
 
@@ -151,6 +171,11 @@ class ExplanationArtifact(_Strict):
     query: ImageInfo
     candidate: ImageInfo
     matches: list[ArtifactMatch]
+    curator_lines: CuratorLines | None = Field(
+        None,
+        description="(1.3) The lines to draw for a curator (chosen on the animal when the host gave its "
+        "foreground); null in older documents, where the lines are `matches`.",
+    )
     metrics: ExplanationMetrics
     files: list[ArtifactFile]
     versions: LibraryVersions
@@ -207,9 +232,11 @@ __all__ = [
     "ArtifactFile",
     "ArtifactMatch",
     "ArtifactSettings",
+    "CuratorLines",
     "ExplanationArtifact",
     "ImageInfo",
     "LibraryVersions",
+    "LineSelection",
     "ManifestEntry",
     "SharedFile",
     "json_schemas",

@@ -672,7 +672,7 @@ class PairX:
 
         all_q = [centre(i, hq, wq, Hq, Wq) for i in m.idx0]
         all_c = [centre(i, hc, wc, Hc, Wc) for i in m.idx1]
-        matches = [
+        mutual = [
             Match(
                 query_cell=cq,
                 candidate_cell=cc,
@@ -682,14 +682,7 @@ class PairX:
                 distance=float(d),
                 ratio=None if m.ratio is None else float(m.ratio[n]),
             )
-            for n, ((cq, pq), (cc, pc), r, d) in enumerate(
-                zip(
-                    all_q[: self.k_lines],
-                    all_c[: self.k_lines],
-                    m.relevance[: self.k_lines],
-                    m.distance[: self.k_lines],
-                )
-            )
+            for n, ((cq, pq), (cc, pc), r, d) in enumerate(zip(all_q, all_c, m.relevance, m.distance))
         ]
         metrics = pair_metrics(
             np.array([xy for _, xy in all_q], dtype=np.float32).reshape(-1, 2),
@@ -702,10 +695,11 @@ class PairX:
             key=key,
             relevance_query=m.rel_q,
             relevance_candidate=m.rel_c,
-            matches=matches,
+            matches=mutual[: self.k_lines],
             pixel_relevance_query=m.pixel_query,
             pixel_relevance_candidate=m.pixel_candidate,
             metrics=metrics,
+            mutual_matches=mutual,
         )
 
 

@@ -53,6 +53,10 @@ class LayerExplanation:
 
     relevance_query / relevance_candidate: (h, w) float32 layer relevance (|R| summed over channels).
     matches: the top ``k_lines`` matches, sorted by relevance descending (ties keep matcher order).
+    mutual_matches: every mutual nearest-neighbour match in the same order (``matches`` is its first
+        ``k_lines``; at most h × w entries). Kept so that lines can be chosen after the engine where
+        the animal's foreground is known (``pairx_plugin.evidence.lines``); empty when a layer was
+        rebuilt from stored data that has only the top matches.
     pixel_relevance_query / pixel_relevance_candidate: (n, H, W) float32, n = min(k_colors,
         len(matches)); map i belongs to matches[i].
     """
@@ -64,6 +68,7 @@ class LayerExplanation:
     pixel_relevance_query: np.ndarray
     pixel_relevance_candidate: np.ndarray
     metrics: PairMetrics
+    mutual_matches: list[Match] = field(default_factory=list)
 
 
 @dataclass

@@ -545,10 +545,19 @@
     highlight(pinned);
   }
 
+  // curator lines (schema 1.3) chosen on the animal say so; older artifacts list the published top matches
+  function matchCaption(rec, n) {
+    if (rec.lines === 'foreground') {
+      return n ? n + ' most relevant matches on the animal that agree on one pose (host foreground)'
+        : 'No matches on the animal agree on one pose (host foreground)';
+    }
+    return n ? 'Top ' + n + ' matches, most relevant first' : 'No matches stored';
+  }
+
   function matchTable(rec) {
     var matches = matchesOf(rec);
     var table = el('table', {'class': 'matches'});
-    table.appendChild(el('caption', null, matches.length ? 'Top ' + matches.length + ' matches, most relevant first' : 'No matches stored'));
+    table.appendChild(el('caption', null, matchCaption(rec, matches.length)));
     var head = el('tr');
     ['#', 'line', 'pixel colour', 'relevance share', 'query point', 'candidate point'].forEach(function (name) { head.appendChild(el('th', {scope: 'col'}, name)); });
     table.appendChild(head);
