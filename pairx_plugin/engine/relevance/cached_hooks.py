@@ -76,7 +76,7 @@ class DistinctRows:
     """Which rows of a batch to compute a per-forward constant on, and how to spread it back.
 
     ``first[k]`` is the k-th distinct image's first row; ``spread[i]`` the position in ``first`` of
-    row i's image, so ``values_on_first.index_select(0, spread)`` is the whole batch's value.
+    row i's image, so ``values_on_first[spread]`` is the whole batch's value.
     """
 
     def __init__(self, first: list[int], spread: list[int]) -> None:
@@ -99,12 +99,12 @@ class DistinctRows:
         return cls(first, [position[r] for r in reps])
 
     def take(self, x: torch.Tensor) -> torch.Tensor:
-        """The distinct images' rows of ``x``."""
-        return x.index_select(0, self.first.to(x.device))
+        """The distinct images' rows of ``x`` (indexing keeps a channels-last layout; index_select would not)."""
+        return x[self.first.to(x.device)]
 
     def spread_back(self, x: torch.Tensor) -> torch.Tensor:
-        """A value computed on :meth:`take`'s rows, repeated to every row of the batch."""
-        return x.index_select(0, self.spread.to(x.device))
+        """A value computed on :meth:`take`'s rows, repeated to every row of the batch (layout kept)."""
+        return x[self.spread.to(x.device)]
 
 
 class _Bypass(torch.autograd.Function):
