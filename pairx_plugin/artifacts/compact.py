@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import io
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -143,7 +143,7 @@ def read_pair_data(data: bytes, *, source: str = PAIR_DATA_NAME) -> dict[str, np
 
 def stored_layer(document: ExplanationArtifact, arrays: Mapping[str, np.ndarray]) -> LayerExplanation:
     """A ``LayerExplanation`` rebuilt from a 1.2 document and its pair data (pixel maps at input size)."""
-    from ..engine.results import LayerExplanation, Match, PairMetrics
+    from ..engine.results import LayerExplanation, PairMetrics
 
     maps = {}
     for side in SIDES:
@@ -155,17 +155,7 @@ def stored_layer(document: ExplanationArtifact, arrays: Mapping[str, np.ndarray]
             if len(quantised)
             else np.zeros((0, *size), dtype=np.float32)
         )
-    matches = [
-        Match(
-            query_cell=m.query_cell,
-            candidate_cell=m.candidate_cell,
-            query_xy=m.query_xy,
-            candidate_xy=m.candidate_xy,
-            relevance=m.relevance,
-            distance=m.distance,
-        )
-        for m in document.matches
-    ]
+    matches = _engine_matches(document.matches)
     metrics = document.metrics
     return LayerExplanation(
         key=document.layer,
@@ -185,9 +175,14 @@ def stored_layer(document: ExplanationArtifact, arrays: Mapping[str, np.ndarray]
 
 def curator_matches(document: ExplanationArtifact) -> list[Match]:
     """The document's curator lines as engine matches (for drawing); the published matches for older documents."""
+    chosen = document.matches if document.curator_lines is None else document.curator_lines.matches
+    return _engine_matches(chosen)
+
+
+def _engine_matches(matches: Sequence[Any]) -> list[Match]:
+    """Artifact matches as the engine's ``Match`` records (what the renderer draws)."""
     from ..engine.results import Match
 
-    chosen = document.matches if document.curator_lines is None else document.curator_lines.matches
     return [
         Match(
             query_cell=m.query_cell,
@@ -197,7 +192,7 @@ def curator_matches(document: ExplanationArtifact) -> list[Match]:
             relevance=m.relevance,
             distance=m.distance,
         )
-        for m in chosen
+        for m in matches
     ]
 
 
