@@ -38,7 +38,7 @@ from bench_configs import PAIR, build, default_shared_dir, get_config  # noqa: E
 from bench_shapes import forward_backward_floor, frozen  # noqa: E402
 
 from pairx_plugin import PairX  # noqa: E402
-from pairx_plugin.engine.relevance import cached_hooks, zennit_rules  # noqa: E402
+from pairx_plugin.engine.relevance import zennit_rules  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -159,9 +159,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"forward + constants + arithmetic = {lower:.3f} s = {lower / floor:.2f} x floor (the rules' own work)")
     return 0
 
-
-# the module is imported by tests for its helpers; cached_hooks is named so the import above is used
-_ = cached_hooks
 
 if __name__ == "__main__":
     raise SystemExit(main())

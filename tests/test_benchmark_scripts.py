@@ -16,12 +16,37 @@ BENCH = REPO / "benchmarks" / "bench_engine.py"
 TINY = ["--only", "lite0_224", "--repeats", "1", "--warmup", "0", "--size", "64", "--k-colors", "2", "--k-lines", "5"]
 
 
-def _import_bench_engine():
+def _import_bench(name: str):
+    """A benchmark script as a module (its folder on sys.path, as when it runs)."""
+    import importlib
+
     if str(BENCH.parent) not in sys.path:
         sys.path.insert(0, str(BENCH.parent))
-    import bench_engine
+    return importlib.import_module(name)
 
-    return bench_engine
+
+def _import_bench_engine():
+    return _import_bench("bench_engine")
+
+
+def _result_settings(**overrides) -> dict:
+    """The settings fields every ``ConfigResult`` needs, for a small CPU configuration."""
+    settings = dict(
+        name="lite0_224",
+        model="m",
+        weights="w",
+        size=224,
+        layer="blocks.3",
+        device="cpu",
+        mode="conservative",
+        threads=1,
+        repeats=1,
+        query_repeats=1,
+        warmup=0,
+        k_lines=20,
+        k_colors=10,
+    )
+    return {**settings, **overrides}
 
 
 def _env(shared_dir: Path) -> dict[str, str]:
@@ -193,19 +218,7 @@ def test_pair_numbers_survive_a_worker_killed_during_the_query(monkeypatch):
     bench_engine = _import_bench_engine()
     args = bench_engine.parse_args(["--only", "lite0_224", "--repeats", "2"])
     partial = bench_engine.ConfigResult(
-        name="lite0_224",
-        model="m",
-        weights="w",
-        size=224,
-        layer="blocks.3",
-        device="cpu",
-        mode="conservative",
-        threads=1,
-        repeats=2,
-        query_repeats=2,
-        warmup=1,
-        k_lines=20,
-        k_colors=10,
+        **_result_settings(repeats=2, query_repeats=2, warmup=1),
         pair_s=[1.5, 1.7],
         pair_cpu_s=[1.4, 1.6],
         pair_median_s=1.6,
@@ -246,21 +259,7 @@ def test_pair_numbers_survive_a_worker_killed_during_the_query(monkeypatch):
 
 def test_bench_records_refuse_non_finite_or_non_positive_times():
     bench_engine = _import_bench_engine()
-    base = dict(
-        name="x",
-        model="m",
-        weights="w",
-        size=64,
-        layer="l",
-        device="cpu",
-        mode="conservative",
-        threads=1,
-        repeats=1,
-        query_repeats=1,
-        warmup=0,
-        k_lines=1,
-        k_colors=1,
-    )
+    base = _result_settings(name="x", size=64, layer="l", k_lines=1, k_colors=1)
     for bad in (float("nan"), float("inf"), 0.0, -1.0):
         with pytest.raises(ValueError):
             bench_engine.ConfigResult(**base, pair_s=[bad])
@@ -280,10 +279,7 @@ def test_bench_engine_reference_must_be_a_folder(tmp_path):
 
 def test_floor_account_splits_a_pair_into_measured_parts(shared_dir):
     """bench_floor_account replays the transposes the pair really computed and times the rules' constants."""
-    if str(BENCH.parent) not in sys.path:
-        sys.path.insert(0, str(BENCH.parent))
-    import bench_floor_account
-
+    bench_floor_account = _import_bench("bench_floor_account")
     numbers = bench_floor_account.account("lite0_224", 1, shared_dir)
     assert set(numbers) == {
         "pair",

@@ -766,28 +766,24 @@ def test_several_layers_give_one_artifact_each(tmp_path, golden, model):
     engine = FakeEngine(two_layers, source)
     engine.layer_keys = [LAYER, "blocks.5"]
     store = ArtifactStore(tmp_path)
-    out = explain_matches(
-        records=make_records(["q"], ["a"]),
-        images=source,
-        model=model,
-        config=PairXConfig(**FAST),
-        store=store,
-        engine=engine,
-        progress=False,
-    )
+
+    def explain():
+        return explain_matches(
+            records=make_records(["q"], ["a"]),
+            images=source,
+            model=model,
+            config=PairXConfig(**FAST),
+            store=store,
+            engine=engine,
+            progress=False,
+        )
+
+    out = explain()
     refs = [out[0].explanation, *out[0].other_layers]
     assert [r.layer for r in refs] == [LAYER, "blocks.5"]
     assert len({r.artifact_id for r in refs}) == 2 and all(store.has(r.artifact_id) for r in refs)
     engine.layer_keys = [LAYER, "blocks.7"]  # the engine's result lacks a layer it claims
-    out = explain_matches(
-        records=make_records(["q"], ["a"]),
-        images=source,
-        model=model,
-        config=PairXConfig(**FAST),
-        store=store,
-        engine=engine,
-        progress=False,
-    )
+    out = explain()
     assert "has no layer 'blocks.7'" in out[0].explanation_error.message
 
 

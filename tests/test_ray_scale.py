@@ -114,33 +114,27 @@ def test_a_killed_worker_loses_and_doubles_nothing_and_a_rerun_is_all_hits(
             killed.append(pid)  # a moment later it is busy with its next query group
             threading.Timer(0.3, os.kill, (pid, signal.SIGKILL)).start()
 
-    out = explain_on_ray(
-        records=records,
-        images=source,
-        model="builtin",
-        config=CONFIG,
-        store_root=tmp_path,
-        workers=2,
-        run_name="crash",
-        progress=False,
-        on_outcome=kill_once,
-    )
+    def explain(run_name: str, **extra):
+        return explain_on_ray(
+            records=records,
+            images=source,
+            model="builtin",
+            config=CONFIG,
+            store_root=tmp_path,
+            workers=2,
+            run_name=run_name,
+            progress=False,
+            **extra,
+        )
+
+    out = explain("crash", on_outcome=kill_once)
     assert killed
     assert any("a Ray worker died while explaining query" in r.getMessage() for r in caplog.records)  # it was busy
     lines = _lines(tmp_path, "crash")
     assert sorted(lines) == list(range(len(records)))
     assert [r.pair for r in out] == [r.pair for r in records]
     assert sum(status == "explained" for status, _ in lines.values()) == 8
-    rerun = explain_on_ray(
-        records=records,
-        images=source,
-        model="builtin",
-        config=CONFIG,
-        store_root=tmp_path,
-        workers=2,
-        run_name="again",
-        progress=False,
-    )
+    rerun = explain("again")
     explained = [r for r in rerun if r.explanation is not None]
     assert len(explained) == 8 and all(r.explanation.cache_hit for r in explained)
     assert [r.explanation.artifact_id for r in explained] == [

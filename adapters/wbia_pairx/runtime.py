@@ -136,14 +136,14 @@ class WbiaPairx:
         index = ExplanationIndex(root)
         entries = []
         for cand, duuid, record in zip(group, duuids, explained):
-            entry = IndexEntry(
-                query_uuid=str(quuid),
-                database_uuid=str(duuid),
-                config_digest=digest,
-                qaid=qaid,
-                daid=cand.daid,
-                model_url=cached.model_url,
-                cfgstr=xpx.get_cfgstr(),
+            entry = _index_entry(
+                qaid,
+                quuid,
+                cand,
+                duuid,
+                xpx,
+                cached,
+                digest,
                 explanation=record.explanation,
                 explanation_error=record.explanation_error,
             )
@@ -153,16 +153,7 @@ class WbiaPairx:
 
     def _put_error(self, ibs, qaid, quuid, cand, duuid, info, xpx, cached) -> IndexEntry:
         digest = self.config_digest(xpx, cached) if cached is not None else "unloaded-model"
-        entry = IndexEntry(
-            query_uuid=str(quuid),
-            database_uuid=str(duuid),
-            config_digest=digest,
-            qaid=qaid,
-            daid=cand.daid,
-            model_url=cached.model_url if cached else "",
-            cfgstr=xpx.get_cfgstr(),
-            explanation_error=info,
-        )
+        entry = _index_entry(qaid, quuid, cand, duuid, xpx, cached, digest, explanation_error=info)
         try:
             self.index(ibs).put(entry)
         except ArtifactError as exc:
@@ -218,3 +209,26 @@ class WbiaPairx:
         except OSError as exc:
             raise ArtifactError(f"cannot read the PAIR-X image {path}: {exc}") from exc
         return to_bgr_array(png)
+
+
+def _index_entry(
+    qaid: int,
+    quuid: Any,
+    cand: Candidate,
+    duuid: Any,
+    xpx: XpxConfig,
+    cached: CachedModel | None,
+    digest: str,
+    **outcome: Any,
+) -> IndexEntry:
+    """The index entry of one (query, database) annotation pair; ``outcome``: its explanation and/or error."""
+    return IndexEntry(
+        query_uuid=str(quuid),
+        database_uuid=str(duuid),
+        config_digest=digest,
+        qaid=qaid,
+        daid=cand.daid,
+        model_url=cached.model_url if cached is not None else "",
+        cfgstr=xpx.get_cfgstr(),
+        **outcome,
+    )

@@ -545,14 +545,7 @@ class PairX:
         n = len(matchings)
         H, W = p.x.shape[-2:]
         cand_cells = [m.idx1[: self.k_colors] for m in matchings]
-        wanted = list(
-            dict.fromkeys(
-                cell
-                for m in matchings
-                for cell in m.idx0[: self.k_colors]
-                if (key, cell) not in state.query_pixel_cache
-            )
-        )
+        wanted = self._uncached_query_cells(state, key, matchings)
         depth = max([-(-len(wanted) // n)] + [len(cells) for cells in cand_cells])
         plan: list[list[int | None]] = [[None] * (2 * n) for _ in range(depth)]
         for t, cell in enumerate(wanted):
@@ -563,18 +556,41 @@ class PairX:
         maps = self._pixel_relevance(p, key, plan) if depth else []
         for t, cell in enumerate(wanted):
             state.query_pixel_cache[(key, cell)] = maps[t // n][t % n].detach().cpu().numpy().astype(np.float32)
-        for j, matching in enumerate(matchings):
-            k_c = len(cand_cells[j])
-            matching.pixel_candidate = (
-                np.stack([maps[t][n + j].detach().cpu().numpy() for t in range(k_c)]).astype(np.float32)
-                if k_c
-                else np.zeros((0, H, W), np.float32)
+        cand_maps = {
+            (j, t): maps[t][n + j].detach().cpu().numpy().astype(np.float32)
+            for j, cells in enumerate(cand_cells)
+            for t in range(len(cells))
+        }
+        self._attach_pixel_maps(state, key, matchings, cand_maps, (int(H), int(W)))
+
+    def _uncached_query_cells(self, state: CallState, key: str, matchings: list[LayerMatching]) -> list[int]:
+        """The distinct query cells of ``matchings``' coloured matches not yet back-projected in this call."""
+        return list(
+            dict.fromkeys(
+                cell
+                for m in matchings
+                for cell in m.idx0[: self.k_colors]
+                if (key, cell) not in state.query_pixel_cache
             )
+        )
+
+    def _attach_pixel_maps(
+        self,
+        state: CallState,
+        key: str,
+        matchings: list[LayerMatching],
+        cand_maps: dict[tuple[int, int], np.ndarray],
+        size: tuple[int, int],
+    ) -> None:
+        """Give each matching its pixel maps: candidate ``j``'s t-th map from ``cand_maps[(j, t)]``,
+        the query's from the call's cache of back-projected query cells."""
+        empty = np.zeros((0, *size), np.float32)
+        for j, matching in enumerate(matchings):
+            k_c = len(matching.idx1[: self.k_colors])
+            matching.pixel_candidate = np.stack([cand_maps[(j, t)] for t in range(k_c)]) if k_c else empty
             q_cells = matching.idx0[: self.k_colors]
             matching.pixel_query = (
-                np.stack([state.query_pixel_cache[(key, cell)] for cell in q_cells])
-                if q_cells
-                else np.zeros((0, H, W), np.float32)
+                np.stack([state.query_pixel_cache[(key, cell)] for cell in q_cells]) if q_cells else empty
             )
 
     def _pixel_rows_for(self, query: torch.Tensor) -> int:
@@ -611,14 +627,7 @@ class PairX:
         """
         H, W = (int(v) for v in state.query.shape[-2:])
         jobs: list[tuple[torch.Tensor, int, tuple[int, int]]] = []  # image, cell, (candidate j or -1, slot)
-        wanted = list(
-            dict.fromkeys(
-                cell
-                for m in matchings
-                for cell in m.idx0[: self.k_colors]
-                if (key, cell) not in state.query_pixel_cache
-            )
-        )
+        wanted = self._uncached_query_cells(state, key, matchings)
         jobs += [(state.query, cell, (-1, cell)) for cell in wanted]
         for j, m in enumerate(matchings):
             jobs += [(state.candidates[chunk[j]], cell, (j, t)) for t, cell in enumerate(m.idx1[: self.k_colors])]
@@ -634,17 +643,7 @@ class PairX:
                     state.query_pixel_cache[(key, cell)] = values[row]
                 else:
                     cand_maps[(j, slot)] = values[row]
-        for j, matching in enumerate(matchings):
-            k_c = len(matching.idx1[: self.k_colors])
-            matching.pixel_candidate = (
-                np.stack([cand_maps[(j, t)] for t in range(k_c)]) if k_c else np.zeros((0, H, W), np.float32)
-            )
-            q_cells = matching.idx0[: self.k_colors]
-            matching.pixel_query = (
-                np.stack([state.query_pixel_cache[(key, cell)] for cell in q_cells])
-                if q_cells
-                else np.zeros((0, H, W), np.float32)
-            )
+        self._attach_pixel_maps(state, key, matchings, cand_maps, (H, W))
 
     def _match(self, fm_q: torch.Tensor, fm_c: torch.Tensor, rel_q: torch.Tensor, rel_c: torch.Tensor) -> LayerMatching:
         idx0, idx1, dist = mutual_nearest_neighbours(fm_q, fm_c)
