@@ -29,8 +29,9 @@ from typing import Any, Literal
 import numpy as np
 
 from .attach import SUPPORT_FOREGROUND
-from .foreground import as_mask, weights_at
+from .foreground import as_mask
 from .geometry import INLIER_CELLS, weighted_ransac
+from .scores import foreground_weights
 
 #: the fit sees at most this many on-animal matches (the most relevant): an exhaustive two-point
 #: search costs O(n³); 48 keeps it near 20 ms, and more relevant matches dominate the weight anyway
@@ -76,10 +77,6 @@ def select_on_animal(
     return chosen[: max(0, int(k))]
 
 
-def _mask(value: Any, size: tuple[int, int], name: str) -> np.ndarray | None:
-    return None if value is None else as_mask(value, size, name)
-
-
 def choose_curator_lines(
     layer: Any,
     *,
@@ -104,19 +101,14 @@ def choose_curator_lines(
         return CuratorChoice("relevance", published)
     display_size = display_size or input_size
     masks = (
-        _mask(query_foreground, display_size[0], "query foreground"),
-        _mask(candidate_foreground, display_size[1], "candidate foreground"),
+        as_mask(query_foreground, display_size[0], "query foreground"),
+        as_mask(candidate_foreground, display_size[1], "candidate foreground"),
     )
-    assert masks[0] is not None and masks[1] is not None
-    p = np.array([m.query_xy for m in mutual], float)
-    q = np.array([m.candidate_xy for m in mutual], float)
-    cells = []
-    for side, size in zip(("query", "candidate"), input_size, strict=True):
-        grid = np.asarray(getattr(layer, f"relevance_{side}")).shape
-        cells.append((size[1] / grid[1], size[0] / grid[0]))
-    f = weights_at(p, input_size[0], cells[0], masks[0]) * weights_at(q, input_size[1], cells[1], masks[1])
+    p = np.array([m.query_xy for m in mutual], float).reshape(-1, 2)
+    q = np.array([m.candidate_xy for m in mutual], float).reshape(-1, 2)
+    f, _, cell_c = foreground_weights(layer, p, q, input_size, masks)
     r = np.array([m.relevance for m in mutual], float)
-    chosen = select_on_animal(p, q, r, f, INLIER_CELLS * max(cells[1]), k_lines)
+    chosen = select_on_animal(p, q, r, f, INLIER_CELLS * max(cell_c), k_lines)
     return CuratorChoice("foreground", [mutual[int(i)] for i in chosen])
 
 

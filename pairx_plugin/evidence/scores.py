@@ -66,8 +66,24 @@ def _layer_arrays(layer: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
 
 
 def _cell_size(layer: Any, input_size: tuple[int, int], which: str) -> tuple[float, float]:
-    grid = getattr(layer, f"relevance_{which}").shape
+    grid = np.asarray(getattr(layer, f"relevance_{which}")).shape
     return input_size[1] / grid[1], input_size[0] / grid[0]
+
+
+def foreground_weights(
+    layer: Any,
+    query_xy: np.ndarray,
+    candidate_xy: np.ndarray,
+    sizes: tuple[tuple[int, int], tuple[int, int]],
+    masks: tuple[np.ndarray, np.ndarray],
+) -> tuple[np.ndarray, tuple[float, float], tuple[float, float]]:
+    """f_i = fg_query × fg_candidate over each match's cells, and the query's and candidate's cell
+    sizes (x, y) in input pixels. sizes: (query (H, W), candidate (H, W)) of the input tensors the
+    points refer to; masks: the query's and candidate's foreground masks (see :mod:`.foreground`)."""
+    cell_q = _cell_size(layer, sizes[0], "query")
+    cell_c = _cell_size(layer, sizes[1], "candidate")
+    f = weights_at(query_xy, sizes[0], cell_q, masks[0]) * weights_at(candidate_xy, sizes[1], cell_c, masks[1])
+    return f, cell_q, cell_c
 
 
 def layer_evidence(
@@ -80,14 +96,12 @@ def layer_evidence(
 ) -> tuple[EvidenceScores, LayerGeometry]:
     """Evidence of one ``LayerExplanation``, and its fit, points and on-animal weights for cross-layer checks."""
     p, q, r, ratio = _layer_arrays(layer)
-    cell_q = _cell_size(layer, query_size, "query")
-    cell_c = _cell_size(layer, candidate_size, "candidate")
+    f, _, cell_c = foreground_weights(layer, p, q, (query_size, candidate_size), (query_mask, candidate_mask))
     threshold = INLIER_CELLS * max(cell_c)
     if len(r) == 0 or r.sum() <= 0:
         empty = EvidenceScores(score=0.0, on_animal=0.0, geometric=0.0, support=0.0, inliers=0, foreground=source)
         return empty, LayerGeometry(None, threshold, p, q, np.zeros(len(r)), np.zeros(len(r)), np.zeros(len(r), bool))
     w = r / r.sum()
-    f = weights_at(p, query_size, cell_q, query_mask) * weights_at(q, candidate_size, cell_c, candidate_mask)
     on_mass = float((w * f).sum())
     fit = weighted_ransac(p, q, w * f, threshold)
     g = fit.inliers.astype(float) if fit is not None else np.zeros(len(w))
