@@ -62,9 +62,7 @@ def _cell_size(artifact: ExplanationArtifact) -> float:
 
 def _drawn(artifact: ExplanationArtifact, lines: str) -> list[Any]:
     """The published top matches, or the curator lines (the published ones for artifacts without them)."""
-    if lines == "curator" and artifact.curator_lines is not None:
-        return list(artifact.curator_lines.matches)
-    return list(artifact.matches)
+    return list(artifact.drawn_matches() if lines == "curator" else artifact.matches)
 
 
 def score_lines(result: PipelineResult, synthetic: SyntheticSet, lines: str = "published") -> list[LineScore]:

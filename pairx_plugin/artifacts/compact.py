@@ -175,8 +175,7 @@ def stored_layer(document: ExplanationArtifact, arrays: Mapping[str, np.ndarray]
 
 def curator_matches(document: ExplanationArtifact) -> list[Match]:
     """The document's curator lines as engine matches (for drawing); the published matches for older documents."""
-    chosen = document.matches if document.curator_lines is None else document.curator_lines.matches
-    return _engine_matches(chosen)
+    return _engine_matches(document.drawn_matches())
 
 
 def _engine_matches(matches: Sequence[Any]) -> list[Match]:

@@ -190,6 +190,10 @@ class ExplanationArtifact(_Strict):
     def file(self, role: str) -> ArtifactFile | None:
         return next((f for f in self.files if f.role == role), None)
 
+    def drawn_matches(self) -> list[ArtifactMatch]:
+        """The lines a curator sees: ``curator_lines`` when the document has them (1.3), else ``matches``."""
+        return self.matches if self.curator_lines is None else self.curator_lines.matches
+
 
 class ManifestEntry(_Strict):
     """One line of ``runs/<run_name>.jsonl``: one record of the run with its outcome."""
